@@ -1,0 +1,250 @@
+"""``manifest.yaml``: scope, period, units, facility and grid settings.
+
+Parsed with pydantic models that forbid unknown keys, so that a typo such as
+``unti: W`` is an error that names the key instead of a silently ignored line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from greencert.errors import BundleError
+
+FORMAT = "greencert-bundle/1"
+MANIFEST_NAME = "manifest.yaml"
+# Manifests are small; anything bigger is not a manifest (and must not be parsed into memory).
+MAX_MANIFEST_BYTES = 1_000_000
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_label(value: str, what: str) -> str:
+    """Free-text labels may hold markup (escaped on output) but never control characters."""
+    for pos, char in enumerate(value):
+        if unicodedata.category(char) in ("Cc", "Cf") and char not in "\t":
+            raise ValueError(f"{what} contains control character U+{ord(char):04X} at position {pos}")
+    if len(value) > 200:
+        raise ValueError(f"{what} is longer than 200 characters")
+    return value
+
+
+def check_identifier(value: str, what: str) -> str:
+    """Site and deployment names become file names: letters, digits, '.', '_', '-' only."""
+    if not _ID_RE.match(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} is not a safe identifier "
+            "(1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit, no '..')"
+        )
+    return value
+
+
+class Scope(_Strict):
+    site: str
+    deployment: str
+    model: str
+    hardware: str
+    active_params_billions: Annotated[float, Field(gt=0, le=100_000)]
+    gpu_type: str | None = None
+    gpu_count: Annotated[int, Field(ge=1)] | None = None
+    serving_engine: str | None = None
+    engine_version: str | None = None
+    precision: str | None = None
+    driver_version: str | None = None
+    zone: str | None = None
+
+    @field_validator("site", "deployment")
+    @classmethod
+    def _ids(cls, v: str, info) -> str:
+        return check_identifier(v, f"scope.{info.field_name}")
+
+    @field_validator("model", "hardware", "gpu_type", "serving_engine", "engine_version", "precision", "driver_version", "zone")
+    @classmethod
+    def _labels(cls, v: str | None, info) -> str | None:
+        return None if v is None else check_label(v, f"scope.{info.field_name}")
+
+
+def _to_utc(value: object, where: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        stamp = value
+    elif isinstance(value, str):
+        try:
+            stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{where} {value!r} is not an RFC 3339 timestamp") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+    else:
+        raise ValueError(f"{where} {value!r} is not a timestamp")
+    if stamp.tzinfo is None:
+        raise ValueError(f"{where} {value!r} has no time zone offset (write Z or +00:00)")
+    return stamp.astimezone(dt.UTC)
+
+
+class Period(_Strict):
+    start: dt.datetime
+    end: dt.datetime
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _utc(cls, v: object, info) -> dt.datetime:
+        return _to_utc(v, f"period.{info.field_name}")
+
+    @model_validator(mode="after")
+    def _positive(self) -> Period:
+        if self.end <= self.start:
+            raise ValueError(
+                f"period.end {self.end.isoformat()} is not after period.start {self.start.isoformat()} "
+                "(the period must have a positive length)"
+            )
+        return self
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+class SeriesSpec(_Strict):
+    """A metered series: ``gauge`` = power in a pint power unit, ``counter`` = cumulative energy."""
+
+    file: str
+    kind: Literal["gauge", "counter"]
+    unit: str
+    # Longest interval between two samples that is still bridged (gauges); default from the scheme.
+    max_gap: str | None = None
+    # Physical ceiling per device, a pint power quantity such as "1500 W"; default from the scheme.
+    max_device_power: str | None = None
+    # Relative accuracy of the meter (e.g. 0.05 for +-5 %); default depends on the meter class.
+    accuracy: Annotated[float, Field(gt=0, lt=1)] | None = None
+    meter_class: Literal["gpu_sensor", "node_meter", "pdu", "revenue_meter"] | None = None
+    # Devices that must be present; a listed device without samples is an error.
+    devices: list[str] | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str) -> str:
+        return _check_file_name(v)
+
+
+class TokensSpec(_Strict):
+    file: str
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str) -> str:
+        return _check_file_name(v)
+
+
+class Facility(_Strict):
+    pue: Annotated[float, Field(ge=1.0, le=5.0)] | None = None
+    # ISO/IEC 30134-2 measurement category of the declared PUE (1-3), if known.
+    pue_category: Literal[1, 2, 3] | None = None
+    meter: SeriesSpec | None = None
+    it_meter: SeriesSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Facility:
+        if self.pue is None and self.meter is None:
+            raise ValueError("facility needs either pue (declared) or meter + it_meter (measured)")
+        if (self.meter is None) != (self.it_meter is None):
+            raise ValueError("facility.meter and facility.it_meter go together (measured PUE = facility / IT)")
+        return self
+
+
+class Grid(_Strict):
+    unit: str
+    file: str | None = None
+    annual: Annotated[float, Field(ge=0, le=5000)] | None = None
+    source: str | None = None
+    year: int | None = None
+    zone: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str | None) -> str | None:
+        return None if v is None else _check_file_name(v)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Grid:
+        if (self.file is None) == (self.annual is None):
+            raise ValueError("grid needs exactly one of file (hourly intensity) or annual (one factor)")
+        return self
+
+
+class Manifest(_Strict):
+    format: Literal["greencert-bundle/1"] = FORMAT
+    scope: Scope
+    period: Period
+    power: SeriesSpec
+    tokens: TokensSpec
+    facility: Facility
+    grid: Grid
+    # Free provenance (queries used, server version...), recorded but not interpreted.
+    provenance: dict[str, object] = Field(default_factory=dict)
+
+
+def _check_file_name(name: str) -> str:
+    path = Path(name)
+    if path.is_absolute() or ".." in path.parts or len(path.parts) != 1:
+        raise ValueError(f"file {name!r} must be a plain file name inside the bundle folder")
+    return name
+
+
+def _format_pydantic(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        parts.append(f"{loc}: {msg.removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def parse_manifest(data: object, where: str) -> Manifest:
+    """Turn loaded YAML into a Manifest, or raise a BundleError naming the key."""
+    if not isinstance(data, dict):
+        raise BundleError("manifest must be a YAML mapping of keys to values", where)
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        raise BundleError(_format_pydantic(exc), where) from None
+
+
+def load_manifest(bundle_dir: Path) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError("manifest.yaml is missing", str(bundle_dir))
+    size = path.stat().st_size
+    if size == 0:
+        raise BundleError("manifest is empty", str(path))
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} byte limit", str(path))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"manifest is not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise BundleError(f"manifest is not valid YAML ({getattr(exc, 'problem', exc)})", at) from None
+    return parse_manifest(data, str(path))
+
+
+def manifest_to_yaml(manifest: Manifest) -> str:
+    data = manifest.model_dump(mode="json", exclude_none=True)
+    if not data.get("provenance"):
+        data.pop("provenance", None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

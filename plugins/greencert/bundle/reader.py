@@ -1,0 +1,328 @@
+"""Read the series files of an evidence bundle into numpy arrays.
+
+Files are CSV or Parquet. Columns are checked before any data row is parsed,
+so a file of garbage fails within its first kilobytes instead of being read
+into memory. Everything is turned into plain numpy arrays (times as float64
+Unix seconds, devices as int32 codes) because every later stage works
+column-wise on whole arrays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from greencert.bundle.manifest import Manifest, load_manifest
+from greencert.errors import BundleError
+
+HEADER_PROBE_BYTES = 64 * 1024
+# Per-file ceiling: 46 M rows of Parquet are ~0.4 GB; a CSV three times larger is still sane.
+MAX_FILE_BYTES = 8 * 1024**3
+
+POWER_COLUMNS = ("timestamp", "device", "value")
+TOKEN_COLUMNS = ("timestamp", "output_tokens", "input_tokens")
+GRID_COLUMNS = ("timestamp", "intensity")
+METER_COLUMNS = ("timestamp", "value")
+
+
+@dataclass
+class Series:
+    """One series file as arrays, grouped by device and in file order within a device.
+
+    ``row`` holds each sample's 0-based data-row number in the file, so that
+    errors found after grouping still name the row a person can open.
+    """
+
+    file: str
+    t: np.ndarray
+    device_codes: np.ndarray
+    devices: list[str]
+    values: dict[str, np.ndarray]
+    row: np.ndarray
+    file_format: str
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.t.size)
+
+    def device_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """First and one-past-last row index of each device (rows are grouped by device)."""
+        n_dev = len(self.devices)
+        starts = np.searchsorted(self.device_codes, np.arange(n_dev), side="left")
+        ends = np.searchsorted(self.device_codes, np.arange(n_dev), side="right")
+        return starts, ends
+
+    def where_row(self, index: int) -> str:
+        """Human location of grouped row ``index``: file, line (CSV) or row (Parquet)."""
+        data_row = int(self.row[index])
+        if self.file_format == "csv":
+            return f"{self.file} line {data_row + 2}"
+        return f"{self.file} row {data_row}"
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: Manifest
+    power: Series
+    tokens: Series
+    grid: Series | None = None
+    facility_meter: Series | None = None
+    it_meter: Series | None = None
+    inputs: list[dict[str, str]] = field(default_factory=list)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_file(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise BundleError(f"{what} file is missing", str(path))
+    size = path.stat().st_size
+    if size == 0:
+        raise BundleError(f"{what} file is empty (0 bytes)", str(path))
+    if size > MAX_FILE_BYTES:
+        raise BundleError(f"{what} file is {size} bytes, over the {MAX_FILE_BYTES} byte limit", str(path))
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise BundleError(f"{what} file must be .csv or .parquet, not {suffix or 'no suffix'}", str(path))
+    return suffix[1:]
+
+
+def _probe_csv_header(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> list[str]:
+    with open(path, "rb") as handle:
+        head = handle.read(HEADER_PROBE_BYTES)
+    newline = head.find(b"\n")
+    if newline < 0:
+        raise BundleError(
+            f"no header line in the first {len(head)} bytes (expected columns {', '.join(required)})",
+            f"{path} line 1",
+        )
+    try:
+        header = head[:newline].decode("utf-8").strip().lstrip("\ufeff")
+    except UnicodeDecodeError:
+        raise BundleError("header line is not UTF-8 text", f"{path} line 1") from None
+    columns = [c.strip().strip('"') for c in header.split(",")]
+    if len(columns) == 1 and any(sep in header for sep in (";", "\t", "|")):
+        raise BundleError(
+            f"header {header[:80]!r} is not comma-separated (wrong delimiter?)",
+            f"{path} line 1",
+        )
+    _check_columns(columns, required, optional, f"{path} line 1")
+    if not head[newline + 1 :].strip():
+        raise BundleError("file has a header but no data rows", str(path))
+    return columns
+
+
+def _check_columns(columns: list[str], required: tuple[str, ...], optional: tuple[str, ...], where: str) -> None:
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise BundleError(f"missing column(s) {', '.join(missing)}; found {', '.join(columns)[:200]}", where)
+    unknown = [c for c in columns if c not in required and c not in optional]
+    if unknown:
+        raise BundleError(f"unexpected column(s) {', '.join(unknown)[:200]}", where)
+    dupes = {c for c in columns if columns.count(c) > 1}
+    if dupes:
+        raise BundleError(f"duplicated column(s) {', '.join(sorted(dupes))}", where)
+
+
+def _read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...], numeric: tuple[str, ...]) -> pa.Table:
+    import pyarrow.csv as pacsv
+
+    columns = _probe_csv_header(path, required, optional)
+    types = {c: pa.string() for c in columns}
+    for c in numeric:
+        types[c] = pa.float64()
+    try:
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=16 << 20),
+            parse_options=pacsv.ParseOptions(delimiter=","),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise BundleError(f"malformed CSV: {exc}", str(path)) from None
+
+
+def _read_parquet(path: Path, required: tuple[str, ...], optional: tuple[str, ...], numeric: tuple[str, ...]) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BundleError(f"not a readable Parquet file ({exc})", str(path)) from None
+    _check_columns(list(schema.names), required, optional, str(path))
+    for name in numeric:
+        typ = schema.field(name).type
+        if not (pa.types.is_floating(typ) or pa.types.is_integer(typ)):
+            raise BundleError(f"column {name!r} has type {typ}, expected a number", f"{path} column {name}")
+    ts_type = schema.field("timestamp").type
+    if not (pa.types.is_timestamp(ts_type) or pa.types.is_floating(ts_type) or pa.types.is_integer(ts_type)):
+        raise BundleError(
+            f"column 'timestamp' has type {ts_type}, expected a timestamp with time zone or Unix seconds",
+            f"{path} column timestamp",
+        )
+    if pa.types.is_timestamp(ts_type) and ts_type.tz is None:
+        raise BundleError("column 'timestamp' has no time zone", f"{path} column timestamp")
+    for name in ("device", "instance"):
+        if name in schema.names:
+            typ = schema.field(name).type
+            if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_dictionary(typ)):
+                raise BundleError(f"column {name!r} has type {typ}, expected text", f"{path} column {name}")
+    try:
+        table = pq.read_table(path, read_dictionary=[c for c in ("device", "instance") if c in schema.names])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise BundleError(f"Parquet file cannot be read ({exc})", str(path)) from None
+    if table.num_rows == 0:
+        raise BundleError("file has no data rows", str(path))
+    return table
+
+
+_OFFSET_RE = r"(Z|z|[+-]\d\d:?\d\d)$"
+
+
+def _times_to_seconds(column: pa.ChunkedArray, where: str, file_format: str) -> np.ndarray:
+    """RFC 3339 with offset, or Unix seconds; returns float64 Unix seconds (NaN where null)."""
+    typ = column.type
+    if pa.types.is_timestamp(typ):
+        ns = pc.cast(column, pa.timestamp("ns", tz="UTC")).cast(pa.int64())
+        out = ns.to_numpy(zero_copy_only=False).astype(np.float64) / 1e9
+        return out
+    if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    # Text: numbers are Unix seconds, everything else must be RFC 3339 with an offset.
+    text = pc.utf8_trim_whitespace(column)
+    numeric_mask = pc.match_substring_regex(text, r"^[+-]?\d+(\.\d*)?([eE][+-]?\d+)?$")
+    if pc.all(numeric_mask).as_py():
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    has_offset = pc.match_substring_regex(text, _OFFSET_RE)
+    bad = pc.invert(pc.or_(has_offset, numeric_mask))
+    if pc.any(bad).as_py():
+        first = int(pc.index(bad, True).as_py())
+        value = text[first].as_py()
+        line = f"line {first + 2}" if file_format == "csv" else f"row {first}"
+        problem = (
+            "timestamp has no time zone offset (write Z or +00:00)"
+            if value and value[:4].isdigit() and "-" in value
+            else "timestamp is neither RFC 3339 nor Unix seconds"
+        )
+        raise BundleError(f"{problem}: {value!r}", f"{where} {line} column timestamp")
+    import pandas as pd
+
+    try:
+        parsed = pd.to_datetime(pd.Series(text.to_numpy(zero_copy_only=False)), format="ISO8601", utc=True)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"timestamp cannot be parsed: {exc}", f"{where} column timestamp") from None
+    ns = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return ns.astype(np.float64) / 1e9
+
+
+def _codes(table: pa.Table, name: str | None, default: str) -> tuple[np.ndarray, list[str]]:
+    if name is None or name not in table.column_names:
+        return np.zeros(table.num_rows, dtype=np.int32), [default]
+    col = table.column(name)
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(col)
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    # Unify dictionaries across chunks so codes are comparable.
+    if isinstance(col, pa.ChunkedArray):
+        col = col.unify_dictionaries().combine_chunks()
+    dictionary = [str(v) for v in col.dictionary.to_pylist()]
+    indices = col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    if col.null_count:
+        indices = np.where(col.is_null().to_numpy(zero_copy_only=False), -1, indices)
+    # A Parquet dictionary may list values no row uses: drop them.
+    used = np.bincount(indices[indices >= 0], minlength=len(dictionary)) > 0
+    if not used.all():
+        keep = np.flatnonzero(used)
+        squeeze = np.full(len(dictionary), -1, dtype=np.int64)
+        squeeze[keep] = np.arange(keep.size)
+        indices = np.where(indices >= 0, squeeze[np.maximum(indices, 0)], -1)
+        dictionary = [dictionary[i] for i in keep]
+    # Sort device names so codes (and every output) do not depend on row order.
+    order = np.argsort(np.array(dictionary, dtype=object), kind="stable")
+    remap = np.empty(len(dictionary), dtype=np.int32)
+    remap[order] = np.arange(len(dictionary), dtype=np.int32)
+    codes = np.where(indices >= 0, remap[np.maximum(indices, 0)], -1).astype(np.int32)
+    return codes, [dictionary[i] for i in order]
+
+
+def read_series(
+    path: Path,
+    required: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    numeric: tuple[str, ...] = (),
+    group_by: str | None = None,
+    what: str = "series",
+) -> Series:
+    """Read one series file into a :class:`Series`, grouped by ``group_by`` if given."""
+    file_format = _check_file(path, what)
+    reader = _read_csv if file_format == "csv" else _read_parquet
+    table = reader(path, required, optional, numeric)
+    if table.num_rows == 0:
+        raise BundleError("file has a header but no data rows", str(path))
+    where = str(path.name)
+    t = _times_to_seconds(table.column("timestamp"), where, file_format)
+    codes, devices = _codes(table, group_by, default="all")
+    if (codes < 0).any():
+        first = int(np.argmax(codes < 0))
+        line = f"line {first + 2}" if file_format == "csv" else f"row {first}"
+        raise BundleError(f"column {group_by!r} is empty", f"{where} {line} column {group_by}")
+    values = {
+        name: pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False) for name in numeric
+    }
+    del table
+    row = np.arange(t.size, dtype=np.int64)
+    if codes.size > 1 and (np.diff(codes) < 0).any():
+        # Devices interleaved: group them, keeping file order within a device.
+        order = np.argsort(codes, kind="stable")
+        codes, t, row = codes[order], t[order], row[order]
+        values = {k: v[order] for k, v in values.items()}
+    return Series(where, t, codes, devices, values, row, file_format)
+
+
+def open_bundle(bundle_dir: Path | str) -> Bundle:
+    """Read manifest and every file it names; raise BundleError on the first problem."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError("evidence bundle folder does not exist", str(bundle_dir))
+    manifest = load_manifest(bundle_dir)
+    files = {"manifest.yaml": bundle_dir / "manifest.yaml"}
+
+    def path_of(name: str) -> Path:
+        files[name] = bundle_dir / name
+        return bundle_dir / name
+
+    m = manifest
+    power = read_series(path_of(m.power.file), POWER_COLUMNS, (), ("value",), "device", "power")
+    tokens = read_series(
+        path_of(m.tokens.file), TOKEN_COLUMNS, ("instance",), ("output_tokens", "input_tokens"), "instance", "tokens"
+    )
+    grid = None
+    if m.grid.file:
+        grid = read_series(path_of(m.grid.file), GRID_COLUMNS, (), ("intensity",), None, "grid")
+    facility_meter = it_meter = None
+    if m.facility.meter is not None and m.facility.it_meter is not None:
+        facility_meter = read_series(
+            path_of(m.facility.meter.file), METER_COLUMNS, ("device",), ("value",), "device", "facility meter"
+        )
+        it_meter = read_series(
+            path_of(m.facility.it_meter.file), METER_COLUMNS, ("device",), ("value",), "device", "IT meter"
+        )
+    inputs = [{"file": name, "sha256": sha256_file(p)} for name, p in sorted(files.items())]
+    return Bundle(bundle_dir, manifest, power, tokens, grid, facility_meter, it_meter, inputs)
+
+
+def utc_seconds(stamp: dt.datetime) -> float:
+    return stamp.timestamp()

@@ -1,0 +1,1 @@
+"""Certificates: build the document, render it for people, publish it atomically."""

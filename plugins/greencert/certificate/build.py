@@ -1,0 +1,69 @@
+"""The certificate document: a pure function of the graded figures.
+
+No wall-clock time goes in: the issue time is the end of the certified period
+and expiry follows from the scheme, so the same bundle always gives the same
+bytes. The file is published in RFC 8785 canonical JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import rfc8785
+
+from greencert import __version__
+
+FORMAT = "greencert-certificate/1"
+
+
+def stamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def certificate_id(site: str, deployment: str, start: dt.datetime, end: dt.datetime) -> str:
+    """Deterministic id from scope and period: a rerun of a period replaces, never duplicates."""
+    fmt = "%Y%m%dT%H%MZ"
+    return f"{site}.{deployment}.{start.astimezone(dt.UTC):{fmt}}-{end.astimezone(dt.UTC):{fmt}}"
+
+
+def add_months(moment: dt.datetime, months: int) -> dt.datetime:
+    month0 = moment.month - 1 + months
+    year, month = moment.year + month0 // 12, month0 % 12 + 1
+    days = [31, 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    return moment.replace(year=year, month=month, day=min(moment.day, days[month - 1]))
+
+
+def build_certificate(graded: dict[str, Any]) -> dict[str, Any]:
+    """Assemble the certificate from the graded stage's output (see pipeline.grade_stage)."""
+    scope = graded["scope"]
+    start = dt.datetime.fromisoformat(graded["period"]["start"].replace("Z", "+00:00"))
+    end = dt.datetime.fromisoformat(graded["period"]["end"].replace("Z", "+00:00"))
+    cert_id = certificate_id(scope["site"], scope["deployment"], start, end)
+    cert: dict[str, Any] = {
+        "certificate_format": FORMAT,
+        "certificate_id": cert_id,
+        "scheme": graded["scheme"],
+        "scope": scope,
+        "period": {"start": stamp(start), "end": stamp(end)},
+        "issued_at": stamp(end),
+        "valid_until": stamp(add_months(end, int(graded["validity_months"]))),
+        "metrics": graded["metrics"],
+        "grade": graded["grading"]["overall"],
+        "grading": graded["grading"],
+        "methodology": graded["methodology"],
+        "data_quality": graded["data_quality"],
+        "hourly": graded["hourly"],
+        "inputs": graded["inputs"],
+        "evidence": {"bundle": f"{cert_id}.evidence"},
+        "software": {"greencert": __version__},
+    }
+    for key in ("software_stack", "carbon", "uncertainty", "reconciliation", "load_regime", "findings"):
+        if key in graded:
+            cert[key] = graded[key]
+    return cert
+
+
+def canonical_bytes(document: dict[str, Any]) -> bytes:
+    """RFC 8785 canonical JSON: the exact bytes that are published (and signed)."""
+    return rfc8785.dumps(document)

@@ -1,0 +1,144 @@
+"""``greencert`` command line: a thin caller of the same stage functions the DAG uses."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from pathlib import Path
+
+from greencert.errors import GreenCertError
+
+EXIT_OK = 0
+EXIT_USAGE = 64
+
+
+def _day(text: str) -> dt.datetime:
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from greencert.sources.simulate import SAMPLE_FLEET, simulate_deployment
+
+    out = Path(args.out)
+    written = []
+    for day in range(args.days):
+        start = args.date + dt.timedelta(days=day)
+        end = start + dt.timedelta(days=1)
+        for profile in SAMPLE_FLEET:
+            target = out / profile.deployment / start.strftime("%Y-%m-%d")
+            written.append(simulate_deployment(profile, start, end, target, args.step, args.format, args.seed))
+    for path in written:
+        print(path)
+    return EXIT_OK
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from greencert.pipeline import certify
+
+    path = certify(args.bundle, args.out, args.scheme, args.work_dir)
+    cert = json.loads(Path(path).read_text())
+    m = cert["metrics"]
+    print(
+        f"certificate {cert['certificate_id']}: grade {cert['grade']}, "
+        f"{m['energy_per_million_tokens']['value']:.6g} kWh/Mtok, "
+        f"{m['carbon_per_million_tokens']['value']:.6g} gCO2e/Mtok"
+    )
+    print(path)
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from greencert.certificate.verify import verify_certificate
+
+    result = verify_certificate(Path(args.certificate), Path(args.bundle) if args.bundle else None)
+    for line in result.lines:
+        print(line)
+    print(f"OK: {result.certificate_id} verified")
+    return EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    rows = []
+    for path in sorted(Path(args.registry).glob("*/*/*.json")):
+        if path.name.endswith((".validation.json",)) or path.name.startswith("."):
+            continue
+        try:
+            cert = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if "certificate_id" not in cert:
+            continue
+        m = cert["metrics"]
+        rows.append(
+            (
+                cert["scope"]["site"],
+                cert["scope"]["deployment"],
+                cert["period"]["start"][:10],
+                cert["grade"],
+                f"{m['energy_per_million_tokens']['value']:.4f}",
+                f"{m['carbon_per_million_tokens']['value']:.1f}",
+                f"{m['output_tokens']['value'] / 1e6:.1f}",
+            )
+        )
+    header = ("site", "deployment", "day", "grade", "kWh/Mtok", "gCO2e/Mtok", "Mtok out")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
+    print(f"{len(rows)} certificate(s) in {args.registry}")
+    return EXIT_OK if rows else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="greencert", description="Certify energy and carbon per million AI tokens.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write deterministic sample-fleet evidence bundles")
+    p.add_argument("--out", required=True)
+    p.add_argument("--date", type=_day, default=_day("2026-01-01"), help="first day (UTC), default 2026-01-01")
+    p.add_argument("--days", type=int, default=1)
+    p.add_argument("--step", type=float, default=15.0, help="sampling interval in seconds")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("certify", help="validate, compute, grade and publish one evidence bundle")
+    p.add_argument("bundle")
+    p.add_argument("--out", required=True, help="registry folder to publish into")
+    p.add_argument("--scheme", default=None, help="grading scheme YAML (default: the packaged scheme)")
+    p.add_argument("--work-dir", default=None, help="keep stage outputs here (default: a temporary folder)")
+    p.set_defaults(func=cmd_certify)
+
+    p = sub.add_parser("verify", help="check a certificate's hashes and recompute its figures")
+    p.add_argument("certificate")
+    p.add_argument("--bundle", default=None, help="evidence bundle (default: the copy published beside it)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("summary", help="print a table of the certificates in a registry")
+    p.add_argument("registry")
+    p.set_defaults(func=cmd_summary)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args))
+    except GreenCertError as exc:
+        code = getattr(exc, "reason", None)
+        prefix = f"error[{code}]" if code else "error"
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Unit-safe computation of energy, tokens and carbon from a validated bundle."""

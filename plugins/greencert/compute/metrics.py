@@ -1,0 +1,170 @@
+"""Energy, tokens and operational carbon per million tokens, with pint.
+
+Arrays leave the integration engine as plain magnitudes in the manifest's
+units; they are wrapped as whole-array Quantities here and converted once.
+Facility energy is IT energy x PUE (declared), or IT energy x the hourly
+ratio of a facility meter to an IT meter (measured PUE). Carbon is
+location-based: each hour's facility energy x that hour's grid intensity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from greencert.bundle.reader import Bundle, Series
+from greencert.compute.integrate import Integrated, integrate
+from greencert.errors import BundleError
+from greencert.grading import Scheme
+from greencert.units import ENERGY, POWER, Q_, as_array, parse_unit, ureg
+
+
+@dataclass
+class Figures:
+    """Certified figures as pint Quantities plus the hourly detail they came from."""
+
+    it_energy: Any
+    facility_energy: Any
+    output_tokens: Any
+    input_tokens: Any
+    energy_per_million_tokens: Any
+    carbon_per_million_tokens: Any
+    operational_carbon: Any
+    pue: float
+    pue_basis: str
+    grid_basis: str
+    hourly_intensity_share: float
+    coverage: float
+    hour_starts: np.ndarray
+    it_energy_hourly_kwh: np.ndarray
+    facility_energy_hourly_kwh: np.ndarray
+    intensity_hourly: np.ndarray  # gCO2e/kWh
+    output_tokens_hourly: np.ndarray
+    device_energy_kwh: dict[str, float] = field(default_factory=dict)
+    devices: int = 0
+
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        """Headline metrics as {value, unit}; units are fixed by the certificate format."""
+
+        def m(q: Any, unit: str) -> dict[str, Any]:
+            return {"value": _round(q.to(unit).magnitude), "unit": unit}
+
+        return {
+            "it_energy": m(self.it_energy, "kWh"),
+            "facility_energy": m(self.facility_energy, "kWh"),
+            "output_tokens": m(self.output_tokens, "token"),
+            "input_tokens": m(self.input_tokens, "token"),
+            "energy_per_million_tokens": m(self.energy_per_million_tokens, "kWh/Mtok"),
+            "carbon_per_million_tokens": m(self.carbon_per_million_tokens, "gCO2e/Mtok"),
+            "operational_carbon": m(self.operational_carbon, "gCO2e"),
+        }
+
+
+def _round(value: float) -> float:
+    """12 significant digits: stable across platforms, far below any meter's accuracy."""
+    return float(f"{float(value):.12g}")
+
+
+def energy_of(series: Series, spec, start: float, end: float, max_gap: float, where: str) -> tuple[Integrated, str]:
+    """Integrate a gauge or counter series; returns the integral and the pint unit of its values."""
+    if spec.kind == "gauge":
+        unit = parse_unit(spec.unit, POWER, f"{where}.unit")
+        return integrate(series, "value", "gauge", start, end, max_gap), f"({unit}) * second"
+    unit = parse_unit(spec.unit, ENERGY, f"{where}.unit")
+    return integrate(series, "value", "counter", start, end, max_gap), str(unit)
+
+
+def hourly_intensity(bundle: Bundle, hour_edges: np.ndarray) -> tuple[np.ndarray, str, float]:
+    """Intensity in gCO2e/kWh for each hour bin of the period, basis, and share of hourly data."""
+    grid = bundle.manifest.grid
+    unit = ureg.Unit(grid.unit) if _is_intensity(grid.unit) else None
+    if unit is None:
+        raise BundleError(f"grid unit {grid.unit!r} is not a carbon intensity such as gCO2e/kWh", "manifest.yaml grid.unit")
+    n_hours = hour_edges.size - 1
+    if grid.annual is not None:
+        value = Q_(grid.annual, unit).to("gCO2e/kWh").magnitude
+        return np.full(n_hours, value), "annual", 0.0
+    series = bundle.grid
+    assert series is not None
+    bins = np.floor(hour_edges[:-1] / 3600.0) * 3600.0
+    order = np.argsort(series.t)
+    t_sorted = series.t[order]
+    pos = np.searchsorted(t_sorted, bins)
+    pos = np.minimum(pos, t_sorted.size - 1)
+    if not np.array_equal(t_sorted[pos], bins):
+        missing = bins[t_sorted[pos] != bins]
+        raise BundleError(f"grid file has no intensity for {missing.size} hour(s), first {missing[0]:.0f}", series.file)
+    values = series.values["intensity"][order][pos]
+    return as_array(values, unit).to("gCO2e/kWh").magnitude, "hourly", 1.0
+
+
+def _is_intensity(text: str) -> bool:
+    try:
+        return ureg.Unit(text).dimensionality == ureg.get_dimensionality("[carbon] / [energy]")
+    except Exception:
+        return False
+
+
+def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
+    m = bundle.manifest
+    start, end = m.period.start.timestamp(), m.period.end.timestamp()
+    max_gap = Q_(m.power.max_gap).to("s").magnitude if m.power.max_gap else scheme.max_gap_seconds
+
+    power, unit = energy_of(bundle.power, m.power, start, end, max_gap, "power")
+    it_hourly = as_array(power.per_hour.sum(axis=0), unit).to("kWh").magnitude
+    device_kwh = as_array(power.per_device, unit).to("kWh").magnitude
+    edges = power.edges
+
+    if m.facility.meter is not None and bundle.facility_meter is not None and bundle.it_meter is not None:
+        fac, fac_unit = energy_of(bundle.facility_meter, m.facility.meter, start, end, max_gap, "facility.meter")
+        itm, itm_unit = energy_of(bundle.it_meter, m.facility.it_meter, start, end, max_gap, "facility.it_meter")
+        fac_h = as_array(fac.per_hour.sum(axis=0), fac_unit).to("kWh").magnitude
+        itm_h = as_array(itm.per_hour.sum(axis=0), itm_unit).to("kWh").magnitude
+        if (itm_h <= 0).any():
+            hour = int(np.argmax(itm_h <= 0))
+            raise BundleError(f"IT meter reads no energy in hour {hour} of the period: PUE undefined", "facility.it_meter")
+        pue_hourly = fac_h / itm_h
+        facility_hourly = it_hourly * pue_hourly
+        pue_basis = "measured"
+    else:
+        pue_hourly = np.full(it_hourly.size, float(m.facility.pue))
+        facility_hourly = it_hourly * pue_hourly
+        pue_basis = "declared"
+
+    tokens_out = integrate(bundle.tokens, "output_tokens", "counter", start, end, np.inf)
+    tokens_in = integrate(bundle.tokens, "input_tokens", "counter", start, end, np.inf)
+    out_hourly = tokens_out.per_hour.sum(axis=0)
+
+    intensity, grid_basis, hourly_share = hourly_intensity(bundle, edges)
+
+    it_energy = Q_(float(it_hourly.sum()), "kWh")
+    facility_energy = Q_(float(facility_hourly.sum()), "kWh")
+    output_tokens = Q_(float(out_hourly.sum()), "token")
+    input_tokens = Q_(float(tokens_in.per_hour.sum()), "token")
+    carbon = Q_(float(np.sum(as_array(facility_hourly, "kWh") * as_array(intensity, "gCO2e/kWh")).to("gCO2e").magnitude), "gCO2e")
+    if output_tokens.magnitude <= 0:
+        raise BundleError("no output tokens in the period: energy per token undefined", bundle.tokens.file)
+    pue = float(facility_energy.magnitude / it_energy.magnitude) if it_energy.magnitude > 0 else float("nan")
+    return Figures(
+        it_energy=it_energy,
+        facility_energy=facility_energy,
+        output_tokens=output_tokens,
+        input_tokens=input_tokens,
+        energy_per_million_tokens=(facility_energy / output_tokens).to("kWh/Mtok"),
+        carbon_per_million_tokens=(carbon / output_tokens).to("gCO2e/Mtok"),
+        operational_carbon=carbon,
+        pue=pue,
+        pue_basis=pue_basis,
+        grid_basis=grid_basis,
+        hourly_intensity_share=hourly_share,
+        coverage=power.coverage(),
+        hour_starts=edges[:-1],
+        it_energy_hourly_kwh=it_hourly,
+        facility_energy_hourly_kwh=facility_hourly,
+        intensity_hourly=intensity,
+        output_tokens_hourly=out_hourly,
+        device_energy_kwh={d: float(e) for d, e in zip(power.devices, device_kwh, strict=True)},
+        devices=len(power.devices),
+    )

@@ -1,0 +1,147 @@
+"""Fleet configuration: which deployments to certify, where their data comes from, where to publish."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from greencert.bundle.manifest import check_identifier
+from greencert.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulatedSource(_Strict):
+    kind: Literal["simulated"]
+    profile: str | None = None  # defaults to the deployment name
+    step_seconds: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    file_format: Literal["csv", "parquet"] = "csv"
+    seed: int = 0
+
+
+class BundleSource(_Strict):
+    """Bundles produced elsewhere; ``path`` may use {deployment}, {start} and {end} (YYYYmmddTHHMMZ)."""
+
+    kind: Literal["bundle"]
+    path: str
+
+
+class PrometheusSource(_Strict):
+    kind: Literal["prometheus"]
+    conn_id: str = "greencert_prometheus"
+    profile: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    manifest: dict[str, Any] = Field(default_factory=dict)
+    step_seconds: Annotated[float, Field(gt=0, le=3600)] = 15.0
+
+
+Source = Annotated[SimulatedSource | BundleSource | PrometheusSource, Field(discriminator="kind")]
+
+
+class DeploymentConfig(_Strict):
+    deployment: str
+    source: Source
+
+    @field_validator("deployment")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return check_identifier(v, "deployment")
+
+
+class FleetConfig(_Strict):
+    registry: str
+    work_dir: str
+    scheme: str | None = None
+    deployments: list[DeploymentConfig]
+    # Extra Prometheus source profiles (name -> profile); merged over the built-in ones.
+    source_profiles: dict[str, Any] = Field(default_factory=dict)
+    base_dir: str = "."
+
+    def resolve(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (Path(self.base_dir) / path).resolve()
+
+    @property
+    def registry_path(self) -> Path:
+        return self.resolve(self.registry)
+
+    @property
+    def work_path(self) -> Path:
+        return self.resolve(self.work_dir)
+
+    @property
+    def scheme_path(self) -> Path | None:
+        return self.resolve(self.scheme) if self.scheme else None
+
+    def deployment(self, name: str) -> DeploymentConfig:
+        for d in self.deployments:
+            if d.deployment == name:
+                return d
+        raise ConfigError(f"deployment {name!r} is not in the fleet config")
+
+
+@functools.cache
+def _load(path: str, mtime: float) -> FleetConfig:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read fleet config ({exc})", path) from None
+    if not isinstance(data, dict):
+        raise ConfigError("fleet config must be a YAML mapping", path)
+    data.setdefault("base_dir", str(p.parent.resolve()))
+    try:
+        return FleetConfig.model_validate(data)
+    except ValidationError as exc:
+        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(msg, path) from None
+
+
+def load_config(path: str | Path) -> FleetConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("fleet config file does not exist", str(p))
+    return _load(str(p.resolve()), p.stat().st_mtime)
+
+
+def interval_key(start: dt.datetime, end: dt.datetime) -> str:
+    fmt = "%Y%m%dT%H%MZ"
+    return f"{start.astimezone(dt.UTC):{fmt}}_{end.astimezone(dt.UTC):{fmt}}"
+
+
+def extract_stage(config_path: str | Path, deployment: str, start: dt.datetime, end: dt.datetime) -> str:
+    """Produce the evidence bundle of one deployment and data interval; return its path.
+
+    Idempotent: the bundle path is keyed on deployment and interval, and is
+    rewritten whole (atomically) on a rerun.
+    """
+    cfg = load_config(config_path)
+    dep = cfg.deployment(deployment)
+    src = dep.source
+    target = cfg.work_path / "bundles" / deployment / interval_key(start, end)
+    if src.kind == "simulated":
+        from greencert.sources.simulate import profile_by_name, simulate_deployment
+
+        try:
+            profile = profile_by_name(src.profile or deployment)
+        except KeyError as exc:
+            raise ConfigError(str(exc), f"{config_path}: deployment {deployment}") from None
+        return str(simulate_deployment(profile, start, end, target, src.step_seconds, src.file_format, src.seed))
+    if src.kind == "bundle":
+        fmt = "%Y%m%dT%H%MZ"
+        path = cfg.resolve(
+            src.path.format(deployment=deployment, start=f"{start.astimezone(dt.UTC):{fmt}}", end=f"{end.astimezone(dt.UTC):{fmt}}")
+        )
+        if not path.is_dir():
+            raise ConfigError(f"bundle folder {path} does not exist", f"{config_path}: deployment {deployment}")
+        return str(path)
+    from greencert.sources.prometheus import extract_prometheus  # issue: Prometheus source
+
+    return str(extract_prometheus(cfg, dep, start, end, target))

@@ -1,0 +1,231 @@
+"""The certification stages. The DAG and the CLI both call these: one way to certify.
+
+Each stage reads files and writes one JSON file into a work folder, returning
+its path, so Airflow passes paths (never DataFrames) through XCom and a stage
+can be retried alone.
+
+    validate_stage -> validation.json   (GX suites; raises on a critical failure)
+    compute_stage  -> figures.json      (refuses bundles that changed since validation)
+    grade_stage    -> graded.json
+    publish_stage  -> <registry>/<site>/<deployment>/<certificate_id>.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from greencert.errors import GreenCertError, ValidationFailed
+
+log = logging.getLogger("greencert")
+
+VALIDATION_FILE = "validation.json"
+FIGURES_FILE = "figures.json"
+GRADED_FILE = "graded.json"
+
+
+def _scheme(scheme_path: str | Path | None):
+    from greencert.grading import DEFAULT_SCHEME, load_scheme
+
+    return load_scheme(Path(scheme_path) if scheme_path else DEFAULT_SCHEME)
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    from greencert.certificate.publish import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode())
+    return path
+
+
+def validate_stage(bundle_dir: str | Path, work_dir: str | Path, scheme_path: str | Path | None = None) -> str:
+    """Validate the bundle with the GX suites; write validation.json; raise if a critical expectation fails."""
+    from greencert.bundle import open_bundle
+    from greencert.validation import validate_bundle
+
+    work = Path(work_dir)
+    report_path = work / VALIDATION_FILE
+    report_path.unlink(missing_ok=True)  # a stale success must never outlive a new failure
+    scheme = _scheme(scheme_path)
+    bundle = open_bundle(bundle_dir)
+    failed: ValidationFailed | None = None
+    try:
+        report = validate_bundle(bundle, scheme)
+    except ValidationFailed as exc:
+        failed = exc
+        report = None
+    from greencert.validation.run import ValidationReport
+
+    payload: dict[str, Any]
+    if report is None:
+        payload = {"success": False, "error": str(failed)}
+    else:
+        payload = report.to_dict()
+        assert isinstance(report, ValidationReport)
+    payload["inputs"] = bundle.inputs
+    payload["scheme"] = {"id": scheme.id, "version": scheme.version}
+    if failed is not None:
+        _write_json(work / "validation.failed.json", payload)
+        raise failed
+    _write_json(report_path, payload)
+    rows = ", ".join(f"{k}: {v:,} rows" for k, v in payload["rows"].items())
+    log.info(
+        "validated %s: %s; %d expectations passed; power coverage %.4f",
+        Path(bundle_dir).name,
+        rows,
+        sum(s["evaluated_expectations"] for s in payload["suites"]),
+        payload.get("coverage") or 0.0,
+    )
+    return str(report_path)
+
+
+def compute_stage(
+    bundle_dir: str | Path, validation_path: str | Path, work_dir: str | Path, scheme_path: str | Path | None = None
+) -> str:
+    """Compute the figures of a bundle that passed validation and has not changed since."""
+    from greencert.bundle import open_bundle
+    from greencert.compute.metrics import compute_figures
+
+    report = json.loads(Path(validation_path).read_text())
+    if not report.get("success"):
+        raise ValidationFailed("bundle did not pass validation; no figures are computed", str(validation_path))
+    bundle = open_bundle(bundle_dir)
+    if report["inputs"] != bundle.inputs:
+        raise ValidationFailed(
+            "bundle files changed since validation (sha256 differs); validate again", str(bundle_dir)
+        )
+    scheme = _scheme(scheme_path)
+    fig = compute_figures(bundle, scheme)
+    m = bundle.manifest
+    figures = {
+        "scope": m.scope.model_dump(mode="json", exclude_none=True),
+        "period": {"start": m.period.start.isoformat(), "end": m.period.end.isoformat()},
+        "metrics": fig.metrics(),
+        "methodology": {
+            "integration": "trapezoid per device, split at UTC hour boundaries, interpolated at the period edges",
+            "power_kind": m.power.kind,
+            "power_unit": m.power.unit,
+            "max_gap_seconds": scheme.max_gap_seconds if not m.power.max_gap else None,
+            "pue": round(fig.pue, 9),
+            "pue_basis": fig.pue_basis,
+            "grid_basis": fig.grid_basis,
+            "grid_source": m.grid.source,
+            "hourly_intensity_share": fig.hourly_intensity_share,
+            "tokens": "increase of cumulative counters, resets handled as Prometheus increase()",
+            "carbon": "location-based: sum over hours of facility energy x grid intensity",
+        },
+        "data_quality": {
+            "coverage": round(fig.coverage, 9),
+            "validation_success": True,
+            "validation_report": VALIDATION_FILE,
+            "expectations_evaluated": sum(s["evaluated_expectations"] for s in report["suites"]),
+            "rows": report["rows"],
+            "devices": fig.devices,
+        },
+        "hourly": {
+            "hour_start": [int(h) for h in fig.hour_starts],
+            "facility_energy_kwh": [float(f"{v:.9g}") for v in fig.facility_energy_hourly_kwh],
+            "output_tokens": [float(f"{v:.12g}") for v in fig.output_tokens_hourly],
+            "grid_intensity_gco2e_per_kwh": [float(f"{v:.9g}") for v in fig.intensity_hourly],
+        },
+        "inputs": bundle.inputs,
+    }
+    path = _write_json(Path(work_dir) / FIGURES_FILE, figures)
+    metrics = figures["metrics"]
+    log.info(
+        "computed %s: IT %.6g kWh, facility %.6g kWh, %.6g output tokens -> %.6g kWh/Mtok, %.6g gCO2e/Mtok",
+        m.scope.deployment,
+        metrics["it_energy"]["value"],
+        metrics["facility_energy"]["value"],
+        metrics["output_tokens"]["value"],
+        metrics["energy_per_million_tokens"]["value"],
+        metrics["carbon_per_million_tokens"]["value"],
+    )
+    return str(path)
+
+
+def grade_stage(figures_path: str | Path, work_dir: str | Path, scheme_path: str | Path | None = None) -> str:
+    from greencert.grading import grade
+
+    figures = json.loads(Path(figures_path).read_text())
+    scheme = _scheme(scheme_path)
+    metrics = figures["metrics"]
+    grading = grade(
+        metrics["energy_per_million_tokens"]["value"],
+        metrics["carbon_per_million_tokens"]["value"],
+        figures["scope"]["active_params_billions"],
+        scheme,
+    )
+    graded = dict(figures)
+    graded["grading"] = grading
+    graded["scheme"] = {"id": scheme.id, "version": scheme.version}
+    graded["validity_months"] = scheme.validity_months
+    log.info("graded %s: %s (energy %s, carbon %s)", figures["scope"]["deployment"], grading["overall"], grading["energy"], grading["carbon"])
+    return str(_write_json(Path(work_dir) / GRADED_FILE, graded))
+
+
+def _copy_evidence(bundle_dir: Path, target: Path, inputs: list[dict[str, str]]) -> None:
+    """Copy the bundle's files next to the certificate (temp folder + rename)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        for item in inputs:
+            shutil.copy2(bundle_dir / item["file"], staging / item["file"])
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+            staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def publish_stage(
+    graded_path: str | Path, bundle_dir: str | Path, validation_path: str | Path, out_dir: str | Path
+) -> str:
+    """Write certificate JSON (canonical), HTML, validation report and evidence copy; return the JSON path."""
+    from greencert.certificate.build import build_certificate, canonical_bytes
+    from greencert.certificate.publish import atomic_write_bytes, atomic_write_text
+    from greencert.certificate.render import render_html
+
+    graded = json.loads(Path(graded_path).read_text())
+    report = json.loads(Path(validation_path).read_text())
+    if not report.get("success") or report["inputs"] != graded["inputs"]:
+        raise ValidationFailed("refusing to publish: validation report does not cover these inputs", str(validation_path))
+    cert = build_certificate(graded)
+    scope = cert["scope"]
+    folder = Path(out_dir) / scope["site"] / scope["deployment"]
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_id = cert["certificate_id"]
+    _copy_evidence(Path(bundle_dir), folder / f"{cert_id}.evidence", graded["inputs"])
+    atomic_write_bytes(folder / f"{cert_id}.validation.json", Path(validation_path).read_bytes())
+    atomic_write_text(folder / f"{cert_id}.html", render_html(cert))
+    cert_path = folder / f"{cert_id}.json"
+    atomic_write_bytes(cert_path, canonical_bytes(cert))  # last: its presence means "published"
+    log.info("published %s: grade %s -> %s", cert_id, cert["grade"], cert_path)
+    return str(cert_path)
+
+
+def certify(
+    bundle_dir: str | Path,
+    out_dir: str | Path,
+    scheme_path: str | Path | None = None,
+    work_dir: str | Path | None = None,
+) -> str:
+    """Run every stage on one bundle; return the published certificate's path."""
+    with tempfile.TemporaryDirectory(prefix="greencert-") as tmp:
+        work = Path(work_dir) if work_dir else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        validation = validate_stage(bundle_dir, work, scheme_path)
+        figures = compute_stage(bundle_dir, validation, work, scheme_path)
+        graded = grade_stage(figures, work, scheme_path)
+        return publish_stage(graded, bundle_dir, validation, out_dir)
+
+
+__all__ = ["GreenCertError", "certify", "compute_stage", "grade_stage", "publish_stage", "validate_stage"]

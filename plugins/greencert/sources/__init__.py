@@ -1,0 +1,1 @@
+"""Sources write evidence bundles: the simulator, Prometheus, grid-intensity APIs."""

@@ -1,0 +1,64 @@
+"""The one pint registry of the application.
+
+Following pint's "pint in your projects" guidance there is exactly one
+``UnitRegistry`` for the whole package; every module imports ``ureg`` from
+here. Two domain units are defined once:
+
+* ``token`` (symbol ``tok``), its own base dimension ``[tokens]``, so prefixes
+  such as ``Mtok`` (10^6 tokens) work;
+* ``gCO2e``, a mass of CO2-equivalent with its own dimension ``[carbon]``, so a
+  carbon figure can never be added to a plain mass by accident; ``kgCO2e`` and
+  ``tCO2e`` follow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pint
+
+from greencert.errors import BundleError
+
+ureg: pint.UnitRegistry = pint.UnitRegistry(cache_folder=None)
+ureg.define("token = [tokens] = tok")
+ureg.define("gCO2e = [carbon] = gCO2eq")
+ureg.define("kgCO2e = 1000 * gCO2e = kgCO2eq")
+ureg.define("tCO2e = 1000000 * gCO2e = tCO2eq")
+# US customary pound of CO2e, for WattTime's lbs/MWh marginal rates.
+ureg.define("lbCO2e = 453.59237 * gCO2e = lbsCO2e")
+pint.set_application_registry(ureg)
+
+Q_ = ureg.Quantity
+
+POWER = "[power]"
+ENERGY = "[energy]"
+
+
+def parse_unit(text: object, dimension: str, where: str) -> pint.Unit:
+    """Parse a unit string from the manifest and check its dimension.
+
+    ``where`` names the manifest key, so that a typo such as ``Wattz`` or an
+    energy unit declared for a gauge produces an error that points at it.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise BundleError(f"a unit is required (got {text!r})", where)
+    try:
+        unit = ureg.Unit(text.strip())
+    except Exception as exc:  # pint raises many types (even AssertionError) on junk
+        raise BundleError(f"unknown unit {text!r} ({exc})", where) from None
+    expected = ureg.get_dimensionality(dimension)
+    if unit.dimensionality != expected:
+        raise BundleError(
+            f"unit {text!r} has dimension {unit.dimensionality}, expected {expected}",
+            where,
+        )
+    return unit
+
+
+def as_array(values: np.ndarray, unit: pint.Unit | str) -> pint.Quantity:
+    """Wrap a whole numpy array in one Quantity (never one Quantity per row)."""
+    return Q_(np.asarray(values, dtype=np.float64), unit)
+
+
+def magnitude_in(quantity: pint.Quantity, unit: str) -> float | np.ndarray:
+    """Convert and strip: the only way figures leave pint for the certificate."""
+    return quantity.to(unit).magnitude
