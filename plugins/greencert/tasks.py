@@ -1,0 +1,86 @@
+"""Airflow task bodies: resolve the data interval and params, then call the pipeline stages.
+
+Kept out of the DAG file so the DAG file stays a thin wiring of tasks, and so
+every body is importable and testable without a scheduler. Work folders are
+keyed on deployment and data interval: a rerun of the same interval rewrites
+the same files (idempotent) and publishing replaces the same certificate id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("greencert")
+
+DEFAULT_CONFIG = str(Path(__file__).resolve().parents[2] / "dags" / "config" / "sample_fleet.yaml")
+
+
+def _utc(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value.astimezone(dt.UTC)
+
+
+def work_folder(config_path: str, deployment: str, start: Any, end: Any) -> str:
+    from greencert.config import interval_key, load_config
+
+    cfg = load_config(config_path)
+    folder = cfg.work_path / "runs" / deployment / interval_key(_utc(start), _utc(end))
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def list_deployments(config_path: str, subset: list[str] | None = None) -> list[str]:
+    """Deployments of the fleet config, optionally restricted to ``subset`` (unknown names are an error)."""
+    from greencert.config import load_config
+    from greencert.errors import ConfigError
+
+    cfg = load_config(config_path)
+    names = [d.deployment for d in cfg.deployments]
+    if subset:
+        unknown = sorted(set(subset) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown deployment(s) {', '.join(unknown)}; configured: {', '.join(names)}", config_path)
+        names = [n for n in names if n in subset]
+    log.info("certifying %d deployment(s): %s", len(names), ", ".join(names))
+    return names
+
+
+def extract(config_path: str, deployment: str, start: Any, end: Any) -> str:
+    from greencert.config import extract_stage
+
+    path = extract_stage(config_path, deployment, _utc(start), _utc(end))
+    log.info("extracted %s for [%s, %s) -> %s", deployment, _utc(start).isoformat(), _utc(end).isoformat(), path)
+    return path
+
+
+def validate(config_path: str, bundle: str, work: str) -> str:
+    from greencert.config import load_config
+    from greencert.pipeline import validate_stage
+
+    return validate_stage(bundle, work, load_config(config_path).scheme_path)
+
+
+def compute(config_path: str, bundle: str, validation: str, work: str) -> str:
+    from greencert.config import load_config
+    from greencert.pipeline import compute_stage
+
+    return compute_stage(bundle, validation, work, load_config(config_path).scheme_path)
+
+
+def grade(config_path: str, figures: str, work: str) -> str:
+    from greencert.config import load_config
+    from greencert.pipeline import grade_stage
+
+    return grade_stage(figures, work, load_config(config_path).scheme_path)
+
+
+def publish(config_path: str, graded: str, bundle: str, validation: str, registry: str | None = None) -> str:
+    from greencert.config import load_config
+    from greencert.pipeline import publish_stage
+
+    target = registry or str(load_config(config_path).registry_path)
+    return publish_stage(graded, bundle, validation, target)
