@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task, task_group
-
 from greencert.tasks import DEFAULT_CONFIG
 
 
@@ -47,7 +46,7 @@ def green_certification():
 
     @task_group
     def certify_deployment(deployment: str):
-        @task(retries=3, retry_delay=dt.timedelta(seconds=30), retry_exponential_backoff=True)
+        @task(retries=3, retry_delay=dt.timedelta(seconds=30), retry_exponential_backoff=True, multiple_outputs=False)
         def extract(deployment: str, params=None, data_interval_start=None, data_interval_end=None) -> dict:
             from greencert.tasks import extract, work_folder
 
@@ -57,25 +56,25 @@ def green_certification():
                 "work": work_folder(config, deployment, data_interval_start, data_interval_end),
             }
 
-        @task
+        @task(multiple_outputs=False)
         def validate(paths: dict, params=None) -> dict:
             from greencert.tasks import validate
 
             return {**paths, "validation": validate(params["config_path"], paths["bundle"], paths["work"])}
 
-        @task
+        @task(multiple_outputs=False)
         def compute(paths: dict, params=None) -> dict:
             from greencert.tasks import compute
 
             return {**paths, "figures": compute(params["config_path"], paths["bundle"], paths["validation"], paths["work"])}
 
-        @task
+        @task(multiple_outputs=False)
         def grade(paths: dict, params=None) -> dict:
             from greencert.tasks import grade
 
             return {**paths, "graded": grade(params["config_path"], paths["figures"], paths["work"])}
 
-        @task
+        @task(multiple_outputs=False)
         def publish(paths: dict, params=None) -> str:
             from greencert.tasks import publish
 

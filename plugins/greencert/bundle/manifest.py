@@ -136,6 +136,18 @@ class SeriesSpec(_Strict):
         return _check_file_name(v)
 
 
+class MeterSpec(SeriesSpec):
+    """An additional metered layer (GPU energy counter, node meter, PDU...) for cross-checks and reconciliation."""
+
+    name: str
+    layer: Literal["gpu", "node", "pdu", "facility"]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_identifier(v, "meters[].name")
+
+
 class TokensSpec(_Strict):
     file: str
 
@@ -189,6 +201,8 @@ class Manifest(_Strict):
     tokens: TokensSpec
     facility: Facility
     grid: Grid
+    # Optional further meter layers; the certified figure always comes from ``power``.
+    meters: list[MeterSpec] = Field(default_factory=list)
     # Free provenance (queries used, server version...), recorded but not interpreted.
     provenance: dict[str, object] = Field(default_factory=dict)
 

@@ -75,6 +75,7 @@ class Bundle:
     grid: Series | None = None
     facility_meter: Series | None = None
     it_meter: Series | None = None
+    meters: dict[str, Series] = field(default_factory=dict)
     inputs: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -320,8 +321,12 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
         it_meter = read_series(
             path_of(m.facility.it_meter.file), METER_COLUMNS, ("device",), ("value",), "device", "IT meter"
         )
+    meters = {
+        spec.name: read_series(path_of(spec.file), METER_COLUMNS, ("device",), ("value",), "device", f"meter {spec.name}")
+        for spec in m.meters
+    }
     inputs = [{"file": name, "sha256": sha256_file(p)} for name, p in sorted(files.items())]
-    return Bundle(bundle_dir, manifest, power, tokens, grid, facility_meter, it_meter, inputs)
+    return Bundle(bundle_dir, manifest, power, tokens, grid, facility_meter, it_meter, meters, inputs)
 
 
 def utc_seconds(stamp: dt.datetime) -> float:

@@ -224,9 +224,11 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
         )
         report.rows[bundle.grid.file] = bundle.grid.n_rows
 
+    extra_meters = [(bundle.meters.get(spec.name), spec, f"meters.{spec.name}") for spec in m.meters]
     for series, spec, name in (
         (bundle.facility_meter, m.facility.meter, "facility.meter"),
         (bundle.it_meter, m.facility.it_meter, "facility.it_meter"),
+        *extra_meters,
     ):
         if series is None or spec is None:
             continue
