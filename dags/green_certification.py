@@ -28,7 +28,9 @@ from greencert.tasks import DEFAULT_CONFIG
     params={
         "config_path": Param(DEFAULT_CONFIG, type="string", minLength=1, description="Fleet config YAML"),
         "deployments": Param(
-            [], type="array", items={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+            [],
+            type="array",
+            items={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
             description="Deployments to certify (empty: all in the config)",
         ),
         "registry": Param(
@@ -46,7 +48,12 @@ def green_certification():
 
     @task_group
     def certify_deployment(deployment: str):
-        @task(retries=3, retry_delay=dt.timedelta(seconds=30), retry_exponential_backoff=True, multiple_outputs=False)
+        @task(
+            retries=3,
+            retry_delay=dt.timedelta(seconds=30),
+            retry_exponential_backoff=True,
+            multiple_outputs=False,
+        )
         def extract(deployment: str, params=None, data_interval_start=None, data_interval_end=None) -> dict:
             from greencert.tasks import extract, work_folder
 
@@ -66,7 +73,12 @@ def green_certification():
         def compute(paths: dict, params=None) -> dict:
             from greencert.tasks import compute
 
-            return {**paths, "figures": compute(params["config_path"], paths["bundle"], paths["validation"], paths["work"])}
+            return {
+                **paths,
+                "figures": compute(
+                    params["config_path"], paths["bundle"], paths["validation"], paths["work"]
+                ),
+            }
 
         @task(multiple_outputs=False)
         def grade(paths: dict, params=None) -> dict:
@@ -79,7 +91,11 @@ def green_certification():
             from greencert.tasks import publish
 
             return publish(
-                params["config_path"], paths["graded"], paths["bundle"], paths["validation"], params["registry"] or None
+                params["config_path"],
+                paths["graded"],
+                paths["bundle"],
+                paths["validation"],
+                params["registry"] or None,
             )
 
         publish(grade(compute(validate(extract(deployment)))))

@@ -33,7 +33,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         end = start + dt.timedelta(days=1)
         for profile in SAMPLE_FLEET:
             target = out / profile.deployment / start.strftime("%Y-%m-%d")
-            written.append(simulate_deployment(profile, start, end, target, args.step, args.format, args.seed))
+            written.append(
+                simulate_deployment(profile, start, end, target, args.step, args.format, args.seed)
+            )
     for path in written:
         print(path)
     return EXIT_OK
@@ -96,13 +98,17 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="greencert", description="Certify energy and carbon per million AI tokens.")
+    parser = argparse.ArgumentParser(
+        prog="greencert", description="Certify energy and carbon per million AI tokens."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="write deterministic sample-fleet evidence bundles")
     p.add_argument("--out", required=True)
-    p.add_argument("--date", type=_day, default=_day("2026-01-01"), help="first day (UTC), default 2026-01-01")
+    p.add_argument(
+        "--date", type=_day, default=_day("2026-01-01"), help="first day (UTC), default 2026-01-01"
+    )
     p.add_argument("--days", type=int, default=1)
     p.add_argument("--step", type=float, default=15.0, help="sampling interval in seconds")
     p.add_argument("--format", choices=("csv", "parquet"), default="csv")
@@ -130,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         return int(args.func(args))
     except GreenCertError as exc:

@@ -133,14 +133,22 @@ def extract_stage(config_path: str | Path, deployment: str, start: dt.datetime, 
             profile = profile_by_name(src.profile or deployment)
         except KeyError as exc:
             raise ConfigError(str(exc), f"{config_path}: deployment {deployment}") from None
-        return str(simulate_deployment(profile, start, end, target, src.step_seconds, src.file_format, src.seed))
+        return str(
+            simulate_deployment(profile, start, end, target, src.step_seconds, src.file_format, src.seed)
+        )
     if src.kind == "bundle":
         fmt = "%Y%m%dT%H%MZ"
         path = cfg.resolve(
-            src.path.format(deployment=deployment, start=f"{start.astimezone(dt.UTC):{fmt}}", end=f"{end.astimezone(dt.UTC):{fmt}}")
+            src.path.format(
+                deployment=deployment,
+                start=f"{start.astimezone(dt.UTC):{fmt}}",
+                end=f"{end.astimezone(dt.UTC):{fmt}}",
+            )
         )
         if not path.is_dir():
-            raise ConfigError(f"bundle folder {path} does not exist", f"{config_path}: deployment {deployment}")
+            raise ConfigError(
+                f"bundle folder {path} does not exist", f"{config_path}: deployment {deployment}"
+            )
         return str(path)
     from greencert.sources.prometheus import extract_prometheus  # issue: Prometheus source
 

@@ -41,7 +41,10 @@ class Scheme:
 
     def size_class(self, active_params_billions: float) -> SizeClass:
         for cls in self.size_classes:
-            if cls.max_active_params_billions is None or active_params_billions <= cls.max_active_params_billions:
+            if (
+                cls.max_active_params_billions is None
+                or active_params_billions <= cls.max_active_params_billions
+            ):
                 return cls
         return self.size_classes[-1]
 
@@ -68,14 +71,18 @@ def load_scheme(path: Path | str = DEFAULT_SCHEME) -> Scheme:
         dq = raw["data_quality"]
         grades = tuple(raw["grades"])
         classes = tuple(
-            SizeClass(c["name"], c["max_active_params_billions"], tuple(float(e) for e in c["energy_band_edges"]))
+            SizeClass(
+                c["name"], c["max_active_params_billions"], tuple(float(e) for e in c["energy_band_edges"])
+            )
             for c in raw["size_classes"]
         )
         for cls in classes:
             if len(cls.energy_band_edges) != len(grades) - 1 or list(cls.energy_band_edges) != sorted(
                 cls.energy_band_edges
             ):
-                raise ConfigError(f"size class {cls.name}: need {len(grades) - 1} increasing band edges", str(path))
+                raise ConfigError(
+                    f"size class {cls.name}: need {len(grades) - 1} increasing band edges", str(path)
+                )
         return Scheme(
             id=str(raw["id"]),
             version=str(raw["version"]),
@@ -103,7 +110,9 @@ def scheme_by_version(scheme_id: str, version: str) -> Scheme:
     raise ConfigError(f"no grading scheme {scheme_id} version {version} in {SCHEME_DIR}")
 
 
-def grade(energy_per_mtok_kwh: float, carbon_per_mtok_g: float, active_params_billions: float, scheme: Scheme) -> dict:
+def grade(
+    energy_per_mtok_kwh: float, carbon_per_mtok_g: float, active_params_billions: float, scheme: Scheme
+) -> dict:
     """Grade both figures; the overall grade is the worse of the two."""
     cls = scheme.size_class(active_params_billions)
     energy_grade = band(energy_per_mtok_kwh, cls.energy_band_edges, scheme.grades)

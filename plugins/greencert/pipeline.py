@@ -41,7 +41,9 @@ def _write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def validate_stage(bundle_dir: str | Path, work_dir: str | Path, scheme_path: str | Path | None = None) -> str:
+def validate_stage(
+    bundle_dir: str | Path, work_dir: str | Path, scheme_path: str | Path | None = None
+) -> str:
     """Validate the bundle with the GX suites; write validation.json; raise if a critical expectation fails."""
     from greencert.bundle import open_bundle
     from greencert.validation import validate_bundle
@@ -83,7 +85,10 @@ def validate_stage(bundle_dir: str | Path, work_dir: str | Path, scheme_path: st
 
 
 def compute_stage(
-    bundle_dir: str | Path, validation_path: str | Path, work_dir: str | Path, scheme_path: str | Path | None = None
+    bundle_dir: str | Path,
+    validation_path: str | Path,
+    work_dir: str | Path,
+    scheme_path: str | Path | None = None,
 ) -> str:
     """Compute the figures of a bundle that passed validation and has not changed since."""
     from greencert.bundle import open_bundle
@@ -91,7 +96,9 @@ def compute_stage(
 
     report = json.loads(Path(validation_path).read_text())
     if not report.get("success"):
-        raise ValidationFailed("bundle did not pass validation; no figures are computed", str(validation_path))
+        raise ValidationFailed(
+            "bundle did not pass validation; no figures are computed", str(validation_path)
+        )
     bundle = open_bundle(bundle_dir)
     if report["inputs"] != bundle.inputs:
         raise ValidationFailed(
@@ -163,7 +170,13 @@ def grade_stage(figures_path: str | Path, work_dir: str | Path, scheme_path: str
     graded["grading"] = grading
     graded["scheme"] = {"id": scheme.id, "version": scheme.version}
     graded["validity_months"] = scheme.validity_months
-    log.info("graded %s: %s (energy %s, carbon %s)", figures["scope"]["deployment"], grading["overall"], grading["energy"], grading["carbon"])
+    log.info(
+        "graded %s: %s (energy %s, carbon %s)",
+        figures["scope"]["deployment"],
+        grading["overall"],
+        grading["energy"],
+        grading["carbon"],
+    )
     return str(_write_json(Path(work_dir) / GRADED_FILE, graded))
 
 
@@ -197,7 +210,9 @@ def publish_stage(
     graded = json.loads(Path(graded_path).read_text())
     report = json.loads(Path(validation_path).read_text())
     if not report.get("success") or report["inputs"] != graded["inputs"]:
-        raise ValidationFailed("refusing to publish: validation report does not cover these inputs", str(validation_path))
+        raise ValidationFailed(
+            "refusing to publish: validation report does not cover these inputs", str(validation_path)
+        )
     cert = build_certificate(graded)
     scope = cert["scope"]
     folder = Path(out_dir) / scope["site"] / scope["deployment"]

@@ -43,7 +43,9 @@ def list_deployments(config_path: str, subset: list[str] | None = None) -> list[
     if subset:
         unknown = sorted(set(subset) - set(names))
         if unknown:
-            raise ConfigError(f"unknown deployment(s) {', '.join(unknown)}; configured: {', '.join(names)}", config_path)
+            raise ConfigError(
+                f"unknown deployment(s) {', '.join(unknown)}; configured: {', '.join(names)}", config_path
+            )
         names = [n for n in names if n in subset]
     log.info("certifying %d deployment(s): %s", len(names), ", ".join(names))
     return names
@@ -53,7 +55,9 @@ def extract(config_path: str, deployment: str, start: Any, end: Any) -> str:
     from greencert.config import extract_stage
 
     path = extract_stage(config_path, deployment, _utc(start), _utc(end))
-    log.info("extracted %s for [%s, %s) -> %s", deployment, _utc(start).isoformat(), _utc(end).isoformat(), path)
+    log.info(
+        "extracted %s for [%s, %s) -> %s", deployment, _utc(start).isoformat(), _utc(end).isoformat(), path
+    )
     return path
 
 

@@ -68,7 +68,16 @@ class Scope(_Strict):
     def _ids(cls, v: str, info) -> str:
         return check_identifier(v, f"scope.{info.field_name}")
 
-    @field_validator("model", "hardware", "gpu_type", "serving_engine", "engine_version", "precision", "driver_version", "zone")
+    @field_validator(
+        "model",
+        "hardware",
+        "gpu_type",
+        "serving_engine",
+        "engine_version",
+        "precision",
+        "driver_version",
+        "zone",
+    )
     @classmethod
     def _labels(cls, v: str | None, info) -> str | None:
         return None if v is None else check_label(v, f"scope.{info.field_name}")
@@ -169,7 +178,9 @@ class Facility(_Strict):
         if self.pue is None and self.meter is None:
             raise ValueError("facility needs either pue (declared) or meter + it_meter (measured)")
         if (self.meter is None) != (self.it_meter is None):
-            raise ValueError("facility.meter and facility.it_meter go together (measured PUE = facility / IT)")
+            raise ValueError(
+                "facility.meter and facility.it_meter go together (measured PUE = facility / IT)"
+            )
         return self
 
 
@@ -249,7 +260,9 @@ def load_manifest(bundle_dir: Path) -> Manifest:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise BundleError(f"manifest is not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)) from None
+        raise BundleError(
+            f"manifest is not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

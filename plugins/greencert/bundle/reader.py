@@ -126,7 +126,9 @@ def _probe_csv_header(path: Path, required: tuple[str, ...], optional: tuple[str
     return columns
 
 
-def _check_columns(columns: list[str], required: tuple[str, ...], optional: tuple[str, ...], where: str) -> None:
+def _check_columns(
+    columns: list[str], required: tuple[str, ...], optional: tuple[str, ...], where: str
+) -> None:
     missing = [c for c in required if c not in columns]
     if missing:
         raise BundleError(f"missing column(s) {', '.join(missing)}; found {', '.join(columns)[:200]}", where)
@@ -138,7 +140,9 @@ def _check_columns(columns: list[str], required: tuple[str, ...], optional: tupl
         raise BundleError(f"duplicated column(s) {', '.join(sorted(dupes))}", where)
 
 
-def _read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...], numeric: tuple[str, ...]) -> pa.Table:
+def _read_csv(
+    path: Path, required: tuple[str, ...], optional: tuple[str, ...], numeric: tuple[str, ...]
+) -> pa.Table:
     import pyarrow.csv as pacsv
 
     columns = _probe_csv_header(path, required, optional)
@@ -156,7 +160,9 @@ def _read_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...], 
         raise BundleError(f"malformed CSV: {exc}", str(path)) from None
 
 
-def _read_parquet(path: Path, required: tuple[str, ...], optional: tuple[str, ...], numeric: tuple[str, ...]) -> pa.Table:
+def _read_parquet(
+    path: Path, required: tuple[str, ...], optional: tuple[str, ...], numeric: tuple[str, ...]
+) -> pa.Table:
     import pyarrow.parquet as pq
 
     try:
@@ -308,7 +314,12 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
     m = manifest
     power = read_series(path_of(m.power.file), POWER_COLUMNS, (), ("value",), "device", "power")
     tokens = read_series(
-        path_of(m.tokens.file), TOKEN_COLUMNS, ("instance",), ("output_tokens", "input_tokens"), "instance", "tokens"
+        path_of(m.tokens.file),
+        TOKEN_COLUMNS,
+        ("instance",),
+        ("output_tokens", "input_tokens"),
+        "instance",
+        "tokens",
     )
     grid = None
     if m.grid.file:
@@ -322,7 +333,9 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
             path_of(m.facility.it_meter.file), METER_COLUMNS, ("device",), ("value",), "device", "IT meter"
         )
     meters = {
-        spec.name: read_series(path_of(spec.file), METER_COLUMNS, ("device",), ("value",), "device", f"meter {spec.name}")
+        spec.name: read_series(
+            path_of(spec.file), METER_COLUMNS, ("device",), ("value",), "device", f"meter {spec.name}"
+        )
         for spec in m.meters
     }
     inputs = [{"file": name, "sha256": sha256_file(p)} for name, p in sorted(files.items())]

@@ -30,7 +30,20 @@ def certificate_id(site: str, deployment: str, start: dt.datetime, end: dt.datet
 def add_months(moment: dt.datetime, months: int) -> dt.datetime:
     month0 = moment.month - 1 + months
     year, month = moment.year + month0 // 12, month0 % 12 + 1
-    days = [31, 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    days = [
+        31,
+        29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ]
     return moment.replace(year=year, month=month, day=min(moment.day, days[month - 1]))
 
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 GRADE_COLOURS = {
-    "A": "#00843d", "B": "#4bae32", "C": "#b6d300", "D": "#ffed00", "E": "#fbb900", "F": "#ec6608", "G": "#e30613",
+    "A": "#00843d",
+    "B": "#4bae32",
+    "C": "#b6d300",
+    "D": "#ffed00",
+    "E": "#fbb900",
+    "F": "#ec6608",
+    "G": "#e30613",
 }
 
 
 def render_html(certificate: dict[str, Any]) -> str:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    env = Environment(loader=PackageLoader("greencert", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(
+        loader=PackageLoader("greencert", "templates"), autoescape=select_autoescape(["html", "j2"])
+    )
     template = env.get_template("certificate.html.j2")
     return template.render(c=certificate, colour=GRADE_COLOURS.get(certificate["grade"], "#555"))

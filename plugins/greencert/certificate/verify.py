@@ -51,7 +51,9 @@ def load_certificate(path: Path) -> tuple[dict[str, Any], bytes]:
     if not isinstance(cert, dict) or "certificate_id" not in cert:
         raise fail("unreadable", "not a GreenCert certificate", str(path))
     if canonical_bytes(cert) != raw:
-        raise fail("not-canonical", "file is not in RFC 8785 canonical form (edited after publication?)", str(path))
+        raise fail(
+            "not-canonical", "file is not in RFC 8785 canonical form (edited after publication?)", str(path)
+        )
     return cert, raw
 
 
@@ -62,7 +64,9 @@ def _diff(expected: Any, actual: Any, prefix: str = "") -> list[str]:
             out += _diff(expected.get(key), actual.get(key), f"{prefix}.{key}" if prefix else key)
         return out
     if expected != actual:
-        return [f"{prefix}: certificate says {json.dumps(actual)[:120]}, evidence gives {json.dumps(expected)[:120]}"]
+        return [
+            f"{prefix}: certificate says {json.dumps(actual)[:120]}, evidence gives {json.dumps(expected)[:120]}"
+        ]
     return []
 
 
@@ -94,7 +98,9 @@ def verify_certificate(path: Path, bundle_dir: Path | None = None) -> VerifyResu
         if not f.is_file():
             raise fail("bundle-missing", f"evidence file {item['file']} is missing", str(bundle))
         if sha256_file(f) != item["sha256"]:
-            raise fail("input-hash-mismatch", f"sha256 of {item['file']} differs from the certificate", str(f))
+            raise fail(
+                "input-hash-mismatch", f"sha256 of {item['file']} differs from the certificate", str(f)
+            )
     result.lines.append(f"input hashes: ok ({len(cert['inputs'])} files)")
     try:
         expected = recompute(bundle, cert["scheme"]["id"], cert["scheme"]["version"])
@@ -104,6 +110,8 @@ def verify_certificate(path: Path, bundle_dir: Path | None = None) -> VerifyResu
     expected_cmp = {k: v for k, v in expected.items() if k in unsigned}
     differences = _diff(expected_cmp, {k: unsigned[k] for k in expected_cmp})
     if differences:
-        raise fail("figure-mismatch", f"{len(differences)} difference(s): " + "; ".join(differences[:5]), str(path))
+        raise fail(
+            "figure-mismatch", f"{len(differences)} difference(s): " + "; ".join(differences[:5]), str(path)
+        )
     result.lines.append("recomputed figures: ok (identical)")
     return result

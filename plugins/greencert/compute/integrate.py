@@ -154,7 +154,9 @@ class Integrated:
         return float(self.covered_seconds.sum() / possible) if possible > 0 else 0.0
 
 
-def integrate(series: Series, column: str, kind: Kind, start: float, end: float, max_gap: float) -> Integrated:
+def integrate(
+    series: Series, column: str, kind: Kind, start: float, end: float, max_gap: float
+) -> Integrated:
     """Integrate ``column`` of ``series`` over [start, end), split at UTC hours."""
     run = build_running(series, column, kind, max_gap)
     edges = hour_edges(start, end)

@@ -67,7 +67,9 @@ def _round(value: float) -> float:
     return float(f"{float(value):.12g}")
 
 
-def energy_of(series: Series, spec, start: float, end: float, max_gap: float, where: str) -> tuple[Integrated, str]:
+def energy_of(
+    series: Series, spec, start: float, end: float, max_gap: float, where: str
+) -> tuple[Integrated, str]:
     """Integrate a gauge or counter series; returns the integral and the pint unit of its values."""
     if spec.kind == "gauge":
         unit = parse_unit(spec.unit, POWER, f"{where}.unit")
@@ -81,7 +83,9 @@ def hourly_intensity(bundle: Bundle, hour_edges: np.ndarray) -> tuple[np.ndarray
     grid = bundle.manifest.grid
     unit = ureg.Unit(grid.unit) if _is_intensity(grid.unit) else None
     if unit is None:
-        raise BundleError(f"grid unit {grid.unit!r} is not a carbon intensity such as gCO2e/kWh", "manifest.yaml grid.unit")
+        raise BundleError(
+            f"grid unit {grid.unit!r} is not a carbon intensity such as gCO2e/kWh", "manifest.yaml grid.unit"
+        )
     n_hours = hour_edges.size - 1
     if grid.annual is not None:
         value = Q_(grid.annual, unit).to("gCO2e/kWh").magnitude
@@ -95,7 +99,9 @@ def hourly_intensity(bundle: Bundle, hour_edges: np.ndarray) -> tuple[np.ndarray
     pos = np.minimum(pos, t_sorted.size - 1)
     if not np.array_equal(t_sorted[pos], bins):
         missing = bins[t_sorted[pos] != bins]
-        raise BundleError(f"grid file has no intensity for {missing.size} hour(s), first {missing[0]:.0f}", series.file)
+        raise BundleError(
+            f"grid file has no intensity for {missing.size} hour(s), first {missing[0]:.0f}", series.file
+        )
     values = series.values["intensity"][order][pos]
     return as_array(values, unit).to("gCO2e/kWh").magnitude, "hourly", 1.0
 
@@ -118,13 +124,19 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     edges = power.edges
 
     if m.facility.meter is not None and bundle.facility_meter is not None and bundle.it_meter is not None:
-        fac, fac_unit = energy_of(bundle.facility_meter, m.facility.meter, start, end, max_gap, "facility.meter")
-        itm, itm_unit = energy_of(bundle.it_meter, m.facility.it_meter, start, end, max_gap, "facility.it_meter")
+        fac, fac_unit = energy_of(
+            bundle.facility_meter, m.facility.meter, start, end, max_gap, "facility.meter"
+        )
+        itm, itm_unit = energy_of(
+            bundle.it_meter, m.facility.it_meter, start, end, max_gap, "facility.it_meter"
+        )
         fac_h = as_array(fac.per_hour.sum(axis=0), fac_unit).to("kWh").magnitude
         itm_h = as_array(itm.per_hour.sum(axis=0), itm_unit).to("kWh").magnitude
         if (itm_h <= 0).any():
             hour = int(np.argmax(itm_h <= 0))
-            raise BundleError(f"IT meter reads no energy in hour {hour} of the period: PUE undefined", "facility.it_meter")
+            raise BundleError(
+                f"IT meter reads no energy in hour {hour} of the period: PUE undefined", "facility.it_meter"
+            )
         pue_hourly = fac_h / itm_h
         facility_hourly = it_hourly * pue_hourly
         pue_basis = "measured"
@@ -143,7 +155,12 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     facility_energy = Q_(float(facility_hourly.sum()), "kWh")
     output_tokens = Q_(float(out_hourly.sum()), "token")
     input_tokens = Q_(float(tokens_in.per_hour.sum()), "token")
-    carbon = Q_(float(np.sum(as_array(facility_hourly, "kWh") * as_array(intensity, "gCO2e/kWh")).to("gCO2e").magnitude), "gCO2e")
+    carbon = Q_(
+        float(
+            np.sum(as_array(facility_hourly, "kWh") * as_array(intensity, "gCO2e/kWh")).to("gCO2e").magnitude
+        ),
+        "gCO2e",
+    )
     if output_tokens.magnitude <= 0:
         raise BundleError("no output tokens in the period: energy per token undefined", bundle.tokens.file)
     pue = float(facility_energy.magnitude / it_energy.magnitude) if it_energy.magnitude > 0 else float("nan")

@@ -67,7 +67,9 @@ def load_curve(t: np.ndarray, peak: float, rng: np.random.Generator) -> np.ndarr
     diurnal = 0.5 - 0.5 * np.cos((hour - 3.0) / 24.0 * 2 * np.pi)
     load = peak * np.clip(diurnal * 1.15 - 0.1, 0.0, 1.0)
     # Slow random wander, smooth at the 15 s scale.
-    wander = np.interp(t, t[:: max(1, t.size // 96)], rng.normal(0, 0.05, size=t[:: max(1, t.size // 96)].size))
+    wander = np.interp(
+        t, t[:: max(1, t.size // 96)], rng.normal(0, 0.05, size=t[:: max(1, t.size // 96)].size)
+    )
     return np.clip(load + wander, 0.0, 1.0)
 
 
@@ -118,7 +120,13 @@ def simulate_deployment(
             "precision": profile.precision,
         },
         "period": {"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "end": end.strftime("%Y-%m-%dT%H:%M:%SZ")},
-        "power": {"file": f"power.{ext}", "kind": "gauge", "unit": "W", "devices": devices, "meter_class": "gpu_sensor"},
+        "power": {
+            "file": f"power.{ext}",
+            "kind": "gauge",
+            "unit": "W",
+            "devices": devices,
+            "meter_class": "gpu_sensor",
+        },
         "tokens": {"file": f"tokens.{ext}"},
         "facility": {"pue": site["pue"], "pue_category": 1},
         "provenance": {"source": "greencert simulate", "seed": seed, "step_seconds": step_s},
@@ -136,10 +144,19 @@ def simulate_deployment(
         hod = (hours % 86400) / 3600
         intensity = site["base"] - site["swing"] * np.clip(np.sin((hod - 6) / 12 * np.pi), 0, None)
         intensity = np.round(intensity + rng.normal(0, 10, hours.size), 1)
-        manifest["grid"] = {"file": f"grid.{ext}", "unit": "gCO2e/kWh", "source": "simulated hourly location-based"}
+        manifest["grid"] = {
+            "file": f"grid.{ext}",
+            "unit": "gCO2e/kWh",
+            "source": "simulated hourly location-based",
+        }
         tables[f"grid.{ext}"] = {"timestamp": hours, "intensity": intensity}
     else:
-        manifest["grid"] = {"annual": site["annual"], "unit": "gCO2e/kWh", "source": site["source"], "year": 2023}
+        manifest["grid"] = {
+            "annual": site["annual"],
+            "unit": "gCO2e/kWh",
+            "source": site["source"],
+            "year": 2023,
+        }
     return write_bundle(target, manifest, tables)
 
 
@@ -147,4 +164,6 @@ def profile_by_name(name: str) -> DeploymentProfile:
     for p in SAMPLE_FLEET:
         if p.deployment == name:
             return p
-    raise KeyError(f"no simulated deployment {name!r}; known: {', '.join(p.deployment for p in SAMPLE_FLEET)}")
+    raise KeyError(
+        f"no simulated deployment {name!r}; known: {', '.join(p.deployment for p in SAMPLE_FLEET)}"
+    )

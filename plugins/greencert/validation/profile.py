@@ -131,7 +131,8 @@ def token_profile(series: Series, start: float, end: float) -> Profile:
     frame, starts = base_profile(series, ("output_tokens", "input_tokens"), "instance")
     n_rows = frame["n_rows"].to_numpy()
     frame["reset_share"] = np.maximum(
-        _reset_share(series, "output_tokens", starts, n_rows), _reset_share(series, "input_tokens", starts, n_rows)
+        _reset_share(series, "output_tokens", starts, n_rows),
+        _reset_share(series, "input_tokens", starts, n_rows),
     )
     integrated = None
     if _usable(frame):
@@ -157,7 +158,9 @@ def grid_profile(series: Series, start: float, end: float) -> Profile:
     return Profile(frame, None)
 
 
-def locate(series: Series, check: str, device: int, params: dict[str, float], kind: str = "gauge") -> str | None:
+def locate(
+    series: Series, check: str, device: int, params: dict[str, float], kind: str = "gauge"
+) -> str | None:
     """Name the first raw row of ``device`` that breaks ``check`` (file and line or row)."""
     starts, ends = series.device_bounds()
     s, e = int(starts[device]), int(ends[device])
@@ -191,5 +194,9 @@ def locate(series: Series, check: str, device: int, params: dict[str, float], ki
         return None
     i = s + int(np.argmax(hit))
     stamp = series.t[i]
-    when = pd.Timestamp(stamp, unit="s", tz="UTC").isoformat() if np.isfinite(stamp) and abs(stamp) < 1e11 else repr(stamp)
+    when = (
+        pd.Timestamp(stamp, unit="s", tz="UTC").isoformat()
+        if np.isfinite(stamp) and abs(stamp) < 1e11
+        else repr(stamp)
+    )
     return f"{series.where_row(i)} (timestamp {when})"

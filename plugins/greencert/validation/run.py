@@ -165,7 +165,9 @@ def run_suite(
     )
 
 
-def _meter_params(spec, scheme: Scheme, start: float, end: float, where: str) -> tuple[dict[str, Any], float, float]:
+def _meter_params(
+    spec, scheme: Scheme, start: float, end: float, where: str
+) -> tuple[dict[str, Any], float, float]:
     if spec.kind == "gauge":
         unit = parse_unit(spec.unit, POWER, f"{where}.unit")
         to_base = Q_(1.0, unit).to("W").magnitude
@@ -173,7 +175,9 @@ def _meter_params(spec, scheme: Scheme, start: float, end: float, where: str) ->
         unit = parse_unit(spec.unit, ENERGY, f"{where}.unit")
         to_base = Q_(1.0, unit).to("J").magnitude
     max_gap = Q_(spec.max_gap).to("s").magnitude if spec.max_gap else scheme.max_gap_seconds
-    limit = Q_(spec.max_device_power).to("W").magnitude if spec.max_device_power else scheme.max_device_power_w
+    limit = (
+        Q_(spec.max_device_power).to("W").magnitude if spec.max_device_power else scheme.max_device_power_w
+    )
     declared = list(spec.devices or [])
     params = {
         "earliest_allowed": start - max_gap,
@@ -197,7 +201,9 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
 
     params, to_base, max_gap = _meter_params(m.power, scheme, start, end, "power")
     power_profile = meter_profile(bundle.power, m.power.kind, to_base, start, end, max_gap)
-    report.suites.append(run_suite("power_profile", power_profile, bundle.power, "device", params, m.power.kind))
+    report.suites.append(
+        run_suite("power_profile", power_profile, bundle.power, "device", params, m.power.kind)
+    )
     report.rows[bundle.power.file] = bundle.power.n_rows
     if power_profile.integrated is not None:
         report.coverage = power_profile.integrated.coverage()
@@ -209,7 +215,9 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
         "min_coverage": scheme.min_coverage,
     }
     report.suites.append(
-        run_suite("tokens_profile", token_profile(bundle.tokens, start, end), bundle.tokens, "instance", tok_params)
+        run_suite(
+            "tokens_profile", token_profile(bundle.tokens, start, end), bundle.tokens, "instance", tok_params
+        )
     )
     report.rows[bundle.tokens.file] = bundle.tokens.n_rows
 
@@ -220,7 +228,9 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
             "max_grid_intensity": Q_(scheme.max_grid_intensity, "gCO2e/kWh").to(m.grid.unit).magnitude,
         }
         report.suites.append(
-            run_suite("grid_profile", grid_profile(bundle.grid, start, end), bundle.grid, "series", grid_params)
+            run_suite(
+                "grid_profile", grid_profile(bundle.grid, start, end), bundle.grid, "series", grid_params
+            )
         )
         report.rows[bundle.grid.file] = bundle.grid.n_rows
 
