@@ -33,9 +33,11 @@ def _table(columns: dict[str, Any]) -> pa.Table:
     return pa.table(arrays)
 
 
-def write_table(path: Path, columns: dict[str, Any]) -> None:
-    """Write columns as CSV (RFC 3339 timestamps) or Parquet, by the file suffix."""
-    table = _table(columns)
+def write_table(path: Path, columns: dict[str, Any] | pa.Table) -> None:
+    """Write columns (or a ready Arrow table) as CSV (RFC 3339 timestamps) or Parquet, by the file suffix."""
+    # Large generators build Arrow tables directly (dictionary devices from codes): converting
+    # millions of device names through numpy strings would dominate their run time.
+    table = columns if isinstance(columns, pa.Table) else _table(columns)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -59,7 +61,9 @@ def write_table(path: Path, columns: dict[str, Any]) -> None:
         )
 
 
-def write_bundle(target: Path, manifest: dict[str, Any], tables: dict[str, dict[str, Any]]) -> Path:
+def write_bundle(
+    target: Path, manifest: dict[str, Any], tables: dict[str, dict[str, Any] | pa.Table]
+) -> Path:
     """Write ``manifest`` and ``tables`` (file name -> columns) as a bundle at ``target``, atomically."""
     parse_manifest(manifest, f"{target}/{MANIFEST_NAME}")  # never write a bundle we would reject
     target = Path(target)
