@@ -47,8 +47,25 @@ def add_months(moment: dt.datetime, months: int) -> dt.datetime:
     return moment.replace(year=year, month=month, day=min(moment.day, days[month - 1]))
 
 
-def build_certificate(graded: dict[str, Any]) -> dict[str, Any]:
-    """Assemble the certificate from the graded stage's output (see pipeline.grade_stage)."""
+# Scope fields that describe the measured software/hardware stack (recorded where known).
+STACK_FIELDS = (
+    "serving_engine",
+    "engine_version",
+    "model",
+    "precision",
+    "gpu_type",
+    "gpu_count",
+    "driver_version",
+    "hardware",
+)
+
+
+def build_certificate(graded: dict[str, Any], signing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Assemble the certificate from the graded stage's output (see pipeline.grade_stage).
+
+    ``signing`` (from ``sign.SigningKey.signing_section``) names the key that will
+    sign the canonical bytes; it is part of the signed document.
+    """
     scope = graded["scope"]
     start = dt.datetime.fromisoformat(graded["period"]["start"].replace("Z", "+00:00"))
     end = dt.datetime.fromisoformat(graded["period"]["end"].replace("Z", "+00:00"))
@@ -74,6 +91,11 @@ def build_certificate(graded: dict[str, Any]) -> dict[str, Any]:
     for key in ("software_stack", "carbon", "uncertainty", "reconciliation", "load_regime", "findings"):
         if key in graded:
             cert[key] = graded[key]
+    if "software_stack" not in cert:
+        # What was measured, as declared in the bundle's scope; absent fields were not known.
+        cert["software_stack"] = {k: scope[k] for k in STACK_FIELDS if scope.get(k) is not None}
+    if signing is not None:
+        cert["signing"] = signing
     return cert
 
 
