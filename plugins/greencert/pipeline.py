@@ -75,8 +75,9 @@ def validate_stage(
     _write_json(report_path, payload)
     rows = ", ".join(f"{k}: {v:,} rows" for k, v in payload["rows"].items())
     log.info(
-        "validated %s: %s; %d expectations passed; power coverage %.4f",
-        Path(bundle_dir).name,
+        "validated %s/%s: %s; %d expectations passed; power coverage %.4f",
+        bundle.manifest.scope.site,
+        bundle.manifest.scope.deployment,
         rows,
         sum(s["evaluated_expectations"] for s in payload["suites"]),
         payload.get("coverage") or 0.0,
@@ -140,6 +141,13 @@ def compute_stage(
         },
         "inputs": bundle.inputs,
     }
+    # Carbon accounting (docs/carbon.md): location/market/embodied/SCI metrics and their sources.
+    from greencert.carbon.report import carbon_report
+
+    carbon = carbon_report(bundle, fig)
+    figures["metrics"].update(carbon.metrics)
+    figures["carbon"] = carbon.section
+    figures["methodology"]["hourly_intensity_share"] = carbon.hourly_intensity_share
     path = _write_json(Path(work_dir) / FIGURES_FILE, figures)
     metrics = figures["metrics"]
     log.info(
