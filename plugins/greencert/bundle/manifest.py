@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from greencert.carbon.models import CarbonSpec
 from greencert.errors import BundleError
 
 FORMAT = "greencert-bundle/1"
@@ -23,6 +24,8 @@ MANIFEST_NAME = "manifest.yaml"
 MAX_MANIFEST_BYTES = 1_000_000
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# The start of an HTML/XML tag, comment or processing instruction ("a < b" stays allowed).
+_MARKUP_RE = re.compile(r"<\s*[A-Za-z/!?][^>]{0,20}>?")
 
 
 class _Strict(BaseModel):
@@ -30,10 +33,19 @@ class _Strict(BaseModel):
 
 
 def check_label(value: str, what: str) -> str:
-    """Free-text labels may hold markup (escaped on output) but never control characters."""
+    """Free-text labels are plain text: no control characters and no markup tags.
+
+    Outputs escape every label anyway; refusing tags at the input as well means a
+    label that would only make sense as HTML never reaches a certificate at all.
+    """
     for pos, char in enumerate(value):
         if unicodedata.category(char) in ("Cc", "Cf") and char not in "\t":
             raise ValueError(f"{what} contains control character U+{ord(char):04X} at position {pos}")
+    tag = _MARKUP_RE.search(value)
+    if tag:
+        raise ValueError(
+            f"{what} contains markup {tag.group(0)!r} at position {tag.start()} (labels are plain text)"
+        )
     if len(value) > 200:
         raise ValueError(f"{what} is longer than 200 characters")
     return value
@@ -144,6 +156,26 @@ class SeriesSpec(_Strict):
     def _file(cls, v: str) -> str:
         return _check_file_name(v)
 
+    # Units are checked when the manifest is read, so that a typo or a dimension mismatch names
+    # the manifest key before any data is read, and the writer refuses to write such a bundle.
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, v: str, info) -> str:
+        kind = info.data.get("kind")
+        if kind is not None:
+            _check_unit(v, "[power]" if kind == "gauge" else "[energy]")
+        return v
+
+    @field_validator("max_gap")
+    @classmethod
+    def _max_gap(cls, v: str | None) -> str | None:
+        return None if v is None else _check_quantity(v, "[time]")
+
+    @field_validator("max_device_power")
+    @classmethod
+    def _max_power(cls, v: str | None) -> str | None:
+        return None if v is None else _check_quantity(v, "[power]")
+
 
 class MeterSpec(SeriesSpec):
     """An additional metered layer (GPU energy counter, node meter, PDU...) for cross-checks and reconciliation."""
@@ -197,6 +229,12 @@ class Grid(_Strict):
     def _file(cls, v: str | None) -> str | None:
         return None if v is None else _check_file_name(v)
 
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, v: str) -> str:
+        _check_unit(v, "[carbon] / [energy]", "a carbon intensity such as gCO2e/kWh")
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> Grid:
         if (self.file is None) == (self.annual is None):
@@ -216,6 +254,33 @@ class Manifest(_Strict):
     meters: list[MeterSpec] = Field(default_factory=list)
     # Free provenance (queries used, server version...), recorded but not interpreted.
     provenance: dict[str, object] = Field(default_factory=dict)
+    # Market-based instruments, residual mix, hardware inventory, marginal series (docs/carbon.md).
+    carbon: CarbonSpec | None = None
+
+
+def _check_unit(text: str, dimension: str, expected: str | None = None) -> None:
+    from greencert.units import parse_unit  # pint loads only when a manifest is parsed
+
+    try:
+        parse_unit(text, dimension, "")
+    except BundleError as exc:
+        if expected is not None and "unknown unit" not in exc.problem:
+            raise ValueError(f"{text!r} is not {expected}") from None
+        raise ValueError(exc.problem) from None
+
+
+def _check_quantity(text: str, dimension: str) -> str:
+    from greencert.units import Q_, ureg
+
+    try:
+        quantity = Q_(text)
+    except Exception as exc:  # pint raises many types on junk
+        raise ValueError(f"{text!r} is not a quantity with a unit ({exc})") from None
+    if quantity.dimensionality != ureg.get_dimensionality(dimension):
+        raise ValueError(f"{text!r} has dimension {quantity.dimensionality}, expected {dimension}")
+    if not quantity.magnitude > 0:
+        raise ValueError(f"{text!r} must be positive")
+    return text
 
 
 def _check_file_name(name: str) -> str:

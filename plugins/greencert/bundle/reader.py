@@ -28,6 +28,8 @@ MAX_FILE_BYTES = 8 * 1024**3
 POWER_COLUMNS = ("timestamp", "device", "value")
 TOKEN_COLUMNS = ("timestamp", "output_tokens", "input_tokens")
 GRID_COLUMNS = ("timestamp", "intensity")
+# Provenance columns a grid API client writes (docs/carbon.md); not needed for the figures.
+GRID_OPTIONAL_COLUMNS = ("is_estimated", "estimation_method", "emission_factor_type", "filled")
 METER_COLUMNS = ("timestamp", "value")
 
 
@@ -77,6 +79,8 @@ class Bundle:
     it_meter: Series | None = None
     meters: dict[str, Series] = field(default_factory=dict)
     inputs: list[dict[str, str]] = field(default_factory=list)
+    # Series named by the manifest's carbon section (instrument profiles, marginal rates).
+    carbon_series: dict[str, Series] = field(default_factory=dict)
 
 
 def sha256_file(path: Path) -> str:
@@ -146,6 +150,7 @@ def _read_csv(
     import pyarrow.csv as pacsv
 
     columns = _probe_csv_header(path, required, optional)
+    _check_last_line(path)
     types = {c: pa.string() for c in columns}
     for c in numeric:
         types[c] = pa.float64()
@@ -157,7 +162,60 @@ def _read_csv(
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise BundleError(f"malformed CSV: {exc}", str(path)) from None
+        raise _locate_csv_error(path, columns, exc) from None
+
+
+def _check_last_line(path: Path) -> None:
+    """A CSV whose last line has no line ending was cut short: its last value may be cut too.
+
+    ('...,450' truncated to '...,4' still parses, so the missing line ending is the
+    only trace of the truncation.)
+    """
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        if handle.read(1) == b"\n":
+            return
+        handle.seek(0)
+        newlines = sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    raise BundleError(
+        "the last line has no line ending: the file looks truncated (an interrupted copy?)",
+        f"{path} line {newlines + 1}",
+    )
+
+
+def _locate_csv_error(path: Path, columns: list[str], exc: Exception) -> BundleError:
+    """Turn Arrow's CSV error into one that names the line (Arrow reports it only single-threaded)."""
+    import re
+
+    import pyarrow.csv as pacsv
+
+    text = str(exc)
+    bad_value = re.search(r"column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'$", text, re.S)
+    if bad_value:
+        name = columns[int(bad_value.group(1))] if int(bad_value.group(1)) < len(columns) else "?"
+        value = bad_value.group(3)
+        raw = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in columns}, include_columns=[name]
+            ),
+        ).column(name)
+        first = pc.index(raw, value).as_py()
+        where = f"{path} line {first + 2} column {name}" if first >= 0 else f"{path} column {name}"
+        return BundleError(f"value {value!r} is not a number", where)
+    if "Row #" not in text:
+        try:
+            pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(use_threads=False),
+                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in columns}),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as again:
+            text = str(again)
+    row = re.search(r"Row #(\d+): (.*)", text, re.S)
+    if row:
+        return BundleError(f"malformed CSV row: {row.group(2)[:200]}", f"{path} line {row.group(1)}")
+    return BundleError(f"malformed CSV: {text[:300]}", str(path))
 
 
 def _read_parquet(
@@ -323,7 +381,9 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
     )
     grid = None
     if m.grid.file:
-        grid = read_series(path_of(m.grid.file), GRID_COLUMNS, (), ("intensity",), None, "grid")
+        grid = read_series(
+            path_of(m.grid.file), GRID_COLUMNS, GRID_OPTIONAL_COLUMNS, ("intensity",), None, "grid"
+        )
     facility_meter = it_meter = None
     if m.facility.meter is not None and m.facility.it_meter is not None:
         facility_meter = read_series(
@@ -338,8 +398,13 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
         )
         for spec in m.meters
     }
+    from greencert.carbon.inputs import read_carbon_series
+
+    carbon_series = read_carbon_series(m, path_of)
     inputs = [{"file": name, "sha256": sha256_file(p)} for name, p in sorted(files.items())]
-    return Bundle(bundle_dir, manifest, power, tokens, grid, facility_meter, it_meter, meters, inputs)
+    return Bundle(
+        bundle_dir, manifest, power, tokens, grid, facility_meter, it_meter, meters, inputs, carbon_series
+    )
 
 
 def utc_seconds(stamp: dt.datetime) -> float:
