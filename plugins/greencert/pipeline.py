@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -148,6 +147,14 @@ def compute_stage(
     figures["metrics"].update(carbon.metrics)
     figures["carbon"] = carbon.section
     figures["methodology"]["hourly_intensity_share"] = carbon.hourly_intensity_share
+    # Second meters of the same devices (docs/prometheus.md): a mismatch is a finding, not a failure.
+    from greencert.compute.crosscheck import crosscheck_meters
+
+    checks = crosscheck_meters(bundle, scheme)
+    if checks.summaries:
+        figures["data_quality"]["crosschecks"] = checks.summaries
+    if checks.findings:
+        figures["findings"] = [*figures.get("findings", []), *checks.findings]
     path = _write_json(Path(work_dir) / FIGURES_FILE, figures)
     metrics = figures["metrics"]
     log.info(
@@ -188,51 +195,29 @@ def grade_stage(figures_path: str | Path, work_dir: str | Path, scheme_path: str
     return str(_write_json(Path(work_dir) / GRADED_FILE, graded))
 
 
-def _copy_evidence(bundle_dir: Path, target: Path, inputs: list[dict[str, str]]) -> None:
-    """Copy the bundle's files next to the certificate (temp folder + rename)."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        for item in inputs:
-            shutil.copy2(bundle_dir / item["file"], staging / item["file"])
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def publish_stage(
-    graded_path: str | Path, bundle_dir: str | Path, validation_path: str | Path, out_dir: str | Path
+    graded_path: str | Path,
+    bundle_dir: str | Path,
+    validation_path: str | Path,
+    out_dir: str | Path,
+    signing_key: str | Path | None = None,
+    pdf: bool | None = None,
 ) -> str:
-    """Write certificate JSON (canonical), HTML, validation report and evidence copy; return the JSON path."""
-    from greencert.certificate.build import build_certificate, canonical_bytes
-    from greencert.certificate.publish import atomic_write_bytes, atomic_write_text
-    from greencert.certificate.render import render_html
+    """Sign and publish the certificate with its label, reports and evidence; regenerate the registry index.
+
+    ``out_dir`` is the registry: a local folder or any fsspec URL (``s3://...``).
+    Returns the certificate JSON's path. See ``certificate.issue`` for the write order.
+    """
+    from greencert.certificate.issue import publish_certificate
 
     graded = json.loads(Path(graded_path).read_text())
-    report = json.loads(Path(validation_path).read_text())
+    report_bytes = Path(validation_path).read_bytes()
+    report = json.loads(report_bytes)
     if not report.get("success") or report["inputs"] != graded["inputs"]:
         raise ValidationFailed(
             "refusing to publish: validation report does not cover these inputs", str(validation_path)
         )
-    cert = build_certificate(graded)
-    scope = cert["scope"]
-    folder = Path(out_dir) / scope["site"] / scope["deployment"]
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_id = cert["certificate_id"]
-    _copy_evidence(Path(bundle_dir), folder / f"{cert_id}.evidence", graded["inputs"])
-    atomic_write_bytes(folder / f"{cert_id}.validation.json", Path(validation_path).read_bytes())
-    atomic_write_text(folder / f"{cert_id}.html", render_html(cert))
-    cert_path = folder / f"{cert_id}.json"
-    atomic_write_bytes(cert_path, canonical_bytes(cert))  # last: its presence means "published"
-    log.info("published %s: grade %s -> %s", cert_id, cert["grade"], cert_path)
-    return str(cert_path)
+    return publish_certificate(graded, bundle_dir, report_bytes, out_dir, signing_key, pdf)
 
 
 def certify(
@@ -240,6 +225,8 @@ def certify(
     out_dir: str | Path,
     scheme_path: str | Path | None = None,
     work_dir: str | Path | None = None,
+    signing_key: str | Path | None = None,
+    pdf: bool | None = None,
 ) -> str:
     """Run every stage on one bundle; return the published certificate's path."""
     with tempfile.TemporaryDirectory(prefix="greencert-") as tmp:
@@ -248,7 +235,7 @@ def certify(
         validation = validate_stage(bundle_dir, work, scheme_path)
         figures = compute_stage(bundle_dir, validation, work, scheme_path)
         graded = grade_stage(figures, work, scheme_path)
-        return publish_stage(graded, bundle_dir, validation, out_dir)
+        return publish_stage(graded, bundle_dir, validation, out_dir, signing_key, pdf)
 
 
 __all__ = ["GreenCertError", "certify", "compute_stage", "grade_stage", "publish_stage", "validate_stage"]

@@ -47,6 +47,38 @@ def _utc(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
+def registry_root(target: str | Path) -> Path:
+    """The registry as a path object: a local ``Path``, or a ``UPath`` for any fsspec URL.
+
+    ``s3://bucket/registry``, ``gs://...``, ``memory://...``, ``file://...`` and
+    Airflow's ``ObjectStoragePath`` (a UPath) all work; a plain path stays local.
+    """
+    if hasattr(target, "protocol") and hasattr(target, "fs"):
+        return target  # type: ignore[return-value]  # UPath / ObjectStoragePath
+    text = str(target)
+    if "://" in text:
+        from upath import UPath
+
+        return UPath(text)
+    return Path(text)
+
+
+def is_local(root: Path) -> bool:
+    """Local folders get rename-based atomic writes; object stores write whole objects at once."""
+    return not hasattr(root, "protocol")
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically: temp file + rename locally, a single whole-object PUT on object stores."""
+    from greencert.certificate.publish import atomic_write_bytes
+
+    if is_local(path):
+        atomic_write_bytes(path, data)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
 def safe_child(registry: Path, *parts: str) -> Path:
     """``registry/part/...`` after checking that the resolved path stays inside ``registry``.
 
@@ -54,10 +86,12 @@ def safe_child(registry: Path, *parts: str) -> Path:
     second line of defence (a symlink or a future caller that skips validation
     must still not write outside the registry).
     """
-    root = Path(registry).resolve()
     for part in parts:
         if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
             raise ConfigError(f"unsafe name {part!r} for a registry path", str(registry))
+    if not is_local(registry):
+        return registry.joinpath(*parts)  # no symlinks in object stores; the names are checked above
+    root = Path(registry).resolve()
     target = root.joinpath(*parts).resolve()
     if target != root and root not in target.parents:
         raise ConfigError(f"path {'/'.join(parts)!r} escapes the registry", str(registry))
@@ -67,7 +101,7 @@ def safe_child(registry: Path, *parts: str) -> Path:
 def certificate_files(registry: Path) -> list[Path]:
     """Every published certificate JSON (``<site>/<deployment>/<id>.json``), sorted."""
     out = []
-    for path in sorted(Path(registry).glob("*/*/*.json")):
+    for path in sorted(registry_root(registry).glob("*/*/*.json"), key=str):
         if path.name.startswith(".") or path.name.endswith(".validation.json"):
             continue
         out.append(path)
@@ -76,8 +110,8 @@ def certificate_files(registry: Path) -> list[Path]:
 
 def load_revocations(registry: Path) -> dict[str, dict[str, Any]]:
     """Revoked certificate ids -> entry (reason, revoked_at). Empty if there is no list."""
-    path = Path(registry) / REVOCATIONS
-    if not path.is_file():
+    path = registry_root(registry) / REVOCATIONS
+    if not path.exists():
         return {}
     try:
         data = json.loads(path.read_bytes())
@@ -109,7 +143,7 @@ def list_certificates(registry: Path, at: dt.datetime | None = None) -> list[dic
     registry root (POSIX separators) or None when that file was not published.
     Rows are sorted by site, deployment and period start.
     """
-    registry = Path(registry)
+    registry = registry_root(registry)
     at = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     revoked = load_revocations(registry)
     rows: list[dict[str, Any]] = []
@@ -171,6 +205,13 @@ def list_certificates(registry: Path, at: dt.datetime | None = None) -> list[dic
     return rows
 
 
+def _issuer_key_id(registry: Path) -> str | None:
+    from greencert.certificate.sign import key_id, load_public_key_bytes
+
+    path = registry / ISSUER_PEM
+    return key_id(load_public_key_bytes(path.read_bytes(), str(path))) if path.exists() else None
+
+
 def render_index_html(rows: list[dict[str, Any]], status_at: str) -> str:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -189,17 +230,29 @@ def rebuild_index(registry: Path, at: dt.datetime | None = None) -> Path:
 
     Returns the path of ``index.json``. Statuses are evaluated at ``at`` (default now).
     """
-    from greencert.certificate.build import stamp
-    from greencert.certificate.publish import atomic_write_bytes, atomic_write_text
-
-    registry = Path(registry)
+    registry = registry_root(registry)
     registry.mkdir(parents=True, exist_ok=True)
+    if is_local(registry):
+        # Parallel publishers (mapped Airflow tasks) must not overwrite a newer index with
+        # an older listing: serialise the list-and-write under an advisory lock.
+        import fcntl
+
+        with open(registry / ".index.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _write_index(registry, at)
+    return _write_index(registry, at)
+
+
+def _write_index(registry: Path, at: dt.datetime | None) -> Path:
+    from greencert.certificate.build import stamp
+
     moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     rows = list_certificates(registry, moment)
     index = {
         "format": INDEX_FORMAT,
         "status_at": stamp(moment),
         "issuer_public_key": ISSUER_PEM if (registry / ISSUER_PEM).exists() else None,
+        "issuer_key_id": _issuer_key_id(registry),
         "revocation_list": REVOCATIONS if (registry / REVOCATIONS).exists() else None,
         "counts": {s: sum(r["status"] == s for r in rows) for s in STATUSES},
         "certificates": rows,
@@ -207,6 +260,55 @@ def rebuild_index(registry: Path, at: dt.datetime | None = None) -> Path:
     index_path = registry / INDEX_JSON
     # The HTML goes first: index.json is what machines poll, and it must never
     # announce a certificate whose row the page does not yet show.
-    atomic_write_text(registry / INDEX_HTML, render_index_html(rows, index["status_at"]))
-    atomic_write_bytes(index_path, json.dumps(index, indent=1, sort_keys=True).encode())
+    write_file(registry / INDEX_HTML, render_index_html(rows, index["status_at"]).encode())
+    write_file(index_path, json.dumps(index, indent=1, sort_keys=True).encode())
     return index_path
+
+
+def revoke(
+    registry: Path,
+    certificate_id: str,
+    reason: str,
+    signing_key: str | Path | None = None,
+    at: dt.datetime | None = None,
+) -> Path:
+    """Add ``certificate_id`` to the signed revocation list and regenerate the index.
+
+    Revoking twice keeps the first entry (its time and reason stand). The list
+    is RFC 8785 canonical JSON signed like a certificate (``revocations.json.sig``),
+    with the issuer key; ``greencert verify`` checks that signature before trusting it.
+    """
+    from greencert.bundle.manifest import check_label
+    from greencert.certificate.build import canonical_bytes, stamp
+    from greencert.certificate.sign import load_signing_key
+
+    root = registry_root(registry)
+    try:
+        reason = check_label(reason.strip(), "revocation reason")
+    except ValueError as exc:
+        raise ConfigError(str(exc), "--reason") from None
+    if not reason:
+        raise ConfigError("a revocation needs a reason", "--reason")
+    known = {r["certificate_id"] for r in list_certificates(root)}
+    if certificate_id not in known:
+        raise ConfigError(f"no certificate {certificate_id!r} in this registry", str(root))
+    key = load_signing_key(signing_key)
+    entries = load_revocations(root)
+    if certificate_id not in entries:
+        moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        entries[certificate_id] = {
+            "certificate_id": certificate_id,
+            "reason": reason,
+            "revoked_at": stamp(moment),
+        }
+    document = {
+        "format": REVOCATIONS_FORMAT,
+        "signing": key.signing_section(),
+        "revoked": [entries[k] for k in sorted(entries)],
+    }
+    body = canonical_bytes(document)
+    write_file(root / (REVOCATIONS + ".sig"), key.sign(body))
+    write_file(root / REVOCATIONS, body)
+    write_file(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
+    rebuild_index(root)
+    return root / REVOCATIONS

@@ -201,15 +201,23 @@ def load_signing_key(path: str | Path | None = None, conn_id: str | None = None)
     return development_key()
 
 
+def load_public_key_bytes(pem: bytes, where: str) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise ConfigError(f"not a PEM public key ({exc})", where) from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"public key is {type(key).__name__}, not Ed25519", where)
+    return key
+
+
 def load_public_key(path: str | Path) -> Ed25519PublicKey:
     p = Path(path)
     try:
-        key = serialization.load_pem_public_key(p.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read public key ({type(exc).__name__}: {exc})", str(p)) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"public key is {type(key).__name__}, not Ed25519", str(p))
-    return key
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read public key ({exc.strerror})", str(p)) from None
+    return load_public_key_bytes(data, str(p))
 
 
 def signature_valid(public: Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
