@@ -44,7 +44,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_certify(args: argparse.Namespace) -> int:
     from greencert.pipeline import certify
 
-    path = certify(args.bundle, args.out, args.scheme, args.work_dir)
+    path = certify(
+        args.bundle, args.out, args.scheme, args.work_dir, args.signing_key, False if args.no_pdf else None
+    )
     cert = json.loads(Path(path).read_text())
     m = cert["metrics"]
     print(
@@ -59,10 +61,66 @@ def cmd_certify(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from greencert.certificate.verify import verify_certificate
 
-    result = verify_certificate(Path(args.certificate), Path(args.bundle) if args.bundle else None)
+    result = verify_certificate(
+        Path(args.certificate),
+        Path(args.bundle) if args.bundle else None,
+        public_key=Path(args.key) if args.key else None,
+        at=args.at,
+        registry=Path(args.registry) if args.registry else None,
+    )
     for line in result.lines:
         print(line)
     print(f"OK: {result.certificate_id} verified")
+    return EXIT_OK
+
+
+def _moment(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an RFC 3339 time (2026-03-01T00:00:00Z)") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone (write Z or +00:00)")
+    return moment.astimezone(dt.UTC)
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from greencert.certificate.registry import revoke
+
+    path = revoke(args.registry, args.certificate_id, args.reason, args.signing_key, args.at)
+    print(f"revoked {args.certificate_id}: {args.reason}")
+    print(path)
+    return EXIT_OK
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from greencert.certificate.registry import list_certificates, rebuild_index
+
+    if args.action == "rebuild":
+        print(rebuild_index(args.registry, args.at))
+        return EXIT_OK
+    rows = list_certificates(args.registry, args.at)
+    if args.json:
+        print(json.dumps(rows, indent=1, sort_keys=True))
+        return EXIT_OK
+    for r in rows:
+        print(
+            f"{r['certificate_id']}  {r['grade']}  {r['energy_kwh_per_mtok']:.4g} kWh/Mtok  "
+            f"{r['carbon_gco2e_per_mtok']:.4g} gCO2e/Mtok  {r['status']}"
+        )
+    print(f"{len(rows)} certificate(s)")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from greencert.certificate.reports import write_reports
+    from greencert.certificate.verify import load_certificate
+
+    cert, _raw = load_certificate(Path(args.certificate))
+    out = Path(args.out) if args.out else Path(args.certificate).with_suffix(".reports")
+    folder = write_reports(cert, out)
+    for name in sorted(p.name for p in folder.iterdir()):
+        print(folder / name)
     return EXIT_OK
 
 
@@ -120,12 +178,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="registry folder to publish into")
     p.add_argument("--scheme", default=None, help="grading scheme YAML (default: the packaged scheme)")
     p.add_argument("--work-dir", default=None, help="keep stage outputs here (default: a temporary folder)")
+    p.add_argument(
+        "--signing-key",
+        default=None,
+        help="Ed25519 private key PEM (default: $GREENCERT_SIGNING_KEY, an Airflow connection, or the dev key)",
+    )
+    p.add_argument("--no-pdf", action="store_true", help="skip the PDF label (no Chromium needed)")
     p.set_defaults(func=cmd_certify)
 
     p = sub.add_parser("verify", help="check a certificate's hashes and recompute its figures")
     p.add_argument("certificate")
     p.add_argument("--bundle", default=None, help="evidence bundle (default: the copy published beside it)")
+    p.add_argument(
+        "--key", default=None, help="issuer public key PEM to trust (default: the one published beside it)"
+    )
+    p.add_argument(
+        "--registry", default=None, help="registry with the revocation list (default: 3 folders up)"
+    )
+    p.add_argument(
+        "--at", type=_moment, default=None, help="check expiry at this RFC 3339 time (default: now)"
+    )
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("revoke", help="add a certificate to the registry's signed revocation list")
+    p.add_argument("certificate_id")
+    p.add_argument("--registry", required=True)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--signing-key", default=None, help="issuer private key PEM (default as for certify)")
+    p.add_argument("--at", type=_moment, default=None, help="revocation time (default: now)")
+    p.set_defaults(func=cmd_revoke)
+
+    p = sub.add_parser("registry", help="list the registry or regenerate index.json/index.html")
+    p.add_argument("action", choices=("list", "rebuild"))
+    p.add_argument("registry")
+    p.add_argument("--at", type=_moment, default=None, help="evaluate expiry at this time (default: now)")
+    p.add_argument("--json", action="store_true", help="list as JSON")
+    p.set_defaults(func=cmd_registry)
+
+    p = sub.add_parser("report", help="write the SCI, EU EED and GB 40879 reports of a certificate")
+    p.add_argument("certificate")
+    p.add_argument("--out", default=None, help="folder (default: <certificate>.reports beside it)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="print a table of the certificates in a registry")
     p.add_argument("registry")
