@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# Certificates are signed with the per-installation development key unless a key is
+# configured: keep the test session's key out of the user's home. PDF labels cost a
+# headless Chromium run each, so only the tests that check them ask for them.
+os.environ.setdefault("GREENCERT_HOME", tempfile.mkdtemp(prefix="greencert-test-home-"))
+os.environ.setdefault("GREENCERT_LABEL_PDF", "0")
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
