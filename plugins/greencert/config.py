@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from greencert.bundle.manifest import check_identifier
+from greencert.carbon.attach import SiteCarbonConfig
 from greencert.errors import ConfigError
 
 
@@ -62,6 +63,8 @@ class FleetConfig(_Strict):
     deployments: list[DeploymentConfig]
     # Extra Prometheus source profiles (name -> profile); merged over the built-in ones.
     source_profiles: dict[str, Any] = Field(default_factory=dict)
+    # Per site: grid intensity source, marginal source, carbon declarations (docs/carbon.md).
+    carbon: dict[str, SiteCarbonConfig] = Field(default_factory=dict)
     base_dir: str = "."
 
     def resolve(self, value: str) -> Path:
@@ -117,6 +120,18 @@ def interval_key(start: dt.datetime, end: dt.datetime) -> str:
 
 
 def extract_stage(config_path: str | Path, deployment: str, start: dt.datetime, end: dt.datetime) -> str:
+    """Produce the bundle (see ``_extract_bundle``), then attach the site's grid and carbon data."""
+    path = _extract_bundle(config_path, deployment, start, end)
+    cfg = load_config(config_path)
+    if cfg.carbon:
+        from greencert.carbon.attach import attach_site_carbon
+
+        target = cfg.work_path / "bundles" / deployment / interval_key(start, end)
+        path = str(attach_site_carbon(cfg, Path(path), target, start, end))
+    return path
+
+
+def _extract_bundle(config_path: str | Path, deployment: str, start: dt.datetime, end: dt.datetime) -> str:
     """Produce the evidence bundle of one deployment and data interval; return its path.
 
     Idempotent: the bundle path is keyed on deployment and interval, and is

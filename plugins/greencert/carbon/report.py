@@ -188,7 +188,8 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
     loc_per = location_g / mtok
     mkt_per = market.market_carbon_g / mtok
     emb_per = emb.total_g / mtok
-    sci = loc_per + emb_per
+    # The score is the sum of the published (rounded) components, so they add up to it exactly.
+    sci = _r(loc_per) + _r(emb_per)
 
     def metric(value: float, unit: str) -> dict[str, Any]:
         return {"value": _r(value), "unit": unit}
@@ -197,7 +198,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
         "carbon_location_per_million_tokens": metric(loc_per, PER_MTOK),
         "carbon_market_per_million_tokens": metric(mkt_per, PER_MTOK),
         "embodied_carbon_per_million_tokens": metric(emb_per, PER_MTOK),
-        "sci_per_million_tokens": metric(sci, PER_MTOK),
+        "sci_per_million_tokens": {"value": sci, "unit": PER_MTOK},
         "cfe_hourly_share": metric(market.cfe_hourly_share, "fraction"),
         "annual_match_share": metric(market.annual_match_share, "fraction"),
         "hourly_intensity_share": metric(hourly_share, "fraction"),
@@ -308,7 +309,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
             "notes": emb.notes,
         },
         "sci": {
-            "score": metric(sci, PER_MTOK),
+            "score": {"value": sci, "unit": PER_MTOK},
             "formula": "SCI = ((E x I) + M) / R, I location-based (market instruments excluded)",
             "functional_unit": "R = one million output tokens (Mtok)",
             "components": [
