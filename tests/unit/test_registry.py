@@ -1,0 +1,155 @@
+"""Registry: listing, statuses (valid/superseded/expired/revoked), index files, escaping, path safety."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+from greencert.certificate import registry as reg
+from greencert.certificate.build import canonical_bytes
+from greencert.errors import ConfigError
+
+AT = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+def cert_doc(site: str, deployment: str, day: int, *, valid_until: str = "2026-07-01T00:00:00Z", **scope):
+    start = f"2026-01-{day:02d}T00:00:00Z"
+    end = f"2026-01-{day + 1:02d}T00:00:00Z"
+    cid = f"{site}.{deployment}.202601{day:02d}T0000Z-202601{day + 1:02d}T0000Z"
+    return {
+        "certificate_format": "greencert-certificate/1",
+        "certificate_id": cid,
+        "scope": {"site": site, "deployment": deployment, "model": "m-8b", **scope},
+        "period": {"start": start, "end": end},
+        "issued_at": end,
+        "valid_until": valid_until,
+        "grade": "B",
+        "metrics": {
+            "energy_per_million_tokens": {"value": 0.05 * day, "unit": "kWh/Mtok"},
+            "carbon_per_million_tokens": {"value": 20.0 * day, "unit": "gCO2e/Mtok"},
+        },
+        "scheme": {"id": "greencert-inference", "version": "2026.1"},
+        "signing": {"key_id": "00" * 16, "development_key": True},
+    }
+
+
+def put(root: Path, cert: dict) -> Path:
+    folder = root / cert["scope"]["site"] / cert["scope"]["deployment"]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{cert['certificate_id']}.json"
+    path.write_bytes(canonical_bytes(cert))
+    (folder / f"{cert['certificate_id']}.html").write_text("<p>label</p>")
+    return path
+
+
+@pytest.fixture
+def populated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GREENCERT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GREENCERT_SIGNING_KEY", raising=False)
+    root = tmp_path / "registry"
+    put(root, cert_doc("dc-a", "chat", 1))
+    put(root, cert_doc("dc-a", "chat", 2))  # newer period: supersedes day 1
+    put(root, cert_doc("dc-a", "code", 1, valid_until="2026-02-01T00:00:00Z"))  # expired at AT
+    put(root, cert_doc("dc-b", "chat", 1))  # same deployment name, other site: its own scope
+    # Files that are not certificates must be ignored.
+    (root / "dc-a" / "chat" / "notes.json").write_text('{"hello": 1}')
+    (root / "dc-a" / "chat" / "x.validation.json").write_text('{"certificate_id": "no"}')
+    return root
+
+
+def test_statuses(populated: Path) -> None:
+    reg.revoke(populated, "dc-b.chat.20260101T0000Z-20260102T0000Z", "meter fault", at=AT)
+    rows = {r["certificate_id"]: r for r in reg.list_certificates(populated, AT)}
+    assert set(rows) == {
+        "dc-a.chat.20260101T0000Z-20260102T0000Z",
+        "dc-a.chat.20260102T0000Z-20260103T0000Z",
+        "dc-a.code.20260101T0000Z-20260102T0000Z",
+        "dc-b.chat.20260101T0000Z-20260102T0000Z",
+    }
+    old, new = (
+        rows["dc-a.chat.20260101T0000Z-20260102T0000Z"],
+        rows["dc-a.chat.20260102T0000Z-20260103T0000Z"],
+    )
+    assert old["status"] == "superseded" and old["superseded_by"] == new["certificate_id"]
+    assert new["status"] == "valid" and new["superseded_by"] is None
+    assert rows["dc-a.code.20260101T0000Z-20260102T0000Z"]["status"] == "expired"
+    revoked = rows["dc-b.chat.20260101T0000Z-20260102T0000Z"]
+    assert revoked["status"] == "revoked"
+    assert revoked["revocation"] == {
+        "certificate_id": revoked["certificate_id"],
+        "reason": "meter fault",
+        "revoked_at": "2026-03-01T00:00:00Z",
+    }
+    assert new["paths"]["json"] == f"dc-a/chat/{new['certificate_id']}.json"
+    assert new["paths"]["label"] == f"dc-a/chat/{new['certificate_id']}.html"
+    assert new["paths"]["sig"] is None and new["paths"]["pdf"] is None
+    assert new["energy_kwh_per_mtok"] == pytest.approx(0.1) and new["carbon_gco2e_per_mtok"] == 40.0
+    # After the validity of every certificate, all are expired except the revoked one.
+    later = {
+        r["certificate_id"]: r["status"] for r in reg.list_certificates(populated, AT.replace(year=2027))
+    }
+    assert sorted(later.values()) == ["expired", "expired", "expired", "revoked"]
+
+
+def test_rebuild_index_json_and_html(populated: Path) -> None:
+    put(populated, cert_doc("dc-c", "evil", 1, model="<script>alert(1)</script>"))
+    path = reg.rebuild_index(populated, AT)
+    index = json.loads(path.read_text())
+    assert index["status_at"] == "2026-03-01T00:00:00Z"
+    assert index["counts"] == {"valid": 3, "superseded": 1, "expired": 1, "revoked": 0}
+    assert len(index["certificates"]) == 5
+    html = (populated / "index.html").read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    for row in index["certificates"]:
+        assert f'href="{row["paths"]["label"]}"' in html
+    assert not list(populated.glob(".index.*.tmp"))
+
+
+def test_revoke_is_idempotent_signed_and_checked(populated: Path) -> None:
+    cid = "dc-a.chat.20260102T0000Z-20260103T0000Z"
+    reg.revoke(populated, cid, "first reason", at=AT)
+    reg.revoke(populated, cid, "second reason", at=AT.replace(month=4))
+    doc = json.loads((populated / reg.REVOCATIONS).read_bytes())
+    assert doc["revoked"] == [
+        {"certificate_id": cid, "reason": "first reason", "revoked_at": "2026-03-01T00:00:00Z"}
+    ]
+    assert len((populated / (reg.REVOCATIONS + ".sig")).read_bytes()) == 64
+    assert canonical_bytes(doc) == (populated / reg.REVOCATIONS).read_bytes()
+    with pytest.raises(ConfigError, match="no certificate 'dc-a.chat.nope'"):
+        reg.revoke(populated, "dc-a.chat.nope", "typo")
+    with pytest.raises(ConfigError, match="control character"):
+        reg.revoke(populated, cid, "bad\x1b[31m")
+    with pytest.raises(ConfigError, match="needs a reason"):
+        reg.revoke(populated, cid, "   ")
+
+
+def test_safe_child_refuses_escapes(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    root.mkdir()
+    for parts in (("..", "etc"), ("../../etc", "x"), ("a/b",), ("",), ("ok", "..")):
+        with pytest.raises(ConfigError):
+            reg.safe_child(root, *parts)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "linked-site")
+    with pytest.raises(ConfigError, match="escapes the registry"):
+        reg.safe_child(root, "linked-site", "chat")
+    assert reg.safe_child(root, "dc-a", "chat") == root.resolve() / "dc-a" / "chat"
+
+
+def test_fsspec_registry(tmp_path: Path) -> None:
+    """An fsspec URL (here fsspec's in-memory filesystem) works like a local folder."""
+    root = reg.registry_root("memory://greencert-test-registry")
+    assert not reg.is_local(root)
+    cert = cert_doc("dc-a", "chat", 1)
+    reg.write_file(root / "dc-a" / "chat" / f"{cert['certificate_id']}.json", canonical_bytes(cert))
+    index = reg.rebuild_index(root, AT)
+    assert json.loads(index.read_bytes())["certificates"][0]["certificate_id"] == cert["certificate_id"]
+    assert (root / "index.html").exists()
+    assert reg.list_certificates("memory://greencert-test-registry", AT)[0]["status"] == "valid"
+    with pytest.raises(ConfigError):
+        reg.safe_child(root, "..", "x")
