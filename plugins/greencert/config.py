@@ -35,11 +35,19 @@ class BundleSource(_Strict):
 
 
 class PrometheusSource(_Strict):
+    """Pull from Prometheus; see docs/prometheus.md."""
+
     kind: Literal["prometheus"]
     conn_id: str = "greencert_prometheus"
-    profile: str
+    # One source profile or several combined, e.g. [dcgm, vllm] (built-in or under source_profiles).
+    profile: str | list[str]
+    # Exact-match label matchers added to every query, and per role (power, tokens, a meter name,
+    # facility_meter, it_meter) where exporters label their series differently.
     labels: dict[str, str] = Field(default_factory=dict)
+    series_labels: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Static manifest parts: scope, facility, grid, and power overrides (devices, max_device_power...).
     manifest: dict[str, Any] = Field(default_factory=dict)
+    # Query step; no longer than the scrape interval, else samples between steps are never seen.
     step_seconds: Annotated[float, Field(gt=0, le=3600)] = 15.0
 
 

@@ -182,6 +182,11 @@ class MeterSpec(SeriesSpec):
 
     name: str
     layer: Literal["gpu", "node", "pdu", "facility"]
+    # True: this meter measures the same devices as ``power`` (e.g. DCGM's energy counter beside its
+    # power gauge); per device, its energy must match the integrated power within the tolerance
+    # (default from the scheme, else 5 %), else the certificate carries a finding.
+    crosscheck: bool = False
+    crosscheck_tolerance: Annotated[float, Field(gt=0, lt=1)] | None = None
 
     @field_validator("name")
     @classmethod
