@@ -60,7 +60,12 @@ def carbon_bundle(
         "tokens.csv": {"timestamp": t, "output_tokens": out, "input_tokens": 3 * out},
     }
     if annual is not None:
-        manifest["grid"] = {"annual": annual, "unit": "gCO2e/kWh", "source": "test annual factor", "year": 2023}
+        manifest["grid"] = {
+            "annual": annual,
+            "unit": "gCO2e/kWh",
+            "source": "test annual factor",
+            "year": 2023,
+        }
     else:
         hours = np.arange(np.floor(t0 / 3600) * 3600, t1, 3600.0)
         values = np.full(hours.size, 400.0) if hourly_intensity is None else np.asarray(hourly_intensity)

@@ -78,7 +78,9 @@ def test_hourly_matching_differs_from_annual_matching(tmp_path):
     assert rep.metrics["cfe_hourly_share"]["value"] == pytest.approx(expected_cfe, rel=1e-9)
     # Over the day the PPA delivered as much as was consumed: annual matching calls it 100 %.
     assert rep.metrics["annual_match_share"]["value"] == pytest.approx(1.0, rel=1e-9)
-    assert rep.metrics["carbon_market_per_million_tokens"]["value"] == pytest.approx(expected_g / mtok, rel=1e-9)
+    assert rep.metrics["carbon_market_per_million_tokens"]["value"] == pytest.approx(
+        expected_g / mtok, rel=1e-9
+    )
     ppa_report = rep.section["market_based"]["instruments"][0]
     assert ppa_report["matched_mwh"] == pytest.approx(0.012, rel=1e-9)
     assert ppa_report["unused_mwh"] == pytest.approx(0.012, rel=1e-9)  # daytime surplus is lost
@@ -134,7 +136,9 @@ def test_supplier_rate_and_residual_fallback(tmp_path):
     }
     intensity = np.linspace(300.0, 530.0, 24)
     rep, _ = report_of(
-        carbon_bundle(tmp_path / "b", T0, T0 + DAY, hourly_intensity=intensity, carbon={"instruments": [supplier]})
+        carbon_bundle(
+            tmp_path / "b", T0, T0 + DAY, hourly_intensity=intensity, carbon={"instruments": [supplier]}
+        )
     )
     # Each hour half matched at 100 g/kWh (pooled in proportion); the other half at that hour's grid average
     # because no residual mix is declared or known for the zone.
@@ -159,9 +163,7 @@ def test_no_instruments_market_equals_location_with_residual_default(tmp_path):
 
 def test_embodied_defaults_match_hand_calculation(tmp_path):
     # 8 x H100 at 164 kg + one 8-GPU host at 5,700 kg over 3 x 365 days; a one-hour period.
-    rep, _ = report_of(
-        carbon_bundle(tmp_path / "b", T0, T0 + dt.timedelta(hours=1), scope={"gpu_count": 8})
-    )
+    rep, _ = report_of(carbon_bundle(tmp_path / "b", T0, T0 + dt.timedelta(hours=1), scope={"gpu_count": 8}))
     per_hour_g = (8 * 164_000 + 5_700_000) / (3 * 365 * 24)  # ~266.8 g, EcoLogits' 3-year life
     assert rep.section["embodied"]["emissions"]["value"] == pytest.approx(per_hour_g, rel=1e-9)
     # R = 1 Mtok in this hour.
@@ -176,8 +178,14 @@ def test_embodied_host_shared_by_gpu_count_and_declared_inventory(tmp_path):
     inventory = {
         "embodied": {
             "hardware": [
-                {"item": "accelerator", "count": 4, "embodied": "0.2 tCO2e", "lifetime": "5 year",
-                 "resource_share": 0.5, "source": "vendor PCF sheet"},
+                {
+                    "item": "accelerator",
+                    "count": 4,
+                    "embodied": "0.2 tCO2e",
+                    "lifetime": "5 year",
+                    "resource_share": 0.5,
+                    "source": "vendor PCF sheet",
+                },
             ]
         }
     }
@@ -200,7 +208,14 @@ def test_sci_components_sum_to_score_and_carry_sources(tmp_path):
     m = (164_000 + 5_700_000 / 8) * 24 / (3 * 365 * 24)
     assert sci["score"]["value"] == pytest.approx((e_x_i + m) / 24.0, rel=1e-9)
     tags = {c["symbol"]: c["tag"] for c in sci["coefficients"]}
-    assert tags == {"E": "modelled", "IT": "measured", "PUE": "sourced", "I": "sourced", "M": "sourced", "R": "measured"}
+    assert tags == {
+        "E": "modelled",
+        "IT": "measured",
+        "PUE": "sourced",
+        "I": "sourced",
+        "M": "sourced",
+        "R": "measured",
+    }
     for c in sci["coefficients"]:
         assert c["source"] and c["unit"] and isinstance(c["value"], float | int)
     assert rep.metrics["hourly_intensity_share"]["value"] == 1.0
@@ -244,8 +259,14 @@ def test_bad_instrument_profile_fails_validation_naming_the_line(tmp_path):
         ({"instruments": [ppa("annual")]}, "annual matching needs volume"),
         ({"instruments": [ppa("annual", volume="12 kg")]}, "volume"),
         ({"residual_mix": {"value": 1, "unit": "kWh", "source": "x"}}, "residual_mix.unit"),
-        ({"embodied": {"hardware": [{"item": "x", "embodied": "1 kWh", "lifetime": "3 year", "source": "s"}]}},
-         "embodied"),
+        (
+            {
+                "embodied": {
+                    "hardware": [{"item": "x", "embodied": "1 kWh", "lifetime": "3 year", "source": "s"}]
+                }
+            },
+            "embodied",
+        ),
         ({"instrumentz": []}, "unknown key"),
     ],
 )
@@ -293,7 +314,9 @@ def test_certificate_carries_carbon_figures_and_verifies(tmp_path):
     for name in ("cfe_hourly_share", "annual_match_share", "hourly_intensity_share"):
         assert units[name] == "fraction"
     # The grade still uses the location-based figure.
-    assert cert["metrics"]["carbon_per_million_tokens"] == cert["metrics"]["carbon_location_per_million_tokens"]
+    assert (
+        cert["metrics"]["carbon_per_million_tokens"] == cert["metrics"]["carbon_location_per_million_tokens"]
+    )
     assert cert["carbon"]["location_based"]["used_for_grade"] is True
     assert cert["carbon"]["market_based"]["used_for_grade"] is False
     assert "ppa_solar.csv" in {i["file"] for i in cert["inputs"]}

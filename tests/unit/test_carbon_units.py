@@ -37,7 +37,10 @@ def test_130_kg_per_billion_tokens_through_the_carbon_report(tmp_path):
     )
     bundle = open_bundle(bundle_dir)
     rep = carbon_report(bundle, compute_figures(bundle, load_scheme()))
-    assert rep.metrics["carbon_location_per_million_tokens"] == {"value": pytest.approx(130.0), "unit": "gCO2e/Mtok"}
+    assert rep.metrics["carbon_location_per_million_tokens"] == {
+        "value": pytest.approx(130.0),
+        "unit": "gCO2e/Mtok",
+    }
 
 
 def test_lbs_per_mwh_to_g_per_kwh():
@@ -45,7 +48,9 @@ def test_lbs_per_mwh_to_g_per_kwh():
 
     # 1 lb = 453.59237 g exactly; 1 MWh = 1000 kWh: 1 lb/MWh = 0.45359237 g/kWh.
     assert Q_(1, "lbCO2e/MWh").to("gCO2e/kWh").magnitude == pytest.approx(0.45359237, rel=1e-12)
-    assert Q_(870.0, "lbCO2e/MWh").to("gCO2e/kWh").magnitude == pytest.approx(870 * 453.59237 / 1000, rel=1e-12)
+    assert Q_(870.0, "lbCO2e/MWh").to("gCO2e/kWh").magnitude == pytest.approx(
+        870 * 453.59237 / 1000, rel=1e-12
+    )
 
 
 @pytest.mark.parametrize(
