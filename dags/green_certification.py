@@ -8,14 +8,48 @@ Every task body lives in ``greencert.tasks`` (importable, tested on its own);
 this file only wires them. Tasks pass file paths through XCom, never frames.
 Work is keyed on the data interval, so reruns and backfills replace, never
 duplicate. Nothing heavy is imported at parse time.
+
+Operations: ``extract`` is bounded to ``GREENCERT_EXTRACT_CONCURRENCY`` running
+instances across all runs (it queries the telemetry source) and retries with
+exponential backoff; every task alerts on failure (``greencert.alerts``); when
+``GREENCERT_DEADLINE_HOURS`` is set, a Deadline Alert fires when a period's
+certificate is not published that many hours after the period ends (opt-in:
+``airflow dags test`` of Airflow 3.3.2 crashes on any DAG that has a deadline,
+see docs/operations.md); each publish emits an event
+on the ``greencert_certificates`` asset with the grade and key figures.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task, task_group
+from airflow.sdk import (
+    CronDataIntervalTimetable,
+    DeadlineAlert,
+    Param,
+    SyncCallback,
+    dag,
+    task,
+    task_group,
+)
+from greencert.alerts import GreenCertAlert, PeriodEndDeadline
+from greencert.assets import CERTIFICATES
 from greencert.tasks import DEFAULT_CONFIG
+
+# Deployment-level knobs, read at parse time (environment only: no I/O).
+EXTRACT_CONCURRENCY = int(os.environ.get("GREENCERT_EXTRACT_CONCURRENCY", "4"))
+DEADLINE_HOURS = os.environ.get("GREENCERT_DEADLINE_HOURS", "").strip()
+CERTIFICATE_LATE = (
+    DeadlineAlert(
+        reference=PeriodEndDeadline(),
+        interval=dt.timedelta(hours=float(DEADLINE_HOURS)),
+        callback=SyncCallback(GreenCertAlert, kwargs={"event": "certificate_late"}),
+        name="certificate_late",
+    )
+    if DEADLINE_HOURS
+    else None
+)
 
 
 @dag(
@@ -25,16 +59,31 @@ from greencert.tasks import DEFAULT_CONFIG
     catchup=False,
     max_active_runs=3,
     tags=["greencert"],
+    default_args={"on_failure_callback": GreenCertAlert("task_failed")},
+    deadline=CERTIFICATE_LATE,
     params={
-        "config_path": Param(DEFAULT_CONFIG, type="string", minLength=1, description="Fleet config YAML"),
+        "config_path": Param(
+            DEFAULT_CONFIG,
+            type="string",
+            minLength=1,
+            pattern=r"\.ya?ml$",
+            title="Fleet config",
+            description="Fleet config YAML (path on the workers)",
+        ),
         "deployments": Param(
             [],
             type="array",
+            uniqueItems=True,
             items={"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
-            description="Deployments to certify (empty: all in the config)",
+            title="Deployments",
+            description="Deployments to certify, one per line (empty: all in the config)",
         ),
         "registry": Param(
-            "", type="string", description="Publish into this folder instead of the config's registry"
+            "",
+            type="string",
+            pattern="^(/.*)?$",
+            title="Output registry",
+            description="Publish into this absolute folder instead of the config's registry (empty: config)",
         ),
     },
     doc_md=__doc__,
@@ -52,6 +101,8 @@ def green_certification():
             retries=3,
             retry_delay=dt.timedelta(seconds=30),
             retry_exponential_backoff=True,
+            max_retry_delay=dt.timedelta(minutes=10),
+            max_active_tis_per_dag=EXTRACT_CONCURRENCY,
             multiple_outputs=False,
         )
         def extract(deployment: str, params=None, data_interval_start=None, data_interval_end=None) -> dict:
@@ -86,17 +137,17 @@ def green_certification():
 
             return {**paths, "graded": grade(params["config_path"], paths["figures"], paths["work"])}
 
-        @task(multiple_outputs=False)
-        def publish(paths: dict, params=None) -> str:
-            from greencert.tasks import publish
+        @task(outlets=[CERTIFICATES], multiple_outputs=False)
+        def publish(paths: dict, params=None, outlet_events=None) -> str:
+            from greencert.tasks import certificate_event, publish, registry_for
 
-            return publish(
-                params["config_path"],
-                paths["graded"],
-                paths["bundle"],
-                paths["validation"],
-                params["registry"] or None,
+            registry = registry_for(params["config_path"], params["registry"] or None)
+            cert_path = publish(
+                params["config_path"], paths["graded"], paths["bundle"], paths["validation"], registry
             )
+            # The asset event carries the grade and key figures (shown in the UI's asset view).
+            outlet_events[CERTIFICATES].extra.update(certificate_event(cert_path, registry))
+            return cert_path
 
         publish(grade(compute(validate(extract(deployment)))))
 

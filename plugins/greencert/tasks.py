@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("greencert")
 
-DEFAULT_CONFIG = str(Path(__file__).resolve().parents[2] / "dags" / "config" / "sample_fleet.yaml")
+# $GREENCERT_CONFIG lets an installed package (the Docker image) point at its fleet config.
+DEFAULT_CONFIG = os.environ.get("GREENCERT_CONFIG") or str(
+    Path(__file__).resolve().parents[2] / "dags" / "config" / "sample_fleet.yaml"
+)
 
 
 def _utc(value: Any) -> dt.datetime:
@@ -55,8 +59,16 @@ def extract(config_path: str, deployment: str, start: Any, end: Any) -> str:
     from greencert.config import extract_stage
 
     path = extract_stage(config_path, deployment, _utc(start), _utc(end))
+    files = sorted(p for p in Path(path).iterdir() if p.is_file())
     log.info(
-        "extracted %s for [%s, %s) -> %s", deployment, _utc(start).isoformat(), _utc(end).isoformat(), path
+        "extracted %s for [%s, %s): %d files, %s bytes (%s) -> %s",
+        deployment,
+        _utc(start).isoformat(),
+        _utc(end).isoformat(),
+        len(files),
+        f"{sum(p.stat().st_size for p in files):,}",
+        ", ".join(f"{p.name} {p.stat().st_size:,} B" for p in files),
+        path,
     )
     return path
 
@@ -82,9 +94,53 @@ def grade(config_path: str, figures: str, work: str) -> str:
     return grade_stage(figures, work, load_config(config_path).scheme_path)
 
 
-def publish(config_path: str, graded: str, bundle: str, validation: str, registry: str | None = None) -> str:
+def registry_for(config_path: str, registry: str | None = None) -> str:
+    """The registry a run publishes into: the ``registry`` param when given, else the config's."""
     from greencert.config import load_config
+
+    return registry or str(load_config(config_path).registry_path)
+
+
+def publish(config_path: str, graded: str, bundle: str, validation: str, registry: str | None = None) -> str:
     from greencert.pipeline import publish_stage
 
-    target = registry or str(load_config(config_path).registry_path)
-    return publish_stage(graded, bundle, validation, target)
+    return publish_stage(graded, bundle, validation, registry_for(config_path, registry))
+
+
+def certificate_event(cert_path: str, registry: str) -> dict[str, Any]:
+    """Metadata of the asset event for one published certificate (grade and key figures)."""
+    from greencert.assets import certificate_event_extra
+
+    extra = certificate_event_extra(cert_path, registry)
+    log.info(
+        "asset event for %s: grade %s, %.6g kWh/Mtok, %.6g gCO2e/Mtok, coverage %s",
+        extra["certificate_id"],
+        extra["grade"],
+        extra["energy_kwh_per_mtok"],
+        extra["carbon_gco2e_per_mtok"],
+        extra["coverage"],
+    )
+    return extra
+
+
+def rebuild_registry_indexes(registries: list[str]) -> list[str]:
+    """Rebuild ``index.json``/``index.html`` of each registry; return the index paths.
+
+    Called by the registry-index DAG with the registries named by the triggering asset events.
+    """
+    import json
+
+    from greencert.certificate.registry import rebuild_index
+
+    out = []
+    for registry in sorted(set(registries)):
+        index = rebuild_index(Path(registry))
+        counts = json.loads(index.read_bytes()).get("counts", {})
+        log.info(
+            "rebuilt index of %s: %d certificate(s) (%s)",
+            registry,
+            sum(counts.values()),
+            ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        )
+        out.append(str(index))
+    return out

@@ -1,0 +1,310 @@
+"""The "Green certificates" page and JSON API, mounted into the Airflow API server by the plugin.
+
+Routes (under the plugin's mount prefix, ``/greencert``):
+
+* ``GET /``                  server-rendered page: certificates with grade, kWh/Mtok, gCO2e/Mtok,
+                             period and status; filters by site and deployment; paging; links to
+                             each label and to the DAG run that issued it;
+* ``GET /certificates``      the same rows as JSON, paged (``offset``, ``limit``) and filtered
+                             (``site``, ``deployment``, ``status``);
+* ``GET /files/{path}``      a published file of the registry (label, certificate JSON, signature...).
+
+Everything is read-only (GET only) and behind Airflow's own authentication: Airflow does not
+authenticate plugin apps, so every route depends on the auth manager's asset read permission (the
+certificates are the ``greencert_certificates`` asset). Unauthenticated page requests are sent to
+the auth manager's login page; API requests get 401.
+
+The registry is ``$GREENCERT_REGISTRY``, else the ``registry`` of the fleet config
+``$GREENCERT_CONFIG`` (default: the sample fleet). Rows come from the registry's ``index.json`` when
+it is at least as new as every deployment folder (the registry-index DAG keeps it so), otherwise from
+the certificate files themselves. "Which run issued it" comes from Airflow's asset events, never
+from the certificate (certificates stay byte-identical across reruns).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+# At module level (not inside create_app): FastAPI resolves the route annotations, which are
+# strings under ``from __future__ import annotations``, in this module's globals.
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+
+log = logging.getLogger("greencert.webui")
+
+MOUNT_PREFIX = "/greencert"
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+STATUSES = ("valid", "superseded", "expired", "revoked")
+# Registry files the page may serve, by suffix; anything else (work files, keys folder listings) is 404.
+SERVABLE = {
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".pdf": "application/pdf",
+    ".sig": "application/octet-stream",
+    ".pem": "application/x-pem-file",
+    ".csv": "text/csv; charset=utf-8",
+    ".parquet": "application/octet-stream",
+    ".yaml": "text/plain; charset=utf-8",
+}
+# Registry pages are generated from data: no scripts, nothing loaded from elsewhere.
+FILE_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox allow-same-origin"
+
+
+def registry_root() -> Path:
+    """The registry the page shows: ``$GREENCERT_REGISTRY`` or the fleet config's registry."""
+    if env := os.environ.get("GREENCERT_REGISTRY", "").strip():
+        return Path(env).expanduser().resolve()
+    from greencert.config import load_config
+    from greencert.tasks import DEFAULT_CONFIG
+
+    return load_config(os.environ.get("GREENCERT_CONFIG") or DEFAULT_CONFIG).registry_path
+
+
+def _index_is_fresh(registry: Path, index: Path) -> bool:
+    """True when index.json is at least as new as every ``<site>/<deployment>`` folder.
+
+    Publishing renames files into a deployment folder, which updates that folder's mtime, so
+    an index older than a folder may miss a certificate.
+    """
+    if not index.is_file():
+        return False
+    stamp = index.stat().st_mtime
+    return all(d.stat().st_mtime <= stamp for d in registry.glob("*/*") if d.is_dir())
+
+
+def load_rows(registry: Path, now: dt.datetime | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Every certificate row of ``registry`` and where the rows came from ("index" or "files")."""
+    from greencert.certificate.registry import INDEX_JSON, list_certificates
+
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    index = registry / INDEX_JSON
+    if _index_is_fresh(registry, index):
+        try:
+            rows = json.loads(index.read_bytes())["certificates"]
+        except (OSError, ValueError, KeyError):
+            rows = None
+        if rows is not None:
+            # The index evaluated statuses when it was built; a certificate may have expired since.
+            for row in rows:
+                until = row.get("valid_until")
+                if row.get("status") in ("valid", "superseded") and until and _utc(until) <= now:
+                    row["status"] = "expired"
+            return rows, "index"
+    if not registry.is_dir():
+        return [], "files"
+    return list_certificates(registry, now), "files"
+
+
+def _utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def select_rows(
+    rows: list[dict[str, Any]],
+    *,
+    site: str | None = None,
+    deployment: str | None = None,
+    status: str | None = None,
+    offset: int = 0,
+    limit: int = DEFAULT_LIMIT,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Filter, order (newest period first, then site, deployment) and page the rows; return (total, page)."""
+    chosen = [
+        r
+        for r in rows
+        if (not site or r["site"] == site)
+        and (not deployment or r["deployment"] == deployment)
+        and (not status or r["status"] == status)
+    ]
+    # Two stable sorts: newest period end first; ties by site, deployment, id.
+    chosen.sort(key=lambda r: (r["site"], r["deployment"], r["certificate_id"]))
+    chosen.sort(key=lambda r: r["period"]["end"], reverse=True)
+    return len(chosen), chosen[offset : offset + limit]
+
+
+def issuing_runs(certificate_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """certificate id -> the latest DAG run that published it (from the asset events in Airflow's DB)."""
+    if not certificate_ids:
+        return {}
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from greencert.assets import CERTIFICATES_ASSET_NAME
+
+    found: dict[str, dict[str, Any]] = {}
+    with create_session() as session:
+        events = session.execute(
+            select(AssetEvent.extra, AssetEvent.source_dag_id, AssetEvent.source_run_id, AssetEvent.timestamp)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == CERTIFICATES_ASSET_NAME, AssetEvent.source_run_id.is_not(None))
+            .order_by(AssetEvent.timestamp)
+        )
+        for extra, dag_id, run_id, timestamp in events:
+            cid = (extra or {}).get("certificate_id")
+            if cid in certificate_ids:  # later events overwrite: the latest publication wins
+                found[cid] = {"dag_id": dag_id, "run_id": run_id, "published_at": timestamp.isoformat()}
+    return found
+
+
+def _links(row: dict[str, Any], run: dict[str, Any] | None, app_root: str, ui_root: str) -> dict[str, Any]:
+    paths = row.get("paths") or {}
+
+    def file_url(rel: str | None) -> str | None:
+        return f"{app_root}/files/{quote(rel)}" if rel else None
+
+    return {
+        "label": file_url(paths.get("label")),
+        "json": file_url(paths.get("json")),
+        "pdf": file_url(paths.get("pdf")),
+        "dag_run": (
+            f"{ui_root}/dags/{quote(run['dag_id'], safe='')}/runs/{quote(run['run_id'], safe='')}"
+            if run
+            else None
+        ),
+    }
+
+
+def _roots(request: Request) -> tuple[str, str]:
+    """(path of this app, path of the Airflow UI), both without a trailing slash, behind any base_url."""
+    app_root = (request.scope.get("root_path") or "").rstrip("/")
+    ui_root = app_root[: -len(MOUNT_PREFIX)] if app_root.endswith(MOUNT_PREFIX) else ""
+    return app_root, ui_root
+
+
+def _page_data(
+    request: Request, site: str | None, deployment: str | None, status: str | None, offset: int, limit: int
+) -> dict[str, Any]:
+    registry = registry_root()
+    rows, source = load_rows(registry)
+    total, page = select_rows(
+        rows, site=site, deployment=deployment, status=status, offset=offset, limit=limit
+    )
+    try:
+        runs = issuing_runs({r["certificate_id"] for r in page})
+    except Exception:  # the page must still list certificates if the metadata DB is unreachable
+        log.exception("could not look up the DAG runs that issued the certificates")
+        runs = {}
+    app_root, ui_root = _roots(request)
+    items = []
+    for row in page:
+        run = runs.get(row["certificate_id"])
+        items.append({**row, "issued_by": run, "links": _links(row, run, app_root, ui_root)})
+    return {
+        "registry": str(registry),
+        "source": source,
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "filters": {"site": site, "deployment": deployment, "status": status},
+        "sites": sorted({r["site"] for r in rows}),
+        "deployments": sorted({r["deployment"] for r in rows if not site or r["site"] == site}),
+        "certificates": items,
+    }
+
+
+def _when(stamp: str) -> str:
+    """``2026-01-01T00:00:00Z`` -> ``2026-01-01`` (midnight) or ``2026-01-01 06:00``."""
+    moment = _utc(stamp)
+    return f"{moment:%Y-%m-%d}" if moment.time() == dt.time(0) else f"{moment:%Y-%m-%d %H:%M}"
+
+
+def render_page(data: dict[str, Any], app_root: str) -> str:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    from greencert.certificate.render import GRADE_COLOURS
+
+    env = Environment(
+        loader=PackageLoader("greencert", "templates"), autoescape=select_autoescape(["html", "j2"])
+    )
+    env.filters["when"] = _when
+    limit, offset, total = data["limit"], data["offset"], data["total"]
+    filters = {k: v for k, v in data["filters"].items() if v}
+
+    def page_url(new_offset: int) -> str:
+        return f"{app_root}/?{urlencode({**filters, 'offset': new_offset, 'limit': limit})}"
+
+    return env.get_template("ui_certificates.html.j2").render(
+        d=data,
+        colours=GRADE_COLOURS,
+        statuses=STATUSES,
+        app_root=app_root,
+        first=offset + 1 if total else 0,
+        last=min(offset + limit, total),
+        prev_url=page_url(max(offset - limit, 0)) if offset > 0 else None,
+        next_url=page_url(offset + limit) if offset + limit < total else None,
+        json_url=f"{app_root}/certificates?{urlencode({**filters, 'offset': offset, 'limit': limit})}",
+    )
+
+
+def create_app() -> FastAPI:
+    """The FastAPI app the plugin mounts at ``/greencert``."""
+    from airflow.api_fastapi.core_api.security import requires_access_asset
+
+    can_read = [Depends(requires_access_asset("GET"))]
+    app = FastAPI(title="GreenCert certificates", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def _login_or_error(request: Request, exc: HTTPException):
+        # A person opening the page without a session is sent to Airflow's login and back;
+        # API clients get the status code.
+        wants_page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+        if exc.status_code == 401 and wants_page and not request.url.path.endswith("/certificates"):
+            from airflow.api_fastapi.app import get_auth_manager
+
+            return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), 303)
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+    # Empty values (an untouched filter of the page's form) mean "no filter".
+    Site = Query(None, max_length=64, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    Deployment = Query(None, max_length=64, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
+    Status = Query(None, pattern="^(" + "|".join(STATUSES) + ")?$")
+
+    @app.get("/certificates", dependencies=can_read)
+    def certificates(
+        request: Request,
+        site: str | None = Site,
+        deployment: str | None = Deployment,
+        status: str | None = Status,
+        offset: int = Query(0, ge=0),
+        limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    ) -> dict[str, Any]:
+        data = _page_data(request, site or None, deployment or None, status or None, offset, limit)
+        data.pop("sites")
+        data.pop("deployments")
+        return data
+
+    @app.get("/", response_class=HTMLResponse, dependencies=can_read)
+    def page(
+        request: Request,
+        site: str | None = Site,
+        deployment: str | None = Deployment,
+        status: str | None = Status,
+        offset: int = Query(0, ge=0),
+        limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    ) -> HTMLResponse:
+        data = _page_data(request, site or None, deployment or None, status or None, offset, limit)
+        return HTMLResponse(render_page(data, _roots(request)[0]))
+
+    @app.get("/files/{path:path}", dependencies=can_read)
+    def registry_file(path: str) -> FileResponse:
+        from greencert.certificate.registry import safe_child
+        from greencert.errors import ConfigError
+
+        try:
+            target = safe_child(registry_root(), *path.split("/"))
+        except ConfigError:
+            raise HTTPException(404, "no such file in the registry") from None
+        media_type = SERVABLE.get(target.suffix)
+        if media_type is None or not target.is_file():
+            raise HTTPException(404, "no such file in the registry")
+        return FileResponse(target, media_type=media_type, headers={"Content-Security-Policy": FILE_CSP})
+
+    return app
