@@ -48,6 +48,9 @@ class Series:
     values: dict[str, np.ndarray]
     row: np.ndarray
     file_format: str
+    # Arrays derived from the (never modified) arrays above, such as step lengths and
+    # integrals, so validation and computation in one process compute them once.
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n_rows(self) -> int:
@@ -262,6 +265,9 @@ def _times_to_seconds(column: pa.ChunkedArray, where: str, file_format: str) -> 
     typ = column.type
     if pa.types.is_timestamp(typ):
         ns = pc.cast(column, pa.timestamp("ns", tz="UTC")).cast(pa.int64())
+        if ns.null_count == 0:
+            # int64 -> float64 happens inside the division: one pass, same values.
+            return np.divide(ns.to_numpy(), 1e9)
         out = ns.to_numpy(zero_copy_only=False).astype(np.float64) / 1e9
         return out
     if pa.types.is_integer(typ) or pa.types.is_floating(typ):
@@ -304,6 +310,17 @@ def _codes(table: pa.Table, name: str | None, default: str) -> tuple[np.ndarray,
     if isinstance(col, pa.ChunkedArray):
         col = col.unify_dictionaries().combine_chunks()
     dictionary = [str(v) for v in col.dictionary.to_pylist()]
+    if not col.null_count:
+        # Usual case (every row names a device): no per-row work beyond one count,
+        # and none at all when the dictionary is already sorted and fully used.
+        raw = col.indices.to_numpy(zero_copy_only=False)
+        if (np.bincount(raw, minlength=len(dictionary)) > 0).all():
+            order = np.argsort(np.array(dictionary, dtype=object), kind="stable")
+            if (order == np.arange(order.size)).all():
+                return raw.astype(np.int32, copy=False), dictionary
+            remap = np.empty(len(dictionary), dtype=np.int32)
+            remap[order] = np.arange(len(dictionary), dtype=np.int32)
+            return remap[raw], [dictionary[i] for i in order]
     indices = col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     if col.null_count:
         indices = np.where(col.is_null().to_numpy(zero_copy_only=False), -1, indices)
@@ -349,7 +366,7 @@ def read_series(
     }
     del table
     row = np.arange(t.size, dtype=np.int64)
-    if codes.size > 1 and (np.diff(codes) < 0).any():
+    if codes.size > 1 and (codes[1:] < codes[:-1]).any():
         # Devices interleaved: group them, keeping file order within a device.
         order = np.argsort(codes, kind="stable")
         codes, t, row = codes[order], t[order], row[order]

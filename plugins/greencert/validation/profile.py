@@ -39,47 +39,103 @@ def _reduce(values: np.ndarray, starts: np.ndarray, ufunc: np.ufunc) -> np.ndarr
     return ufunc.reduceat(values, starts) if values.size else np.zeros(starts.size)
 
 
+def count_by_device(mask: np.ndarray, series: Series, offset: int = 0) -> np.ndarray:
+    """Per-device number of True rows in ``mask`` (row ``i`` of the mask is row ``i + offset``).
+
+    Offending rows are rare, so this finds them with one pass over a boolean
+    array and counts only those: no per-row int64 array is built.
+    """
+    hits = np.flatnonzero(mask)
+    n_dev = len(series.devices)
+    if hits.size == 0:
+        return np.zeros(n_dev, dtype=np.int64)
+    return np.bincount(series.device_codes[hits + offset], minlength=n_dev).astype(np.int64)
+
+
+def _within_device(series: Series, steps: np.ndarray) -> np.ndarray:
+    """Keep only the steps i -> i+1 that join two rows of the same device."""
+    codes = series.device_codes
+    return steps[codes[steps + 1] == codes[steps]]
+
+
+def step_seconds(series: Series) -> np.ndarray:
+    """``t[i+1] - t[i]`` for every row pair, computed once per series (validation and integration share it)."""
+    dt = series.cache.get("dt")
+    if dt is None:
+        dt = series.t[1:] - series.t[:-1]
+        series.cache["dt"] = dt
+    return dt
+
+
 def _step_stats(series: Series, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Duplicate and out-of-order timestamps per device (steps inside a device only)."""
-    t = series.t
-    same = series.device_codes[1:] == series.device_codes[:-1]
-    dt = t[1:] - t[:-1]
-    dup = np.zeros(t.size, dtype=np.int64)
-    ooo = np.zeros(t.size, dtype=np.int64)
-    dup[1:] = same & (dt == 0)
-    ooo[1:] = same & (dt < 0)
-    return _reduce(dup, starts, np.add), _reduce(ooo, starts, np.add)
+    dt = step_seconds(series)
+    # Steps that do not advance are rare inside a device (and happen once at each device change).
+    steps = _within_device(series, np.flatnonzero(dt <= 0))
+    n_dev = len(series.devices)
+    codes = series.device_codes[steps + 1]
+    still = dt[steps] == 0
+    return (
+        np.bincount(codes[still], minlength=n_dev).astype(np.int64),
+        np.bincount(codes[~still], minlength=n_dev).astype(np.int64),
+    )
 
 
 def _reset_share(series: Series, column: str, starts: np.ndarray, n_rows: np.ndarray) -> np.ndarray:
     v = series.values[column]
-    same = series.device_codes[1:] == series.device_codes[:-1]
-    drops = np.zeros(v.size, dtype=np.int64)
-    drops[1:] = same & (v[1:] < v[:-1])
-    return _reduce(drops, starts, np.add) / np.maximum(n_rows - 1, 1)
+    steps = _within_device(series, np.flatnonzero(v[1:] < v[:-1]))
+    drops = np.bincount(series.device_codes[steps + 1], minlength=len(series.devices)).astype(np.int64)
+    return drops / np.maximum(n_rows - 1, 1)
+
+
+def _all_finite(v: np.ndarray) -> bool:
+    # A sum of finite numbers is finite unless it overflows; NaN or inf anywhere makes it
+    # non-finite. So a finite sum proves every value finite in one fast pass; otherwise
+    # the caller counts row by row.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.sum(v)))
 
 
 def base_profile(series: Series, columns: tuple[str, ...], label: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """One row per device: row count and counts/bounds of every row-level rule.
+
+    Clean data takes the fast path (a few whole-array reductions); any hint of
+    a problem switches to exact per-row counting, so the counts are the same
+    either way.
+    """
     starts, ends = series.device_bounds()
     n_rows = ends - starts
-    bad_time = ~np.isfinite(series.t)
-    nonfinite = np.zeros(series.t.size, dtype=np.int64)
-    negative = np.zeros(series.t.size, dtype=np.int64)
+    t = series.t
+    finite_t = _all_finite(t)
+    n_bad_time = (
+        np.zeros(starts.size, dtype=np.int64) if finite_t else count_by_device(~np.isfinite(t), series)
+    )
+    nonfinite = np.zeros(starts.size, dtype=np.int64)
+    negative = np.zeros(starts.size, dtype=np.int64)
     for col in columns:
         v = series.values[col]
-        nonfinite += ~np.isfinite(v)
-        negative += v < 0
-    t_clean = np.where(bad_time, np.nan, series.t)
+        if not _all_finite(v):
+            nonfinite += count_by_device(~np.isfinite(v), series)
+        if v.size and not np.min(v) >= 0:  # NaN compares False: count exactly
+            negative += count_by_device(v < 0, series)
     dup, ooo = _step_stats(series, starts)
+    if finite_t and not ooo.any():
+        # Times increase within each device: the bounds are the first and last rows.
+        t_min, t_max = t[starts], t[ends - 1]
+    else:
+        t_clean = np.where(np.isfinite(t), t, np.nan)
+        bad_time = np.isnan(t_clean)
+        t_min = _reduce(np.where(bad_time, np.inf, t_clean), starts, np.minimum)
+        t_max = _reduce(np.where(bad_time, -np.inf, t_clean), starts, np.maximum)
     frame = pd.DataFrame(
         {
             label: series.devices,
             "n_rows": n_rows.astype(np.int64),
-            "n_bad_time": _reduce(bad_time.astype(np.int64), starts, np.add),
-            "n_nonfinite": _reduce(nonfinite, starts, np.add),
-            "n_negative": _reduce(negative, starts, np.add),
-            "t_min": _reduce(np.where(bad_time, np.inf, t_clean), starts, np.minimum),
-            "t_max": _reduce(np.where(bad_time, -np.inf, t_clean), starts, np.maximum),
+            "n_bad_time": n_bad_time,
+            "n_nonfinite": nonfinite,
+            "n_negative": negative,
+            "t_min": t_min,
+            "t_max": t_max,
             "n_duplicate_time": dup,
             "n_out_of_order": ooo,
         }
@@ -104,7 +160,8 @@ def meter_profile(
     v = series.values["value"]
     n_rows = frame["n_rows"].to_numpy()
     if kind == "gauge":
-        peak = _reduce(np.where(np.isfinite(v), v, -np.inf), starts, np.maximum) * to_watts
+        finite_v = v if _all_finite(v) else np.where(np.isfinite(v), v, -np.inf)
+        peak = _reduce(finite_v, starts, np.maximum) * to_watts
         frame["reset_share"] = 0.0
     else:
         # A counter's peak power is its largest increase per second between samples.

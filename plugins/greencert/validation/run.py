@@ -200,21 +200,33 @@ def _meter_params(
     return params, to_base, max_gap
 
 
-def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = None) -> ValidationReport:
-    """Validate every input of ``bundle``; raise ValidationFailed (after writing the report) on failure."""
-    began = time.perf_counter()
+@dataclass
+class SuiteInput:
+    """One suite to run: the statistics frame of one series file and the suite's parameters."""
+
+    suite: str
+    profile: Profile
+    series: Series
+    label: str
+    params: dict[str, Any]
+    kind: str = "gauge"
+
+
+def profile_bundle(bundle: Bundle, scheme: Scheme) -> tuple[list[SuiteInput], float | None]:
+    """Per-device statistics of every input of ``bundle`` (one pass over the rows), in suite order.
+
+    Returns the suites to run and the power coverage. Integrals computed here
+    stay on the series (``Series.cache``), so computing figures afterwards in
+    the same process does not integrate again.
+    """
     m = bundle.manifest
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
-    report = ValidationReport(success=True)
+    items: list[SuiteInput] = []
 
     params, to_base, max_gap = _meter_params(m.power, scheme, start, end, "power")
     power_profile = meter_profile(bundle.power, m.power.kind, to_base, start, end, max_gap)
-    report.suites.append(
-        run_suite("power_profile", power_profile, bundle.power, "device", params, m.power.kind)
-    )
-    report.rows[bundle.power.file] = bundle.power.n_rows
-    if power_profile.integrated is not None:
-        report.coverage = power_profile.integrated.coverage()
+    items.append(SuiteInput("power_profile", power_profile, bundle.power, "device", params, m.power.kind))
+    coverage = power_profile.integrated.coverage() if power_profile.integrated is not None else None
 
     tok_params = {
         "earliest_allowed": start - scheme.max_gap_seconds,
@@ -225,12 +237,11 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
         "period_start": start,
         "period_end": end,
     }
-    report.suites.append(
-        run_suite(
+    items.append(
+        SuiteInput(
             "tokens_profile", token_profile(bundle.tokens, start, end), bundle.tokens, "instance", tok_params
         )
     )
-    report.rows[bundle.tokens.file] = bundle.tokens.n_rows
 
     if bundle.grid is not None:
         grid_params = {
@@ -238,12 +249,11 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
             "latest_allowed": float(np.ceil(end / 3600.0) * 3600.0 - 3600.0),
             "max_grid_intensity": Q_(scheme.max_grid_intensity, "gCO2e/kWh").to(m.grid.unit).magnitude,
         }
-        report.suites.append(
-            run_suite(
+        items.append(
+            SuiteInput(
                 "grid_profile", grid_profile(bundle.grid, start, end), bundle.grid, "series", grid_params
             )
         )
-        report.rows[bundle.grid.file] = bundle.grid.n_rows
 
     extra_meters = [(bundle.meters.get(spec.name), spec, f"meters.{spec.name}") for spec in m.meters]
     for series, spec, name in (
@@ -256,8 +266,20 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
         p, base, gap = _meter_params(spec, scheme, start, end, name)
         p["max_device_power_w"] = float("inf") if spec.max_device_power is None else p["max_device_power_w"]
         prof = meter_profile(series, spec.kind, base, start, end, gap)
-        report.suites.append(run_suite("power_profile", prof, series, "device", p, spec.kind))
-        report.rows[series.file] = series.n_rows
+        items.append(SuiteInput("power_profile", prof, series, "device", p, spec.kind))
+    return items, coverage
+
+
+def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = None) -> ValidationReport:
+    """Validate every input of ``bundle``; raise ValidationFailed (after writing the report) on failure."""
+    began = time.perf_counter()
+    report = ValidationReport(success=True)
+    items, report.coverage = profile_bundle(bundle, scheme)
+    for item in items:
+        report.suites.append(
+            run_suite(item.suite, item.profile, item.series, item.label, item.params, item.kind)
+        )
+        report.rows[item.series.file] = item.series.n_rows
 
     report.seconds = time.perf_counter() - began
     report.success = not report.failure_messages()
