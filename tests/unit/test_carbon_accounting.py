@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -200,9 +201,10 @@ def test_sci_components_sum_to_score_and_carry_sources(tmp_path):
     intensity = 350.0 + 50.0 * np.sin(np.arange(24) / 24 * 2 * np.pi)
     rep, fig = report_of(carbon_bundle(tmp_path / "b", T0, T0 + DAY, hourly_intensity=intensity, pue=1.25))
     sci = rep.section["sci"]
-    total = sum(c["value"] for c in sci["components"])
-    assert total == sci["score"]["value"]  # exactly: the score is the sum of the published components
-    assert rep.metrics["sci_per_million_tokens"]["value"] == total
+    # Exactly, in the decimals a reader sees: the score is the sum of the published components.
+    total = sum(Decimal(repr(c["value"])) for c in sci["components"])
+    assert total == Decimal(repr(sci["score"]["value"]))
+    assert rep.metrics["sci_per_million_tokens"]["value"] == sci["score"]["value"]
     # E x I by hand: 1.25 kWh each hour x that hour's intensity; R = 24 Mtok; M from the defaults.
     e_x_i = sum(1.25 * i for i in intensity)
     m = (164_000 + 5_700_000 / 8) * 24 / (3 * 365 * 24)

@@ -19,6 +19,7 @@ UTC hour, output tokens) and adds:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -188,8 +189,8 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
     loc_per = location_g / mtok
     mkt_per = market.market_carbon_g / mtok
     emb_per = emb.total_g / mtok
-    # The score is the sum of the published (rounded) components, so they add up to it exactly.
-    sci = _r(loc_per) + _r(emb_per)
+    # The score is the exact decimal sum of the published (rounded) components, so they add up to it.
+    sci = float(Decimal(repr(_r(loc_per))) + Decimal(repr(_r(emb_per))))
 
     def metric(value: float, unit: str) -> dict[str, Any]:
         return {"value": _r(value), "unit": unit}
