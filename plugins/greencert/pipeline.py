@@ -92,7 +92,6 @@ def compute_stage(
 ) -> str:
     """Compute the figures of a bundle that passed validation and has not changed since."""
     from greencert.bundle import open_bundle
-    from greencert.compute.metrics import compute_figures
 
     report = json.loads(Path(validation_path).read_text())
     if not report.get("success"):
@@ -105,6 +104,30 @@ def compute_stage(
             "bundle files changed since validation (sha256 differs); validate again", str(bundle_dir)
         )
     scheme = _scheme(scheme_path)
+    figures = figures_document(bundle, scheme, report)
+    m = bundle.manifest
+    path = _write_json(Path(work_dir) / FIGURES_FILE, figures)
+    metrics = figures["metrics"]
+    log.info(
+        "computed %s: IT %.6g kWh, facility %.6g kWh, %.6g output tokens -> %.6g kWh/Mtok, %.6g gCO2e/Mtok",
+        m.scope.deployment,
+        metrics["it_energy"]["value"],
+        metrics["facility_energy"]["value"],
+        metrics["output_tokens"]["value"],
+        metrics["energy_per_million_tokens"]["value"],
+        metrics["carbon_per_million_tokens"]["value"],
+    )
+    return str(path)
+
+
+def figures_document(bundle: Any, scheme: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """The content of figures.json for ``bundle``, given its validation payload ``report``.
+
+    Pure computation (nothing is written), so a fleet run can compute while the
+    bundle's arrays are in memory and write only once validation has passed.
+    """
+    from greencert.compute.metrics import compute_figures
+
     fig = compute_figures(bundle, scheme)
     m = bundle.manifest
     figures = {
@@ -155,18 +178,7 @@ def compute_stage(
         figures["data_quality"]["crosschecks"] = checks.summaries
     if checks.findings:
         figures["findings"] = [*figures.get("findings", []), *checks.findings]
-    path = _write_json(Path(work_dir) / FIGURES_FILE, figures)
-    metrics = figures["metrics"]
-    log.info(
-        "computed %s: IT %.6g kWh, facility %.6g kWh, %.6g output tokens -> %.6g kWh/Mtok, %.6g gCO2e/Mtok",
-        m.scope.deployment,
-        metrics["it_energy"]["value"],
-        metrics["facility_energy"]["value"],
-        metrics["output_tokens"]["value"],
-        metrics["energy_per_million_tokens"]["value"],
-        metrics["carbon_per_million_tokens"]["value"],
-    )
-    return str(path)
+    return figures
 
 
 def grade_stage(figures_path: str | Path, work_dir: str | Path, scheme_path: str | Path | None = None) -> str:
@@ -238,4 +250,12 @@ def certify(
         return publish_stage(graded, bundle_dir, validation, out_dir, signing_key, pdf)
 
 
-__all__ = ["GreenCertError", "certify", "compute_stage", "grade_stage", "publish_stage", "validate_stage"]
+__all__ = [
+    "GreenCertError",
+    "certify",
+    "compute_stage",
+    "figures_document",
+    "grade_stage",
+    "publish_stage",
+    "validate_stage",
+]
