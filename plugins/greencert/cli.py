@@ -42,19 +42,30 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
-    from greencert.pipeline import certify
+    from greencert.segments import certify_bundle
 
-    path = certify(
-        args.bundle, args.out, args.scheme, args.work_dir, args.signing_key, False if args.no_pdf else None
+    # A bundle that declares segments (engine, model or GPU change) gives one certificate per segment.
+    paths = certify_bundle(
+        args.bundle,
+        args.out,
+        args.scheme,
+        args.work_dir,
+        signing_key=args.signing_key,
+        pdf=False if args.no_pdf else None,
     )
-    cert = json.loads(Path(path).read_text())
-    m = cert["metrics"]
-    print(
-        f"certificate {cert['certificate_id']}: grade {cert['grade']}, "
-        f"{m['energy_per_million_tokens']['value']:.6g} kWh/Mtok, "
-        f"{m['carbon_per_million_tokens']['value']:.6g} gCO2e/Mtok"
-    )
-    print(path)
+    for path in paths:
+        cert = json.loads(Path(path).read_text())
+        m = cert["metrics"]
+        e, c = m["energy_per_million_tokens"], m["carbon_per_million_tokens"]
+        interval = (
+            f" (95 % {e['interval95'][0]:.4g}-{e['interval95'][1]:.4g})" if "interval95" in e else ""
+        )
+        print(
+            f"certificate {cert['certificate_id']}: grade {cert['grade']}, "
+            f"{e['value']:.6g} kWh/Mtok{interval}, "
+            f"{c['value']:.6g} gCO2e/Mtok"
+        )
+        print(path)
     return EXIT_OK
 
 

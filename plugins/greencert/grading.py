@@ -13,7 +13,8 @@ from greencert.errors import ConfigError
 from greencert.units import Q_
 
 SCHEME_DIR = Path(__file__).parent / "schemes"
-DEFAULT_SCHEME = SCHEME_DIR / "greencert-2026.1.yaml"
+# 2026.2: grades at 95 % confidence (docs/uncertainty.md); 2026.1 stays loadable for verification.
+DEFAULT_SCHEME = SCHEME_DIR / "greencert-2026.2.yaml"
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,18 @@ class SizeClass:
     name: str
     max_active_params_billions: float | None
     energy_band_edges: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Integrity:
+    """Scheme settings for uncertainty, reconciliation and grading at a confidence level (2026.2+)."""
+
+    defaults: str  # file name under greencert/data
+    confidence_level: float
+    top_grade_max_relative_halfwidth: float
+    add_unmetered_node_energy: bool
+    same_layer_tolerance: float
+    pue_tolerance: float
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class Scheme:
     validity_months: int
     raw: dict[str, Any]
     path: Path
+    integrity: Integrity | None = None
 
     def size_class(self, active_params_billions: float) -> SizeClass:
         for cls in self.size_classes:
@@ -97,9 +111,26 @@ def load_scheme(path: Path | str = DEFAULT_SCHEME) -> Scheme:
             validity_months=int(raw["validity"]["months"]),
             raw=raw,
             path=path,
+            integrity=_integrity(raw.get("measurement_integrity")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"grading scheme is incomplete or malformed ({exc!r})", str(path)) from None
+
+
+def _integrity(section: Any) -> Integrity | None:
+    if section is None:
+        return None
+    if section.get("grade_rule") != "whole_interval_within_band":
+        raise ValueError(f"unknown grade_rule {section.get('grade_rule')!r}")
+    tol = section["tolerances"]
+    return Integrity(
+        defaults=str(section["defaults"]),
+        confidence_level=float(section["confidence_level"]),
+        top_grade_max_relative_halfwidth=float(section["top_grade_max_relative_halfwidth"]),
+        add_unmetered_node_energy=bool(section["add_unmetered_node_energy"]),
+        same_layer_tolerance=float(tol["same_layer"]),
+        pue_tolerance=float(tol["pue"]),
+    )
 
 
 def scheme_by_version(scheme_id: str, version: str) -> Scheme:
@@ -111,15 +142,42 @@ def scheme_by_version(scheme_id: str, version: str) -> Scheme:
 
 
 def grade(
-    energy_per_mtok_kwh: float, carbon_per_mtok_g: float, active_params_billions: float, scheme: Scheme
+    energy_per_mtok_kwh: float,
+    carbon_per_mtok_g: float,
+    active_params_billions: float,
+    scheme: Scheme,
+    energy_interval: list[float] | None = None,
+    carbon_interval: list[float] | None = None,
 ) -> dict:
-    """Grade both figures; the overall grade is the worse of the two."""
+    """Grade both figures; the overall grade is the worse of the two.
+
+    With a scheme that grades at a confidence level (2026.2+) and the figures' 95 %
+    intervals, a grade is awarded only if the whole interval lies within its band, and
+    the top grade also needs an interval no wider than the scheme allows; otherwise the
+    lower grade is awarded and ``reasons`` says why. Without intervals (or with an older
+    scheme) the point values are graded, as before.
+    """
     cls = scheme.size_class(active_params_billions)
-    energy_grade = band(energy_per_mtok_kwh, cls.energy_band_edges, scheme.grades)
     carbon_edges = scheme.carbon_band_edges(cls)
-    carbon_grade = band(carbon_per_mtok_g, carbon_edges, scheme.grades)
+    integrity = scheme.integrity
+    at_confidence = integrity is not None and energy_interval is not None and carbon_interval is not None
+    reasons: list[str] = []
+    point = {
+        "energy": band(energy_per_mtok_kwh, cls.energy_band_edges, scheme.grades),
+        "carbon": band(carbon_per_mtok_g, carbon_edges, scheme.grades),
+    }
+    if at_confidence:
+        assert integrity is not None and energy_interval is not None and carbon_interval is not None
+        energy_grade = _grade_at_confidence(
+            "energy", energy_per_mtok_kwh, energy_interval, cls.energy_band_edges, "kWh/Mtok", scheme, reasons
+        )
+        carbon_grade = _grade_at_confidence(
+            "carbon", carbon_per_mtok_g, carbon_interval, carbon_edges, "gCO2e/Mtok", scheme, reasons
+        )
+    else:
+        energy_grade, carbon_grade = point["energy"], point["carbon"]
     overall = max(energy_grade, carbon_grade, key=scheme.grades.index)
-    return {
+    result = {
         "overall": overall,
         "energy": energy_grade,
         "carbon": carbon_grade,
@@ -127,3 +185,45 @@ def grade(
         "energy_band_edges": {"unit": "kWh/Mtok", "upper_edges": list(cls.energy_band_edges)},
         "carbon_band_edges": {"unit": "gCO2e/Mtok", "upper_edges": [round(e, 6) for e in carbon_edges]},
     }
+    if at_confidence:
+        assert integrity is not None
+        result["confidence"] = {
+            "level": integrity.confidence_level,
+            "rule": "a grade is awarded only if the whole interval lies within its band",
+            "top_grade_max_relative_halfwidth": integrity.top_grade_max_relative_halfwidth,
+            "point_grades": point,
+        }
+        result["reasons"] = reasons
+    return result
+
+
+def _grade_at_confidence(
+    figure: str,
+    value: float,
+    interval: list[float],
+    edges: tuple[float, ...],
+    unit: str,
+    scheme: Scheme,
+    reasons: list[str],
+) -> str:
+    """Grade of the interval's upper end (the whole interval must fit the band), then the top-grade width rule."""
+    assert scheme.integrity is not None
+    low, high = float(interval[0]), float(interval[1])
+    grades = scheme.grades
+    at_point = band(value, edges, grades)
+    awarded = band(high, edges, grades)
+    if awarded != at_point:
+        edge = edges[grades.index(at_point)]
+        reasons.append(
+            f"{figure}: the value {value:.4g} {unit} is in band {at_point} (<= {edge:.4g}) but its 95 % "
+            f"interval [{low:.4g}, {high:.4g}] reaches {high:.4g}, beyond that band: grade {awarded} awarded"
+        )
+    limit = scheme.integrity.top_grade_max_relative_halfwidth
+    half = max(high - value, value - low) / value if value > 0 else float("inf")
+    if awarded == grades[0] and half > limit:
+        reasons.append(
+            f"{figure}: band {grades[0]} needs a 95 % interval within +-{limit:.0%} of the value; "
+            f"[{low:.4g}, {high:.4g}] reaches {half:.1%} from {value:.4g} {unit}: grade {grades[1]} awarded"
+        )
+        awarded = grades[1]
+    return awarded

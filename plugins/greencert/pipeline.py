@@ -128,6 +128,12 @@ def figures_document(bundle: Any, scheme: Any, report: dict[str, Any]) -> dict[s
     """
     from greencert.compute.metrics import compute_figures
 
+    if bundle.manifest.segments:
+        raise ValidationFailed(
+            f"bundle declares {len(bundle.manifest.segments)} segments (a change of engine, model or GPUs): "
+            "each segment is certified on its own; split it first (greencert certify does)",
+            str(bundle.path),
+        )
     fig = compute_figures(bundle, scheme)
     m = bundle.manifest
     figures = {
@@ -178,6 +184,15 @@ def figures_document(bundle: Any, scheme: Any, report: dict[str, Any]) -> dict[s
         figures["data_quality"]["crosschecks"] = checks.summaries
     if checks.findings:
         figures["findings"] = [*figures.get("findings", []), *checks.findings]
+    # Scheme 2026.2+: 95 % intervals, meter reconciliation, load regime (docs/uncertainty.md).
+    if scheme.integrity is not None:
+        from greencert.compute.integrity import assess
+
+        integrity = assess(bundle, scheme, fig, figures)
+        for name, interval in integrity.intervals.items():
+            figures["metrics"][name]["interval95"] = interval
+        figures["methodology"].update(integrity.methodology)
+        figures.update(integrity.sections)
     return figures
 
 
@@ -192,6 +207,8 @@ def grade_stage(figures_path: str | Path, work_dir: str | Path, scheme_path: str
         metrics["carbon_per_million_tokens"]["value"],
         figures["scope"]["active_params_billions"],
         scheme,
+        energy_interval=metrics["energy_per_million_tokens"].get("interval95"),
+        carbon_interval=metrics["carbon_per_million_tokens"].get("interval95"),
     )
     graded = dict(figures)
     graded["grading"] = grading

@@ -203,6 +203,71 @@ class TokensSpec(_Strict):
         return _check_file_name(v)
 
 
+class ConcurrencySpec(_Strict):
+    """Requests in flight per serving instance (e.g. vLLM ``vllm:num_requests_running``).
+
+    Columns ``timestamp, value`` and optionally ``instance``. Used only to disclose
+    the load regime on the certificate (docs/uncertainty.md), never in a figure.
+    """
+
+    file: str
+    metric: str | None = None  # the gauge it was read from, recorded on the certificate
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str) -> str:
+        return _check_file_name(v)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str | None) -> str | None:
+        return None if v is None else check_label(v, "concurrency.metric")
+
+
+class ScopeChange(_Strict):
+    """Scope fields that change at a segment boundary; unset fields keep the bundle's scope."""
+
+    model: str | None = None
+    hardware: str | None = None
+    active_params_billions: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    gpu_type: str | None = None
+    gpu_count: Annotated[int, Field(ge=1)] | None = None
+    serving_engine: str | None = None
+    engine_version: str | None = None
+    precision: str | None = None
+    driver_version: str | None = None
+
+    @field_validator(
+        "model", "hardware", "gpu_type", "serving_engine", "engine_version", "precision", "driver_version"
+    )
+    @classmethod
+    def _labels(cls, v: str | None, info) -> str | None:
+        return None if v is None else check_label(v, f"segments[].scope.{info.field_name}")
+
+
+class Segment(_Strict):
+    """Part of the period certified on its own, because the engine version, model or GPUs changed."""
+
+    start: dt.datetime
+    end: dt.datetime
+    scope: ScopeChange = Field(default_factory=ScopeChange)
+    reason: str | None = None
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _utc(cls, v: object, info) -> dt.datetime:
+        stamp = _to_utc(v, f"segments[].{info.field_name}")
+        # Certificate ids carry minutes: a boundary inside a minute would give two ids the same name.
+        if stamp.second or stamp.microsecond:
+            raise ValueError(f"segments[].{info.field_name} {stamp.isoformat()} is not on a whole minute")
+        return stamp
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str | None) -> str | None:
+        return None if v is None else check_label(v, "segments[].reason")
+
+
 class Facility(_Strict):
     pue: Annotated[float, Field(ge=1.0, le=5.0)] | None = None
     # ISO/IEC 30134-2 measurement category of the declared PUE (1-3), if known.
@@ -261,6 +326,32 @@ class Manifest(_Strict):
     provenance: dict[str, object] = Field(default_factory=dict)
     # Market-based instruments, residual mix, hardware inventory, marginal series (docs/carbon.md).
     carbon: CarbonSpec | None = None
+    # Running-requests gauge for the load-regime disclosure (docs/uncertainty.md).
+    concurrency: ConcurrencySpec | None = None
+    # A change of engine version, model or GPUs inside the period: each segment is certified apart.
+    segments: list[Segment] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _segments_tile_period(self) -> Manifest:
+        if not self.segments:
+            return self
+        if len(self.segments) < 2:
+            raise ValueError("segments: declare at least two (one segment is just the period)")
+        expected = self.period.start
+        for n, seg in enumerate(self.segments):
+            if seg.start != expected:
+                raise ValueError(
+                    f"segments[{n}].start {seg.start.isoformat()} should be {expected.isoformat()}: "
+                    "segments must follow each other without gap or overlap, from period.start"
+                )
+            if seg.end <= seg.start:
+                raise ValueError(f"segments[{n}].end is not after its start")
+            expected = seg.end
+        if expected != self.period.end:
+            raise ValueError(
+                f"the last segment ends {expected.isoformat()}, not at period.end {self.period.end.isoformat()}"
+            )
+        return self
 
 
 def _check_unit(text: str, dimension: str, expected: str | None = None) -> None:

@@ -84,6 +84,8 @@ class Bundle:
     inputs: list[dict[str, str]] = field(default_factory=list)
     # Series named by the manifest's carbon section (instrument profiles, marginal rates).
     carbon_series: dict[str, Series] = field(default_factory=dict)
+    # Running-requests gauge (manifest ``concurrency:``), for the load-regime disclosure.
+    concurrency: Series | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -418,9 +420,24 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
     from greencert.carbon.inputs import read_carbon_series
 
     carbon_series = read_carbon_series(m, path_of)
+    concurrency = None
+    if m.concurrency is not None:
+        concurrency = read_series(
+            path_of(m.concurrency.file), METER_COLUMNS, ("instance",), ("value",), "instance", "concurrency"
+        )
     inputs = [{"file": name, "sha256": sha256_file(p)} for name, p in sorted(files.items())]
     return Bundle(
-        bundle_dir, manifest, power, tokens, grid, facility_meter, it_meter, meters, inputs, carbon_series
+        bundle_dir,
+        manifest,
+        power,
+        tokens,
+        grid,
+        facility_meter,
+        it_meter,
+        meters,
+        inputs,
+        carbon_series,
+        concurrency,
     )
 
 

@@ -44,6 +44,8 @@ class Figures:
     output_tokens_hourly: np.ndarray
     device_energy_kwh: dict[str, float] = field(default_factory=dict)
     devices: int = 0
+    # Scheme 2026.2+: how the IT energy covers whole nodes (compute.reconcile.NodeParts), else None.
+    node_parts: Any = None
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Headline metrics as {value, unit}; units are fixed by the certificate format."""
@@ -122,6 +124,16 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     it_hourly = as_array(power.per_hour.sum(axis=0), unit).to("kWh").magnitude
     device_kwh = as_array(power.per_device, unit).to("kWh").magnitude
     edges = power.edges
+    node_parts = None
+    if scheme.integrity is not None and scheme.integrity.add_unmetered_node_energy:
+        # CPUs, memory, NICs and fans a GPU-only series misses (docs/uncertainty.md).
+        from greencert.compute.reconcile import node_parts as _node_parts
+        from greencert.compute.uncertainty import load_defaults
+
+        node_parts = _node_parts(
+            bundle, it_hourly, start, end, scheme.max_gap_seconds, load_defaults(scheme.integrity.defaults)
+        )
+        it_hourly = node_parts.it_hourly_kwh
 
     if m.facility.meter is not None and bundle.facility_meter is not None and bundle.it_meter is not None:
         fac, fac_unit = energy_of(
@@ -184,4 +196,5 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
         output_tokens_hourly=out_hourly,
         device_energy_kwh={d: float(e) for d, e in zip(power.devices, device_kwh, strict=True)},
         devices=len(power.devices),
+        node_parts=node_parts,
     )

@@ -36,13 +36,32 @@ class DeploymentProfile:
     engine_version: str = "0.11.1"
     precision: str = "bf16"
     input_output_ratio: float = 3.0
+    # Further meter layers for reconciliation (docs/uncertainty.md): DCGM's energy counter beside
+    # the power gauge, a Redfish node meter, a rack PDU; and vLLM's running-requests gauge.
+    gpu_energy_counter: bool = True
+    node_meter: bool = False
+    pdu_meter: bool = False
+    max_concurrency: int = 64
 
 
 SAMPLE_FLEET: tuple[DeploymentProfile, ...] = (
     DeploymentProfile("dc-east-1", "chat-8b", "meta-llama/Llama-3.1-8B-Instruct", 8, 1, 0.12, 0.9),
-    DeploymentProfile("dc-east-1", "assist-14b", "Qwen/Qwen3-14B", 14, 1, 0.2, 0.7),
-    DeploymentProfile("dc-cn-1", "code-32b", "Qwen/Qwen2.5-Coder-32B-Instruct", 32, 2, 0.3, 0.8),
-    DeploymentProfile("dc-east-1", "chat-70b", "meta-llama/Llama-3.1-70B-Instruct", 70, 4, 0.5, 0.85),
+    DeploymentProfile("dc-east-1", "assist-14b", "Qwen/Qwen3-14B", 14, 1, 0.2, 0.7, node_meter=True),
+    DeploymentProfile(
+        "dc-cn-1", "code-32b", "Qwen/Qwen2.5-Coder-32B-Instruct", 32, 2, 0.3, 0.8, gpu_energy_counter=False
+    ),
+    DeploymentProfile(
+        "dc-east-1",
+        "chat-70b",
+        "meta-llama/Llama-3.1-70B-Instruct",
+        70,
+        4,
+        0.5,
+        0.85,
+        node_meter=True,
+        pdu_meter=True,
+        max_concurrency=128,
+    ),
 )
 
 SITES = {
@@ -157,7 +176,91 @@ def simulate_deployment(
             "source": site["source"],
             "year": 2023,
         }
+    _extra_layers(profile, manifest, tables, t, load, gpu_power, devices, ext, rng)
     return write_bundle(target, manifest, tables)
+
+
+# Host power per GPU slot (CPUs, memory, NICs, fans): a fixed part plus a part that follows the GPUs.
+HOST_W_PER_GPU = 110.0
+HOST_SHARE_OF_GPU = 0.12
+
+
+def _extra_layers(
+    profile: DeploymentProfile,
+    manifest: dict,
+    tables: dict,
+    t: np.ndarray,
+    load: np.ndarray,
+    gpu_power: list[np.ndarray],
+    devices: list[str],
+    ext: str,
+    rng: np.random.Generator,
+) -> None:
+    """Meter layers and the concurrency gauge; drawn after everything else so the other files keep their bytes."""
+    # vLLM's num_requests_running: requests in flight follow the load, with Poisson scatter.
+    running = rng.poisson(profile.max_concurrency * load**0.8).astype(np.float64)
+    manifest["concurrency"] = {"file": f"concurrency.{ext}", "metric": "vllm:num_requests_running"}
+    tables[f"concurrency.{ext}"] = {"timestamp": t, "value": running}
+    if profile.gpu_energy_counter:
+        # DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION (mJ since boot): the same sensor integrated on the
+        # GPU, so it tracks the power gauge to well within a percent.
+        counters = []
+        for p in gpu_power:
+            joules = np.concatenate([[0.0], np.cumsum(0.5 * (p[1:] + p[:-1]) * np.diff(t))])
+            counters.append(np.round((rng.uniform(1e9, 5e9) + joules * rng.normal(1.0, 0.003)) * 1e3))
+        manifest["meters"] = [
+            *manifest.get("meters", []),
+            {
+                "name": "gpu-energy",
+                "layer": "gpu",
+                "file": f"gpu_energy.{ext}",
+                "kind": "counter",
+                "unit": "mJ",
+                "meter_class": "gpu_sensor",
+                "crosscheck": True,
+            },
+        ]
+        tables[f"gpu_energy.{ext}"] = {
+            "timestamp": np.tile(t, len(gpu_power)),
+            "device": np.repeat(np.array(devices), t.size),
+            "value": np.concatenate(counters),
+        }
+    if profile.node_meter or profile.pdu_meter:
+        gpus = np.sum(gpu_power, axis=0)
+        node = gpus + profile.gpus * HOST_W_PER_GPU + HOST_SHARE_OF_GPU * gpus
+        node_reading = np.round(node * rng.normal(1.0, 0.01, t.size), 1)
+        if profile.node_meter:
+            manifest["meters"] = [
+                *manifest.get("meters", []),
+                {
+                    "name": "node-power",
+                    "layer": "node",
+                    "file": f"node_power.{ext}",
+                    "kind": "gauge",
+                    "unit": "W",
+                    "meter_class": "node_meter",
+                },
+            ]
+            tables[f"node_power.{ext}"] = {
+                "timestamp": t,
+                "device": np.full(t.size, f"{profile.deployment}-node0"),
+                "value": node_reading,
+            }
+        if profile.pdu_meter:
+            # The rack PDU outlet also feeds the node's share of a top-of-rack switch.
+            pdu = np.round(node + 45.0 + rng.normal(0.0, 2.0, t.size), 1)
+            manifest["meters"] = [
+                *manifest.get("meters", []),
+                {
+                    "name": "rack-pdu",
+                    "layer": "pdu",
+                    "file": f"rack_pdu.{ext}",
+                    "kind": "gauge",
+                    "unit": "W",
+                    "meter_class": "pdu",
+                },
+            ]
+            tables[f"rack_pdu.{ext}"] = {"timestamp": t, "value": pdu}
 
 
 def profile_by_name(name: str) -> DeploymentProfile:

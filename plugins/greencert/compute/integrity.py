@@ -1,0 +1,382 @@
+"""Measurement integrity of one bundle: intervals, reconciliation, load regime, findings.
+
+``assess`` runs after ``compute_figures`` (scheme 2026.2+) and returns what the
+compute stage adds to ``figures.json``: an ``interval95`` for each headline
+metric and the ``uncertainty``, ``reconciliation``, ``load_regime`` and
+``findings`` sections that ``build_certificate`` copies onto the certificate.
+See docs/uncertainty.md for the method and its defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from greencert.bundle.reader import Bundle
+from greencert.compute.load_regime import load_regime
+from greencert.compute.reconcile import (
+    LayerSeries,
+    NodeParts,
+    finding,
+    meter_layers,
+    primary_layer,
+    reconcile,
+)
+from greencert.compute.uncertainty import (
+    GRID_KINDS,
+    SOURCES,
+    Model,
+    gap_bounds,
+    interval95,
+    load_defaults,
+    meter_accuracy,
+    relative_range,
+    sampling_variance,
+    simulate,
+)
+from greencert.grading import Scheme
+from greencert.units import Q_
+
+
+@dataclass
+class Assessment:
+    intervals: dict[str, list[float]]
+    sections: dict[str, Any]
+    methodology: dict[str, Any] = field(default_factory=dict)
+
+
+def _r(x: float, digits: int = 6) -> float:
+    return float(f"{float(x):.{digits}g}")
+
+
+def _grid_kinds(bundle: Bundle, fig: Any) -> np.ndarray:
+    """Per hour: 0 measured, 1 estimated (or filled by rule), 2 annual factor."""
+    n = fig.hour_starts.size
+    if fig.grid_basis == "annual":
+        return np.full(n, 2, dtype=np.int64)
+    kinds = np.zeros(n, dtype=np.int64)
+    try:
+        from greencert.carbon.report import grid_flags
+    except ImportError:  # carbon accounting not installed: every hourly value counts as measured
+        return kinds
+    flags = grid_flags(bundle, np.floor(fig.hour_starts / 3600.0) * 3600.0)
+    kinds[np.asarray(flags["is_estimated"], bool) | np.asarray(flags["filled"], bool)] = 1
+    return kinds
+
+
+def _crosschecked(bundle: Bundle, scheme: Scheme) -> dict[str, float]:
+    """Meters compute.crosscheck compares per device (``crosscheck: true``), with their tolerance."""
+    specs = [s for s in bundle.manifest.meters if getattr(s, "crosscheck", False)]
+    if not specs:
+        return {}
+    from greencert.compute.crosscheck import tolerance_for
+
+    return {f"meters.{s.name}": tolerance_for(s.crosscheck_tolerance, scheme) for s in specs}
+
+
+def _embodied(figures: dict[str, Any]) -> tuple[float | None, str | None]:
+    emb = (figures.get("carbon") or {}).get("embodied")
+    if not emb:
+        return None, None
+    value = Q_(emb["emissions"]["value"], emb["emissions"]["unit"]).to("gCO2e").magnitude
+    return float(value), "declared" if emb.get("basis") == "declared inventory" else "default_profile"
+
+
+def build_model(
+    bundle: Bundle, scheme: Scheme, fig: Any, figures: dict[str, Any], defaults: dict[str, Any]
+) -> tuple[Model, NodeParts, LayerSeries, Any, list[dict[str, Any]], dict[str, Any]]:
+    """The Monte Carlo model of this bundle, and the reconciliation it rests on."""
+    assert scheme.integrity is not None
+    m = bundle.manifest
+    spec = m.power
+    start, end = m.period.start.timestamp(), m.period.end.timestamp()
+    max_gap = Q_(spec.max_gap).to("s").magnitude if spec.max_gap else scheme.max_gap_seconds
+    edges = np.concatenate([fig.hour_starts, [end]])
+    to_kwh = float(
+        Q_(1.0, f"({spec.unit}) * second" if spec.kind == "gauge" else spec.unit).to("kWh").magnitude
+    )
+    gaps = gap_bounds(
+        bundle.power, spec.kind, to_kwh, start, end, max_gap, edges, int(defaults["gap_neighbours"])
+    )
+    noise = sampling_variance(bundle.power, spec.kind, to_kwh, start, end, max_gap, edges)
+    parts = fig.node_parts
+    if parts is None:  # the scheme does not add node parts: IT energy is the series as metered
+        it = np.asarray(fig.it_energy_hourly_kwh, dtype=np.float64)
+        parts = NodeParts(
+            "not_added", it, it, layers=meter_layers(bundle, start, end, scheme.max_gap_seconds, defaults)
+        )
+    accuracy, accuracy_basis = meter_accuracy(spec, defaults)
+    devices = list(fig.device_energy_kwh)
+    power = LayerSeries(
+        "power",
+        primary_layer(spec.meter_class, defaults),
+        spec.meter_class,
+        spec.kind,
+        accuracy,
+        accuracy_basis,
+        bundle.power.file,
+        parts.power_hourly_kwh,
+        devices,
+        np.array([fig.device_energy_kwh[d] for d in devices]),
+    )
+    rec = reconcile(
+        bundle,
+        parts,
+        power,
+        gaps.mid_kwh,
+        fig.hour_starts,
+        scheme.integrity.same_layer_tolerance,
+        scheme.integrity.pue_tolerance,
+        defaults,
+        _crosschecked(bundle, scheme),
+    )
+    grid_hw = tuple(float(defaults["grid"][k]) for k in GRID_KINDS)
+    model = Model(
+        tokens_mtok=float(fig.output_tokens.to("Mtok").magnitude),
+        primary_kwh=parts.power_hourly_kwh,
+        gaps=gaps,
+        noise_var_kwh2=noise,
+        primary_accuracy=accuracy,
+        intensity=np.asarray(fig.intensity_hourly, dtype=np.float64),
+        grid_kind=_grid_kinds(bundle, fig),
+        grid_halfwidth=grid_hw,  # type: ignore[arg-type]
+        cross_factor=rec.cross_factor,
+    )
+    if parts.basis == "estimated_ratio":
+        model.it_mode, model.ratio = "ratio", parts.ratio  # type: ignore[assignment]
+    elif parts.basis == "node_meter":
+        model.it_mode, model.node_kwh, model.node_accuracy = (
+            "node_meter",
+            parts.node_hourly_kwh,
+            parts.node_accuracy,
+        )
+    pue_info: dict[str, Any]
+    if fig.pue_basis == "measured":
+        assert m.facility.meter is not None and m.facility.it_meter is not None
+        it_h = np.asarray(fig.it_energy_hourly_kwh, dtype=np.float64)
+        fac_h = np.asarray(fig.facility_energy_hourly_kwh, dtype=np.float64)
+        model.pue_mode = "measured"
+        model.pue_hourly = np.where(it_h > 0, fac_h / np.where(it_h > 0, it_h, 1.0), 0.0)
+        model.facility_accuracy, fac_basis = meter_accuracy(m.facility.meter, defaults)
+        model.it_meter_accuracy, itm_basis = meter_accuracy(m.facility.it_meter, defaults)
+        pue_info = {
+            "distribution": f"facility meter +-{model.facility_accuracy:.1%}, IT meter +-{model.it_meter_accuracy:.1%} "
+            "(uniform, systematic)",
+            "basis": f"measured: facility meter {fac_basis}; IT meter {itm_basis}",
+        }
+    else:
+        cat = m.facility.pue_category
+        hw = float(defaults["pue"]["category"][cat]) if cat else float(defaults["pue"]["undeclared_category"])
+        model.pue_value, model.pue_halfwidth = float(m.facility.pue), hw  # type: ignore[arg-type]
+        pue_info = {
+            "distribution": f"uniform +-{hw:.0%} on the declared PUE {m.facility.pue}",
+            "basis": (f"ISO/IEC 30134-2 category {cat}" if cat else "declared without a measurement category")
+            + "; "
+            + " ".join(str(defaults["pue"]["source"]).split()),
+        }
+    emb_g, emb_kind = _embodied(figures)
+    if emb_g is not None and emb_kind is not None:
+        model.embodied_g = emb_g
+        model.embodied_bounds = tuple(float(v) for v in defaults["embodied"][emb_kind])  # type: ignore[assignment]
+    # The model at its point values must give the certified facility energy, hour by hour.
+    expected = np.asarray(fig.facility_energy_hourly_kwh, dtype=np.float64)
+    got = model.point_facility_kwh()
+    if not np.allclose(got, expected, rtol=1e-9, atol=1e-12):
+        raise RuntimeError("uncertainty model does not reproduce the certified hourly facility energy")
+    return model, parts, power, gaps, rec.findings, {"reconciliation": rec.section, "pue": pue_info}
+
+
+def _budget_rows(
+    model: Model, parts: NodeParts, power: LayerSeries, gaps: Any, pue_info: dict, defaults: dict, spec: Any
+) -> list[tuple[str, str, str, str]]:
+    """(source key, what, distribution, basis) for every source that applies to this bundle."""
+    rows = [
+        (
+            "meter",
+            f"accuracy of {power.file} ({spec.meter_class or 'meter class not declared'})",
+            f"uniform +-{power.accuracy:.1%}, systematic for all devices and hours",
+            power.accuracy_basis,
+        )
+    ]
+    if float(model.noise_var_kwh2.sum()) > 0:
+        rows.append(
+            (
+                "sampling",
+                f"power between readings of {power.file}",
+                "normal per hour, variance from each reading's residual to its neighbours' line",
+                "trapezoid error of sampled readings (docs/uncertainty.md)",
+            )
+        )
+    if gaps.count:
+        rows.append(
+            (
+                "gaps",
+                f"{gaps.count} unbridged gap(s), {_r(gaps.device_seconds / 3600.0, 4)} device-hours",
+                f"energy between {_r(gaps.low_kwh.sum(), 4)} and {_r(gaps.high_kwh.sum(), 4)} kWh (uniform)",
+                f"lowest and highest of the {defaults['gap_neighbours']} readings on each side",
+            )
+        )
+    if model.cross_factor is not None:
+        lo, hi = model.cross_factor
+        rows.append(
+            (
+                "cross_check",
+                "disagreement between two meters of the GPU layer",
+                f"uniform factor between {_r(lo, 4)} and {_r(hi, 4)}",
+                "the truth may lie anywhere between the two readings",
+            )
+        )
+    if parts.basis == "estimated_ratio":
+        assert parts.ratio is not None
+        rows.append(
+            (
+                "node_parts",
+                "CPU, memory, network and fans (no node meter)",
+                f"node/GPU ratio uniform {parts.ratio[1]}-{parts.ratio[2]}",
+                " ".join(str(defaults["node_overhead"]["source"]).split()),
+            )
+        )
+    elif parts.basis == "node_meter":
+        rows.append(
+            (
+                "node_parts",
+                f"node meters {', '.join(parts.node_sources)}",
+                f"uniform +-{parts.node_accuracy:.1%}, systematic",
+                "node meter accuracy (manifest or meter class default)",
+            )
+        )
+    rows.append(("pue", "PUE", pue_info["distribution"], pue_info["basis"]))
+    counts = np.bincount(model.grid_kind, minlength=len(GRID_KINDS))
+    kinds = ", ".join(
+        f"{int(c)} {GRID_KINDS[i].replace('_', ' ')}(s) +-{model.grid_halfwidth[i]:.0%}"
+        for i, c in enumerate(counts)
+        if c
+    )
+    rows.append(
+        (
+            "grid",
+            "grid intensity",
+            f"uniform, one systematic factor per kind of hour: {kinds}",
+            " ".join(str(defaults["grid"]["source"]).split()),
+        )
+    )
+    if model.embodied_g is not None:
+        lo, hi = model.embodied_bounds
+        rows.append(
+            (
+                "embodied",
+                "embodied carbon (SCI M)",
+                f"uniform {lo:+.0%} to {hi:+.0%}",
+                " ".join(str(defaults["embodied"]["source"]).split()),
+            )
+        )
+    return rows
+
+
+def assess(
+    bundle: Bundle, scheme: Scheme, fig: Any, figures: dict[str, Any], with_budget: bool = True
+) -> Assessment:
+    """Intervals and integrity sections for ``figures`` (the compute stage's dict, metrics included)."""
+    assert scheme.integrity is not None
+    defaults = load_defaults(scheme.integrity.defaults)
+    mc = defaults["monte_carlo"]
+    draws, seed, block, digits = (
+        int(mc["draws"]),
+        int(mc["seed"]),
+        int(mc["block_values"]),
+        int(mc["significant_digits"]),
+    )
+    model, parts, power, gaps, findings, extra = build_model(bundle, scheme, fig, figures, defaults)
+    metrics = figures["metrics"]
+    full = simulate(model, draws, seed, block, frozenset(SOURCES))
+    e_point = metrics["energy_per_million_tokens"]["value"]
+    c_point = metrics["carbon_per_million_tokens"]["value"]
+    intervals = {
+        "energy_per_million_tokens": interval95(full.energy_per_mtok, e_point, digits),
+        "carbon_per_million_tokens": interval95(full.carbon_per_mtok, c_point, digits),
+    }
+    if "carbon_location_per_million_tokens" in metrics:
+        intervals["carbon_location_per_million_tokens"] = intervals["carbon_per_million_tokens"]
+    if full.sci_per_mtok is not None and "sci_per_million_tokens" in metrics:
+        intervals["sci_per_million_tokens"] = interval95(
+            full.sci_per_mtok, metrics["sci_per_million_tokens"]["value"], digits
+        )
+    if model.embodied_g is not None and "embodied_carbon_per_million_tokens" in metrics:
+        lo, hi = model.embodied_bounds
+        point = metrics["embodied_carbon_per_million_tokens"]["value"]
+        # Central 95 % of a uniform factor on [1 + lo, 1 + hi].
+        span = hi - lo
+        intervals["embodied_carbon_per_million_tokens"] = interval95(
+            np.array([point * (1 + lo + 0.025 * span), point * (1 + hi - 0.025 * span)]), point, digits
+        )
+    budget = []
+    if with_budget:
+        for key, what, dist, basis in _budget_rows(
+            model, parts, power, gaps, extra["pue"], defaults, bundle.manifest.power
+        ):
+            one = simulate(model, max(2000, draws // 4), seed, block, frozenset({key}))
+            row = {
+                "source": key,
+                "input": what,
+                "distribution": dist,
+                "basis": basis,
+                "energy_relative95": relative_range(one.energy_per_mtok, e_point),
+                "carbon_relative95": relative_range(one.carbon_per_mtok, c_point),
+            }
+            if key == "embodied" and one.sci_per_mtok is not None:
+                row["sci_relative95"] = relative_range(
+                    one.sci_per_mtok, metrics["sci_per_million_tokens"]["value"]
+                )
+            budget.append(row)
+    if gaps.count:
+        findings.append(
+            finding(
+                "unbridged-gaps",
+                "info",
+                f"{gaps.count} gap(s) in {bundle.power.file} longer than max_gap ({_r(gaps.device_seconds / 3600.0, 4)} "
+                f"device-hours): the certified value leaves their energy out, the interval includes "
+                f"{_r(gaps.low_kwh.sum(), 4)}-{_r(gaps.high_kwh.sum(), 4)} kWh for them",
+                gaps=gaps.count,
+                device_hours=_r(gaps.device_seconds / 3600.0, 4),
+            )
+        )
+    uncertainty = {
+        "method": "Monte Carlo propagation of distributions (JCGM 101:2008, GUM Supplement 1); "
+        "interval = central 95 % of the draws, widened to contain the certified value, rounded outwards",
+        "confidence_level": scheme.integrity.confidence_level,
+        "draws": draws,
+        "seed": seed,
+        "defaults": {"file": scheme.integrity.defaults, "version": str(defaults["version"])},
+        "intervals": {
+            name: {
+                "value": metrics[name]["value"],
+                "interval95": iv,
+                "unit": metrics[name]["unit"],
+                "relative": [
+                    _r(iv[0] / metrics[name]["value"] - 1.0, 4) if metrics[name]["value"] else 0.0,
+                    _r(iv[1] / metrics[name]["value"] - 1.0, 4) if metrics[name]["value"] else 0.0,
+                ],
+            }
+            for name, iv in intervals.items()
+        },
+        "budget": budget,
+        "budget_note": "each row: the central 95 % range, relative to the certified value, with only that "
+        "source uncertain; sources combine (not add) in the interval",
+        "tokens": "output tokens are counter increases, taken as exact",
+    }
+    spec = bundle.manifest.power
+    max_gap = Q_(spec.max_gap).to("s").magnitude if spec.max_gap else scheme.max_gap_seconds
+    regime = load_regime(bundle, fig, max_gap)
+    all_findings = list(figures.get("findings") or []) + findings
+    return Assessment(
+        intervals,
+        {
+            "uncertainty": uncertainty,
+            "reconciliation": extra["reconciliation"],
+            "load_regime": regime,
+            "findings": all_findings,
+        },
+        {"it_energy_basis": parts.basis},
+    )

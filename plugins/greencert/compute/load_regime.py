@@ -1,0 +1,193 @@
+"""What a certified figure depends on: the load regime of the period (docs/uncertainty.md).
+
+The same model uses several times more energy per token at low concurrency than
+at high (ML.ENERGY leaderboard v3), and one serving-engine upgrade can change
+energy per token by tens of percent, so the certificate discloses:
+
+* concurrency (requests in flight) from a running-requests gauge, time-weighted
+  mean and percentiles, when the bundle has one (manifest ``concurrency:``);
+* output and input tokens and their ratio, and the mean output rate;
+* idle: the share of the period in which no output token was produced while
+  power was drawn, and the energy drawn in that time;
+* serving engine and version, model and precision, GPU type and count.
+
+Everything is computed on whole arrays: the token counters and the power series
+are evaluated on a common grid of steps with the same running-integral engine
+that produces the certified figures (``compute.integrate``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from greencert.bundle.reader import Bundle, Series
+from greencert.compute.integrate import build_running, evaluate
+from greencert.errors import BundleError
+from greencert.units import Q_
+
+
+def _r(x: float, digits: int = 6) -> float:
+    return float(f"{float(x):.{digits}g}")
+
+
+def _median_step(series: Series) -> float:
+    same = series.device_codes[1:] == series.device_codes[:-1]
+    steps = (series.t[1:] - series.t[:-1])[same]
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else 60.0
+
+
+def _step_edges(start: float, end: float, step: float) -> np.ndarray:
+    edges = np.arange(start, end, step)
+    return np.concatenate([edges, [end]])
+
+
+def check_concurrency(series: Series) -> None:
+    """Finite, non-negative values, strictly increasing times per instance; else name the row."""
+    v, t = series.values["value"], series.t
+    for bad, problem in (
+        (~np.isfinite(t), "timestamp is missing or not a number"),
+        (~np.isfinite(v), "value is missing, NaN or infinite"),
+        (v < 0, "value is negative (a count of running requests)"),
+    ):
+        if bad.any():
+            raise BundleError(f"concurrency: {problem}", series.where_row(int(np.argmax(bad))))
+    same = series.device_codes[1:] == series.device_codes[:-1]
+    back = same & (t[1:] <= t[:-1])
+    if back.any():
+        raise BundleError(
+            "concurrency: timestamps must strictly increase per instance (duplicate or out of order)",
+            series.where_row(int(np.argmax(back)) + 1),
+        )
+
+
+def concurrency_stats(series: Series, start: float, end: float, max_gap: float) -> dict[str, Any]:
+    """Time-weighted statistics of the summed gauge: each reading holds until the next one.
+
+    The sum over instances is taken on a regular grid at the gauge's own median
+    step; a grid point counts only when every instance has a reading no older
+    than ``max_gap`` (coverage says how many did).
+    """
+    check_concurrency(series)
+    step = _median_step(series)
+    grid = start + step * (np.arange(max(1, int(np.ceil((end - start) / step)))) + 0.5)
+    grid = grid[grid < end]
+    starts, ends = series.device_bounds()
+    total = np.zeros(grid.size)
+    valid = np.ones(grid.size, dtype=bool)
+    # One vectorised searchsorted per instance (instances are few; rows are many).
+    for lo, hi in zip(starts, ends, strict=True):
+        t, v = series.t[lo:hi], series.values["value"][lo:hi]
+        idx = np.searchsorted(t, grid, side="right") - 1
+        ok = (idx >= 0) & (grid - t[np.maximum(idx, 0)] <= max_gap)
+        valid &= ok
+        total += np.where(ok, v[np.maximum(idx, 0)], 0.0)
+    if not valid.any():
+        raise BundleError(
+            "concurrency: no time in the period where every instance has a recent reading", series.file
+        )
+    x = total[valid]
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {
+        "mean": _r(x.mean(), 4),
+        "p50": _r(p50, 4),
+        "p90": _r(p90, 4),
+        "p99": _r(p99, 4),
+        "max": _r(x.max(), 4),
+        "instances": len(series.devices),
+        "step_seconds": _r(step, 4),
+        "coverage": _r(valid.mean(), 4),
+    }
+
+
+def _power_to_kwh(spec: Any) -> float:
+    unit = f"({spec.unit}) * second" if spec.kind == "gauge" else spec.unit
+    return float(Q_(1.0, unit).to("kWh").magnitude)
+
+
+def idle_time(bundle: Bundle, start: float, end: float, max_gap: float) -> dict[str, Any]:
+    """Steps (at the token counters' own interval) with no output token, and the power drawn in them."""
+    step = _median_step(bundle.tokens)
+    edges = _step_edges(start, end, step)
+    tok_run = build_running(bundle.tokens, "output_tokens", "counter", np.inf)
+    tokens = np.diff(evaluate(tok_run, edges)[0].sum(axis=0))
+    spec = bundle.manifest.power
+    pow_run = build_running(bundle.power, "value", spec.kind, max_gap)
+    energy = np.diff(evaluate(pow_run, edges)[0].sum(axis=0)) * _power_to_kwh(spec)
+    seconds = np.diff(edges)
+    # Half a token of slack: counters are integers, interpolation at the edges is not.
+    idle = tokens < 0.5
+    idle_kwh = float(energy[idle].sum())
+    total_kwh = float(energy.sum())
+    idle_s = float(seconds[idle].sum())
+    return {
+        "step_seconds": _r(step, 4),
+        "share_of_period": _r(idle_s / float(seconds.sum()), 4),
+        "series_energy_kwh": idle_kwh,
+        "share_of_energy": _r(idle_kwh / total_kwh, 4) if total_kwh > 0 else 0.0,
+        "mean_power_w": _r(idle_kwh * 3.6e6 / idle_s, 4) if idle_s > 0 else None,
+    }
+
+
+def load_regime(bundle: Bundle, fig: Any, max_gap: float) -> dict[str, Any]:
+    m = bundle.manifest
+    start, end = m.period.start.timestamp(), m.period.end.timestamp()
+    out_tok = float(fig.output_tokens.to("token").magnitude)
+    in_tok = float(fig.input_tokens.to("token").magnitude)
+    facility_kwh = float(fig.facility_energy.to("kWh").magnitude)
+    idle = idle_time(bundle, start, end, max_gap)
+    idle_facility = idle["share_of_energy"] * facility_kwh
+    busy_tokens_mtok = out_tok / 1e6
+    section: dict[str, Any] = {
+        "tokens": {
+            "output": _r(out_tok, 12),
+            "input": _r(in_tok, 12),
+            "input_per_output": _r(in_tok / out_tok, 4) if out_tok > 0 else None,
+            "output_per_second": _r(out_tok / (end - start), 6),
+        },
+        "idle": {
+            "definition": "steps of the token counters' interval with no output token while power was drawn",
+            "step_seconds": idle["step_seconds"],
+            "share_of_period": idle["share_of_period"],
+            "share_of_energy": idle["share_of_energy"],
+            "energy": {"value": _r(idle_facility), "unit": "kWh"},
+            "energy_basis": "share of the metered power drawn in idle steps x facility energy",
+            "mean_power_of_series_w": idle["mean_power_w"],
+        },
+        "energy_per_million_tokens_excluding_idle": {
+            "value": _r((facility_kwh - idle_facility) / busy_tokens_mtok) if busy_tokens_mtok > 0 else None,
+            "unit": "kWh/Mtok",
+            "note": "disclosure only; the certified and graded figure includes idle time",
+        },
+        "software": {
+            k: v
+            for k, v in {
+                "serving_engine": m.scope.serving_engine,
+                "engine_version": m.scope.engine_version,
+                "model": m.scope.model,
+                "precision": m.scope.precision,
+                "driver_version": m.scope.driver_version,
+            }.items()
+            if v is not None
+        },
+        "hardware": {
+            "description": m.scope.hardware,
+            "gpu_type": m.scope.gpu_type,
+            "gpu_count": m.scope.gpu_count or fig.devices,
+            "gpu_count_basis": "declared" if m.scope.gpu_count else "metered devices",
+        },
+    }
+    if bundle.concurrency is not None:
+        stats = concurrency_stats(bundle.concurrency, start, end, max_gap)
+        stats["source"] = bundle.concurrency.file
+        if m.concurrency is not None and m.concurrency.metric:
+            stats["metric"] = m.concurrency.metric
+        section["concurrency"] = stats
+    else:
+        section["concurrency"] = {"available": False, "note": "the bundle has no running-requests gauge"}
+    segment = m.provenance.get("segment") if isinstance(m.provenance, dict) else None
+    if isinstance(segment, dict):
+        section["segment"] = segment
+    return section
