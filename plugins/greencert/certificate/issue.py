@@ -26,11 +26,13 @@ from typing import Any
 from greencert.certificate.registry import (
     ISSUER_PEM,
     KEYS_DIR,
+    REVOCATIONS,
     is_local,
     rebuild_index,
     registry_root,
     safe_child,
     write_file,
+    write_revocations,
 )
 
 log = logging.getLogger("greencert")
@@ -121,6 +123,10 @@ def publish_certificate(
     write_file(folder / f"{cert_id}.issuer.pem", key.public_pem)
     write_file(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
     write_file(root / ISSUER_PEM, key.public_pem)
+    if not (root / REVOCATIONS).exists():
+        # An empty signed list from the first publication on: a verifier that finds the
+        # registry but no list knows something was removed.
+        write_revocations(root, {}, key)
     write_file(folder / f"{cert_id}.json.sig", signature)
     cert_path = folder / f"{cert_id}.json"
     write_file(cert_path, body)  # last of the certificate's files: its presence means "published"

@@ -132,7 +132,7 @@ def band_rows(certificate: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "grade": g,
                 "colour": GRADE_COLOURS[g],
-                "width": 38 + 9 * i,  # percent: the classic energy-label staircase
+                "width": 56 + 7 * i,  # percent of the track: the classic energy-label staircase
                 "energy_range": e_range,
                 "carbon_range": c_range,
                 "dark_text": g in ("C", "D", "E"),  # white on yellow is unreadable

@@ -279,7 +279,7 @@ def revoke(
     with the issuer key; ``greencert verify`` checks that signature before trusting it.
     """
     from greencert.bundle.manifest import check_label
-    from greencert.certificate.build import canonical_bytes, stamp
+    from greencert.certificate.build import stamp
     from greencert.certificate.sign import load_signing_key
 
     root = registry_root(registry)
@@ -301,14 +301,22 @@ def revoke(
             "reason": reason,
             "revoked_at": stamp(moment),
         }
+    path = write_revocations(root, entries, key)
+    rebuild_index(root)
+    return path
+
+
+def write_revocations(root: Path, entries: dict[str, dict[str, Any]], key: Any) -> Path:
+    """Write the signed revocation list (signature first, like a certificate)."""
+    from greencert.certificate.build import canonical_bytes
+
     document = {
         "format": REVOCATIONS_FORMAT,
         "signing": key.signing_section(),
         "revoked": [entries[k] for k in sorted(entries)],
     }
     body = canonical_bytes(document)
+    write_file(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
     write_file(root / (REVOCATIONS + ".sig"), key.sign(body))
     write_file(root / REVOCATIONS, body)
-    write_file(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
-    rebuild_index(root)
     return root / REVOCATIONS

@@ -144,8 +144,10 @@ def check_revocation(cert: dict[str, Any], public: Any, registry: Path | None, p
     from greencert.certificate.registry import REVOCATIONS
     from greencert.certificate.sign import key_id, signature_valid
 
-    if registry is None or not (registry / REVOCATIONS).is_file():
-        return "revocation list: none found (pass --registry to check one)"
+    if registry is None:
+        return "revocation list: no registry found (pass --registry to check its list)"
+    if not (registry / REVOCATIONS).is_file():
+        return f"WARNING: revocation list: the registry {registry} has none (every publication writes one)"
     list_path = registry / REVOCATIONS
     try:
         body = list_path.read_bytes()
