@@ -247,6 +247,22 @@ def locate(
         hit = np.zeros(t.size, bool)
         for v in vals:
             hit[1:] |= np.diff(v[s:e]) < 0
+    elif check == "coverage" and "period_start" in params:
+        # The first uncovered stretch: a late first sample, a gap not bridged, an early last sample.
+        gap = params.get("max_gap_seconds", 0.0)
+        hit = np.zeros(t.size, bool)
+        hit[0] = t[0] - params["period_start"] > gap
+        if kind == "gauge":
+            hit[1:] = np.diff(t) > gap
+        if not hit.any():
+            hit[-1] = params["period_end"] - t[-1] > gap
+    elif check == "n_missing_hours" and "earliest_allowed" in params:
+        hours = np.arange(params["earliest_allowed"], params["latest_allowed"] + 1.0, 3600.0)
+        missing = hours[~np.isin(hours, t)]
+        if missing.size == 0:
+            return None
+        first = pd.Timestamp(missing[0], unit="s", tz="UTC").isoformat()
+        return f"{series.file} hour {first} ({missing.size} hour(s) missing)"
     if hit is None or not hit.any():
         return None
     i = s + int(np.argmax(hit))
@@ -254,6 +270,6 @@ def locate(
     when = (
         pd.Timestamp(stamp, unit="s", tz="UTC").isoformat()
         if np.isfinite(stamp) and abs(stamp) < 1e11
-        else repr(stamp)
+        else f"{float(stamp):.15g} s, not a Unix time in seconds"
     )
     return f"{series.where_row(i)} (timestamp {when})"

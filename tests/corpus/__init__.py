@@ -1,0 +1,1 @@
+"""Generated test corpora (bad evidence bundles)."""
