@@ -18,7 +18,33 @@ import pint
 
 from greencert.errors import BundleError
 
-ureg: pint.UnitRegistry = pint.UnitRegistry(cache_folder=None)
+
+class _Registry(pint.UnitRegistry):
+    """pint's registry, remembering how each unit string parses.
+
+    pint caches a parsed string only when the string is itself a defined unit
+    name (its workaround for pint issue #1097, units defined inside contexts,
+    which GreenCert does not use), so "kWh", "gCO2e/kWh" or "kWh/Mtok" are
+    parsed again, prefix search included, at every ``.to()``: that was a fifth
+    of a fleet-day's per-bundle CPU time. The parsed containers are immutable;
+    the memo is dropped whenever a unit is defined.
+    """
+
+    def _parse_units_as_container(self, input_string, as_delta=True, case_sensitive=True):  # type: ignore[override]
+        memo = self.__dict__.setdefault("_greencert_parsed", {})
+        key = (input_string, as_delta, case_sensitive)
+        parsed = memo.get(key)
+        if parsed is None:
+            parsed = super()._parse_units_as_container(input_string, as_delta, case_sensitive)
+            memo[key] = parsed
+        return parsed
+
+    def define(self, definition):  # type: ignore[override]
+        self.__dict__.get("_greencert_parsed", {}).clear()
+        return super().define(definition)
+
+
+ureg: pint.UnitRegistry = _Registry(cache_folder=None)
 ureg.define("token = [tokens] = tok")
 ureg.define("gCO2e = [carbon] = gCO2eq")
 ureg.define("kgCO2e = 1000 * gCO2e = kgCO2eq")
