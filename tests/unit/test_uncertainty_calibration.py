@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from greencert.bundle.manifest import parse_manifest
 from greencert.bundle.reader import GRID_COLUMNS, GRID_OPTIONAL_COLUMNS, Bundle, Series, read_series
 from greencert.compute.integrity import assess
@@ -93,7 +92,9 @@ def trial(rng: np.random.Generator, tmp: Path, scheme) -> tuple[float, float, li
         v_rows.append(np.round(true_p[d, idx[keep]] * gain, 1))
         c_rows.append(np.full(int(keep.sum()), d))
     devices = [f"dev{d}" for d in range(n_dev)]
-    power = series("power.csv", np.concatenate(t_rows), devices, np.concatenate(c_rows), value=np.concatenate(v_rows))
+    power = series(
+        "power.csv", np.concatenate(t_rows), devices, np.concatenate(c_rows), value=np.concatenate(v_rows)
+    )
 
     # --- exact token counters every 15 s
     per_s = rng.poisson(2000.0 * load[:-1])
@@ -110,7 +111,13 @@ def trial(rng: np.random.Generator, tmp: Path, scheme) -> tuple[float, float, li
     true_mtok = (counter[-1] - counter[0]) / 1e6
 
     manifest = {
-        "scope": {"site": "sim", "deployment": "cal", "model": "m", "hardware": "h", "active_params_billions": 8},
+        "scope": {
+            "site": "sim",
+            "deployment": "cal",
+            "model": "m",
+            "hardware": "h",
+            "active_params_billions": 8,
+        },
         "period": {"start": T0.isoformat(), "end": (T0 + dt.timedelta(hours=HOURS)).isoformat()},
         "power": {"file": "power.csv", "kind": "gauge", "unit": "W", "meter_class": meter_class},
         "tokens": {"file": "tokens.csv"},
@@ -128,7 +135,14 @@ def trial(rng: np.random.Generator, tmp: Path, scheme) -> tuple[float, float, li
             "node.csv", start + n_idx, ["node0"], np.zeros(n_idx.size), value=true_node[n_idx] * node_gain
         )
         manifest["meters"] = [
-            {"name": "node", "layer": "node", "file": "node.csv", "kind": "gauge", "unit": "W", "meter_class": "node_meter"}
+            {
+                "name": "node",
+                "layer": "node",
+                "file": "node.csv",
+                "kind": "gauge",
+                "unit": "W",
+                "meter_class": "node_meter",
+            }
         ]
     elif meter_class == "gpu_sensor":
         true_it_hourly = true_gpu_hourly * rng.uniform(*NODE_RATIO)
@@ -140,7 +154,9 @@ def trial(rng: np.random.Generator, tmp: Path, scheme) -> tuple[float, float, li
     if rng.random() < 0.7:
         category = [1, 2, 3, None][int(rng.integers(0, 4))]
         declared = round(float(rng.uniform(1.1, 1.5)), 2)
-        true_pue = np.full(HOURS, declared * (1.0 + rng.uniform(-PUE_HALFWIDTH[category], PUE_HALFWIDTH[category])))
+        true_pue = np.full(
+            HOURS, declared * (1.0 + rng.uniform(-PUE_HALFWIDTH[category], PUE_HALFWIDTH[category]))
+        )
         manifest["facility"] = {"pue": declared, **({"pue_category": category} if category else {})}
     else:
         true_pue = rng.uniform(1.1, 1.4, HOURS)
@@ -150,8 +166,10 @@ def trial(rng: np.random.Generator, tmp: Path, scheme) -> tuple[float, float, li
         it_steps = site_kw[hour_of] * 300 / 3600.0  # kWh per 5 min
         it_cum = np.concatenate([[0.0], np.cumsum(it_steps)])
         fac_cum = np.concatenate([[0.0], np.cumsum(it_steps * true_pue[hour_of])])
-        e_f, e_i = (1.0 + rng.uniform(-REVENUE, REVENUE, 2))
-        facility_meter = series("fac.csv", start + m_idx, ["site"], np.zeros(m_idx.size), value=1e6 + fac_cum * e_f)
+        e_f, e_i = 1.0 + rng.uniform(-REVENUE, REVENUE, 2)
+        facility_meter = series(
+            "fac.csv", start + m_idx, ["site"], np.zeros(m_idx.size), value=1e6 + fac_cum * e_f
+        )
         it_meter = series("it.csv", start + m_idx, ["site"], np.zeros(m_idx.size), value=2e6 + it_cum * e_i)
         spec = {"kind": "counter", "unit": "kWh", "meter_class": "revenue_meter"}
         manifest["facility"] = {"meter": {"file": "fac.csv", **spec}, "it_meter": {"file": "it.csv", **spec}}
@@ -173,7 +191,9 @@ def trial(rng: np.random.Generator, tmp: Path, scheme) -> tuple[float, float, li
             f"{int(start + 3600 * h)},{reported[h]},{str(bool(estimated[h])).lower()}" for h in range(HOURS)
         ]
         (tmp / "grid.csv").write_text("\n".join(lines) + "\n")
-        grid = read_series(tmp / "grid.csv", GRID_COLUMNS, GRID_OPTIONAL_COLUMNS, ("intensity",), None, "grid")
+        grid = read_series(
+            tmp / "grid.csv", GRID_COLUMNS, GRID_OPTIONAL_COLUMNS, ("intensity",), None, "grid"
+        )
         manifest["grid"] = {"file": "grid.csv", "unit": "gCO2e/kWh"}
 
     bundle = Bundle(
@@ -211,7 +231,9 @@ def test_95_percent_intervals_contain_the_truth_93_to_97_percent_of_the_time(tmp
         hits_c += iv_c[0] <= true_c <= iv_c[1]
         widths.append((iv_e[1] - iv_e[0]) / true_e)
     coverage_e, coverage_c = hits_e / TRIALS, hits_c / TRIALS
-    print(f"coverage over {TRIALS} trials: energy {coverage_e:.3f}, carbon {coverage_c:.3f}; "
-          f"median relative width of the energy interval {np.median(widths):.3f}")
+    print(
+        f"coverage over {TRIALS} trials: energy {coverage_e:.3f}, carbon {coverage_c:.3f}; "
+        f"median relative width of the energy interval {np.median(widths):.3f}"
+    )
     assert 0.93 <= coverage_e <= 0.97
     assert 0.93 <= coverage_c <= 0.97

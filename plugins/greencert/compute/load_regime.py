@@ -123,11 +123,11 @@ def idle_time(bundle: Bundle, start: float, end: float, max_gap: float) -> dict[
     total_kwh = float(energy.sum())
     idle_s = float(seconds[idle].sum())
     return {
-        "step_seconds": _r(step, 4),
-        "share_of_period": _r(idle_s / float(seconds.sum()), 4),
+        "step_seconds": step,
+        "share_of_period": idle_s / float(seconds.sum()),
         "series_energy_kwh": idle_kwh,
-        "share_of_energy": _r(idle_kwh / total_kwh, 4) if total_kwh > 0 else 0.0,
-        "mean_power_w": _r(idle_kwh * 3.6e6 / idle_s, 4) if idle_s > 0 else None,
+        "share_of_energy": idle_kwh / total_kwh if total_kwh > 0 else 0.0,
+        "mean_power_w": idle_kwh * 3.6e6 / idle_s if idle_s > 0 else None,
     }
 
 
@@ -149,12 +149,12 @@ def load_regime(bundle: Bundle, fig: Any, max_gap: float) -> dict[str, Any]:
         },
         "idle": {
             "definition": "steps of the token counters' interval with no output token while power was drawn",
-            "step_seconds": idle["step_seconds"],
-            "share_of_period": idle["share_of_period"],
-            "share_of_energy": idle["share_of_energy"],
+            "step_seconds": _r(idle["step_seconds"], 4),
+            "share_of_period": _r(idle["share_of_period"], 4),
+            "share_of_energy": _r(idle["share_of_energy"], 4),
             "energy": {"value": _r(idle_facility), "unit": "kWh"},
             "energy_basis": "share of the metered power drawn in idle steps x facility energy",
-            "mean_power_of_series_w": idle["mean_power_w"],
+            "mean_power_of_series_w": None if idle["mean_power_w"] is None else _r(idle["mean_power_w"], 4),
         },
         "energy_per_million_tokens_excluding_idle": {
             "value": _r((facility_kwh - idle_facility) / busy_tokens_mtok) if busy_tokens_mtok > 0 else None,
