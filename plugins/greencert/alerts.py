@@ -97,6 +97,7 @@ def describe(event: str, context: Any) -> dict[str, Any]:
             period_start=_text(run.get("data_interval_start")),
             period_end=_text(run.get("data_interval_end")),
             run_state=run.get("state"),
+            run_type=run.get("run_type"),
             deadline=_text(deadline.get("deadline_time")),
         )
         alert["message"] = (
@@ -140,6 +141,10 @@ class GreenCertAlert(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         alert = describe(self.event, context)
+        if alert.get("run_type") == "backfill":
+            # A backfill certifies past periods: late by construction, so it is logged, not sent.
+            log.warning("%s (backfill run: not delivered)", alert["message"])
+            return
         log.error("%s", alert["message"])
         errors: list[str] = []
         if webhook := os.environ.get(WEBHOOK_ENV, "").strip():
