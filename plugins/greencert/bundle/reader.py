@@ -357,12 +357,13 @@ def read_series(
     if table.num_rows == 0:
         raise BundleError("file has a header but no data rows", str(path))
     where = str(path.name)
-    t = _times_to_seconds(table.column("timestamp"), where, file_format)
+    # Errors name the full path (like every other reader error): in a fleet's logs "power.csv" alone is ambiguous.
+    t = _times_to_seconds(table.column("timestamp"), str(path), file_format)
     codes, devices = _codes(table, group_by, default="all")
     if (codes < 0).any():
         first = int(np.argmax(codes < 0))
         line = f"line {first + 2}" if file_format == "csv" else f"row {first}"
-        raise BundleError(f"column {group_by!r} is empty", f"{where} {line} column {group_by}")
+        raise BundleError(f"column {group_by!r} is empty", f"{path} {line} column {group_by}")
     values = {
         name: pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False) for name in numeric
     }
