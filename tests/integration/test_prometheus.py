@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
+from airflow_harness import airflow_env, migrate, run_airflow
 from greencert.config import extract_stage, load_config
 from greencert.errors import ConfigError, SourceError
 from prometheus_server import PrometheusServer, Sample, create_blocks, write_openmetrics
@@ -171,12 +170,10 @@ def expected_samples(t: np.ndarray, start: float, end: float, step: float, keep_
     """Indices of the samples that range queries at end, end-step, ... (first <= start) can see."""
     n = int(np.ceil((end - start) / step)) + 1
     evals = end - step * np.arange(n)[::-1]
-    seen = set()
-    for e in evals:
-        candidates = np.flatnonzero((t <= e) & (t >= e - LOOKBACK))
-        if candidates.size:
-            seen.add(int(candidates[-1]))
-    idx = np.array(sorted(seen))
+    latest = np.searchsorted(t, evals, side="right") - 1  # the last sample at or before each step
+    ok = latest >= 0
+    ok[ok] &= t[latest[ok]] >= evals[ok] - LOOKBACK  # ... if it is within the lookback window
+    idx = np.unique(latest[ok])
     return idx[t[idx] >= keep_from]
 
 
@@ -418,6 +415,10 @@ def test_kepler_and_user_profile_for_facility_meters(connection, tmp_path):
     assert set(package["device"]) == {
         "cluster=alt,instance=node-c:28282,job=kepler,node_name=node-c,zone=package"
     }  # the core zone (inside the package) is not pulled
+    # No GPU series for Kepler here: that optional layer is left out and recorded as absent.
+    assert [m["name"] for m in manifest["meters"]] == ["cpu_package_energy"]
+    (gpu_query,) = [q for q in manifest["provenance"]["queries"] if q["role"] == "gpu_energy"]
+    assert gpu_query["absent"] is True and gpu_query["series"] == 0
     cert = certify_bundle(bundle, tmp_path / "registry")
     it_kwh = KEPLER_PLATFORM_W * 3600 / 3.6e6
     assert cert["methodology"]["pue_basis"] == "measured"
@@ -502,7 +503,10 @@ def test_server_stopped_mid_pull(prom_data, tmp_path, monkeypatch):
     finally:
         server.stop()
     message = str(err.value)
-    assert "query 'DCGM_FI_DEV_POWER_USAGE{cluster=\"main\"}'" in message
+    # The third answer (the first chunk's sample times) was cut off as the server stopped.
+    assert (
+        "query 'timestamp(DCGM_FI_DEV_POWER_USAGE{cluster=\"main\"})' over [2026-01-01T00:00:00Z," in message
+    )
     assert "failed after 3 attempt(s): ConnectionError" in message
     assert f"Prometheus http://127.0.0.1:{server.port}" in message
     assert not target.parent.exists() or not any(target.parent.iterdir())
@@ -573,6 +577,8 @@ def test_retries_on_5xx_and_timeouts(connection, tmp_path, monkeypatch):
         bundle = Path(extract_stage(config, "chat-8b", *HOUR))
         for name in ("power.parquet", "tokens.parquet", "gpu_energy_counter.parquet"):
             assert (bundle / name).read_bytes() == (reference / name).read_bytes()
+        # Build info + 4 selectors x (values, sample times) in one chunk, + the 2 retried requests.
+        assert proxy.count == 1 + 4 * 2 + 2
         # Always failing: a clear error after the retries, and no bundle.
         proxy.plan = {n: "503" for n in range(proxy.count + 1, proxy.count + 100)}
         gone = write_config(tmp_path / "gone", {"chat-8b": main_source(conn_id="prom_flaky")})
@@ -648,31 +654,13 @@ def test_dag_certifies_from_prometheus_like_the_file_bundle(connection, prom_dat
     series, _ = prom_data
     # The default scheme, whatever it is: both certificates must come out the same under it.
     config = write_config(tmp_path / "fleet", {"chat-8b": main_source()}, scheme=None)
-    home = tmp_path / "airflow"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-        "GX_ANALYTICS_ENABLED": "false",
-        "PYTHONPATH": str(REPO / "plugins"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    airflow = str(Path(sys.executable).parent / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
-    conf = json.dumps({"config_path": str(config), "deployments": ["chat-8b"]})
-    run = subprocess.run(
-        [airflow, "dags", "test", "green_certification", "2026-01-02", "-c", conf],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=tmp_path,
+    env = airflow_env(
+        tmp_path / "airflow",
+        AIRFLOW_CONN_GREENCERT_PROMETHEUS=connection.connection_env(retries=1, backoff=0.05),
     )
+    migrate(env)
+    conf = json.dumps({"config_path": str(config), "deployments": ["chat-8b"]})
+    run = run_airflow(["dags", "test", "green_certification", "2026-01-02", "-c", conf], env, timeout=900)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-4000:]
     assert "state=success" in log or "DagRun Finished" in log, log[-4000:]

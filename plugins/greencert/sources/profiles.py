@@ -110,6 +110,9 @@ class ProfileMeter(MeteredSelector):
     layer: Literal["gpu", "node", "pdu", "facility"]
     crosscheck: bool = False
     crosscheck_tolerance: Annotated[float, Field(gt=0, lt=1)] | None = None
+    # A meter is an extra layer: by default a meter with no series is left out of the bundle (and
+    # recorded as absent); ``required: true`` makes its absence an error like power's.
+    required: bool = False
 
     @field_validator("name")
     @classmethod

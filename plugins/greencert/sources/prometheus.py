@@ -152,7 +152,10 @@ def stitch(parts: list[tuple[np.ndarray, np.ndarray]], where: str) -> tuple[np.n
     clash = repeat[1:] & ~same
     if clash.any():
         i = int(np.argmax(clash)) + 1
-        raise SourceError(f"sample at {t[i] / 1000:.3f} read {v[i - 1]!r} and {v[i]!r} in two answers", where)
+        raise SourceError(
+            f"the sample at {_iso(int(t[i]))} read {float(v[i - 1])!r} and {float(v[i])!r} in two answers",
+            where,
+        )
     return t[~repeat], v[~repeat]
 
 
@@ -177,8 +180,11 @@ class Puller:
             raise ConfigError(f"step_seconds {step_seconds} is below Prometheus' 1 ms resolution")
         self.chunks = plan_chunks(self.start_ms, self.end_ms, self.step_ms)
 
-    def pull(self, query: str, keep_from_ms: int) -> Pulled:
-        """Raw samples of every series of ``query`` with times in [keep_from_ms, period end]."""
+    def pull(self, query: str, keep_from_ms: int, required: bool = True) -> Pulled:
+        """Raw samples of every series of ``query`` with times in [keep_from_ms, period end].
+
+        No series at all is an error, unless ``required`` is false (then ``series`` is empty).
+        """
         parts: dict[SeriesKey, list[tuple[np.ndarray, np.ndarray]]] = {}
         step = self.step_ms / 1000
         for first, last in self.chunks:
@@ -192,7 +198,7 @@ class Puller:
             keep = t >= keep_from_ms
             if keep.any():
                 series[key] = (t[keep], v[keep])
-        if not series:
+        if not series and required:
             raise SourceError(
                 f"no samples between {_iso(self.start_ms)} and {_iso(self.end_ms)}: the metric or its labels "
                 "do not match what the server holds (check the profile and the deployment's labels)",
@@ -361,9 +367,9 @@ def extract_prometheus(
 
     queries: list[dict[str, Any]] = []
 
-    def pull(role: str, sel: Selector, gap_spec: MeteredSelector | None) -> Pulled:
+    def pull(role: str, sel: Selector, gap_spec: MeteredSelector | None, required: bool = True) -> Pulled:
         keep_from = puller.start_ms - _max_gap_ms(gap_spec, scheme_gap)
-        pulled = puller.pull(query_of(role, sel), keep_from)
+        pulled = puller.pull(query_of(role, sel), keep_from, required)
         queries.append(
             {
                 "role": role,
@@ -373,6 +379,8 @@ def extract_prometheus(
                 "samples": int(sum(t.size for t, _ in pulled.series.values())),
             }
         )
+        if not pulled.series:
+            queries[-1]["absent"] = True
         return pulled
 
     power = _named(pull(ROLE_POWER, plan.power, plan.power), plan.power.device)
@@ -392,9 +400,17 @@ def extract_prometheus(
     )
     tables["tokens.parquet"] = tokens
 
+    absent = set()
     for meter in plan.meters:
-        named = _named(pull(meter.name, meter, meter), meter.device)
-        tables[f"{meter.name}.parquet"] = _meter_table(named)
+        pulled = pull(meter.name, meter, meter, meter.required)
+        if not pulled.series:
+            absent.add(meter.name)  # an optional layer this deployment does not export
+            continue
+        tables[f"{meter.name}.parquet"] = _meter_table(_named(pulled, meter.device))
+    if "meters" in manifest:
+        manifest["meters"] = [m for m in manifest["meters"] if m["name"] not in absent]
+        if not manifest["meters"]:
+            del manifest["meters"]
     if plan.facility is not None:
         for role, sel, file in (
             (ROLE_FACILITY, plan.facility.meter, "facility_meter.parquet"),

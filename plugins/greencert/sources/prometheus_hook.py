@@ -22,6 +22,7 @@ server's own error text. Credentials never appear in errors or results.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -36,6 +37,14 @@ from greencert.errors import ConfigError, SourceError
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# Transport failures worth another try: refused or reset connections, timeouts, and an answer cut
+# off mid-body (a server stopping while it sends).
+TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 def _is_secret_header(name: str) -> bool:
@@ -158,8 +167,10 @@ class PrometheusHook(BaseHook):
         for attempt in range(1, attempts + 1):
             try:
                 resp = session.request(method, url, data=data, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except TRANSIENT as exc:
                 problem = f"{type(exc).__name__}: {_short(exc)}"
+            except requests.RequestException as exc:  # a bad URL, too many redirects...: not transient
+                raise SourceError(f"{what} failed: {type(exc).__name__}: {_short(exc)}", where) from None
             else:
                 if resp.status_code < 400:
                     return self._data(resp, what, where)
@@ -204,9 +215,10 @@ class PrometheusHook(BaseHook):
             "start": _seconds(start),
             "end": _seconds(end),
             "step": _seconds(step),
-            "timeout": f"{self.timeout:g}s",
+            # Let the server give up when we do; Prometheus durations take no fractions: use ms.
+            "timeout": f"{max(1, round(self.timeout * 1000))}ms",
         }
-        what = f"query {query!r} over [{_seconds(start)}, {_seconds(end)}] step {_seconds(step)} s"
+        what = f"query {query!r} over [{_iso(start)}, {_iso(end)}] step {_seconds(step)} s"
         data = self._call("POST", "/api/v1/query_range", what, params)
         if not isinstance(data, dict) or data.get("resultType") != "matrix":
             raise SourceError(f"{what}: expected a matrix result, got {str(data)[:200]}", self.base_url)
@@ -230,6 +242,11 @@ class PrometheusHook(BaseHook):
 def _seconds(value: float) -> str:
     """Unix seconds with millisecond precision, Prometheus' own resolution."""
     return f"{round(value * 1000) / 1000:.3f}".rstrip("0").rstrip(".")
+
+
+def _iso(seconds: float) -> str:
+    stamp = dt.datetime.fromtimestamp(round(seconds * 1000) / 1000, dt.UTC)
+    return stamp.isoformat(timespec="milliseconds" if stamp.microsecond else "seconds").replace("+00:00", "Z")
 
 
 def _short(exc: Exception) -> str:
