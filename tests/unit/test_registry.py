@@ -153,3 +153,16 @@ def test_fsspec_registry(tmp_path: Path) -> None:
     assert reg.list_certificates("memory://greencert-test-registry", AT)[0]["status"] == "valid"
     with pytest.raises(ConfigError):
         reg.safe_child(root, "..", "x")
+
+
+def test_fleet_config_registry_url_is_kept(tmp_path: Path) -> None:
+    from greencert.config import load_config
+
+    config = tmp_path / "fleet.yaml"
+    config.write_text(
+        "registry: s3://bucket/greencert\nwork_dir: work\n"
+        "deployments:\n  - deployment: chat-8b\n    source: {kind: simulated}\n"
+    )
+    assert str(load_config(config).registry_path) == "s3://bucket/greencert"
+    config.write_text(config.read_text().replace("s3://bucket/greencert", "published"))
+    assert load_config(config).registry_path == tmp_path / "published"
