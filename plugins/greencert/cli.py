@@ -53,8 +53,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
         signing_key=args.signing_key,
         pdf=False if args.no_pdf else None,
     )
+    from greencert.certificate.registry import registry_root
+
     for path in paths:
-        cert = json.loads(Path(path).read_text())
+        cert = json.loads(registry_root(path).read_bytes())  # the registry may be an fsspec URL
         m = cert["metrics"]
         e, c = m["energy_per_million_tokens"], m["carbon_per_million_tokens"]
         interval = (
