@@ -158,11 +158,9 @@ def verify_commands(certificate: dict[str, Any]) -> dict[str, str]:
 
 def render_label(certificate: dict[str, Any]) -> str:
     """The label HTML (autoescaped, self-contained, one A4 page when printed)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from greencert.certificate.templates import template_environment
 
-    env = Environment(
-        loader=PackageLoader("greencert", "templates"), autoescape=select_autoescape(["html", "j2"])
-    )
+    env = template_environment()
     hourly = certificate.get("hourly", {})
     hours = len(hourly.get("hour_start", []))
     return env.get_template("label.html.j2").render(

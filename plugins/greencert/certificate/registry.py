@@ -213,13 +213,10 @@ def _issuer_key_id(registry: Path) -> str | None:
 
 
 def render_index_html(rows: list[dict[str, Any]], status_at: str) -> str:
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
     from greencert.certificate.render import GRADE_COLOURS
+    from greencert.certificate.templates import template_environment
 
-    env = Environment(
-        loader=PackageLoader("greencert", "templates"), autoescape=select_autoescape(["html", "j2"])
-    )
+    env = template_environment()
     return env.get_template("registry_index.html.j2").render(
         rows=rows, status_at=status_at, colours=GRADE_COLOURS
     )

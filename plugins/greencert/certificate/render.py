@@ -16,10 +16,8 @@ GRADE_COLOURS = {
 
 
 def render_html(certificate: dict[str, Any]) -> str:
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from greencert.certificate.templates import template_environment
 
-    env = Environment(
-        loader=PackageLoader("greencert", "templates"), autoescape=select_autoescape(["html", "j2"])
-    )
+    env = template_environment()
     template = env.get_template("certificate.html.j2")
     return template.render(c=certificate, colour=GRADE_COLOURS.get(certificate["grade"], "#555"))
