@@ -1,0 +1,318 @@
+"""Run each GX suite once over the statistics of many bundles (a fleet-day's 50 deployments).
+
+Great Expectations costs roughly 30 ms per expectation per run whatever the
+frame's size (it builds a metric graph for every expectation), so 50 bundles
+x 6 suites validated one by one spend over a minute in GX alone. The
+statistics frames are small (one row per device), so we stack the frames of
+every bundle that uses the same suite with the same parameters and run the
+suite once on the stack.
+
+This is exactly equivalent to one run per bundle:
+
+* row-level expectations (``expect_column_values_to_be_between``) hold for
+  the stack iff they hold for every bundle's rows, and GX's unexpected row
+  indices name the failing bundles;
+* ``expect_column_distinct_values_to_contain_set`` runs on device names
+  qualified by bundle (``3/gpu0``) against the union of the qualified
+  declared sets: a declared name is present iff it is present in its own
+  bundle;
+* ``expect_table_row_count_to_be_between`` and
+  ``expect_column_sum_to_be_between`` are properties of one bundle's frame;
+  they become row-level checks of a per-bundle column (the bundle's row count
+  minus its bound; the bundle's sum, computed with the same pandas call GX
+  uses), one expectation for one, so a report counts the same expectations.
+
+Parameters must agree within a stack (the declared device list and count are
+per bundle and handled as above), so stacks are grouped by suite and
+parameters. Anything else (another expectation type, ``mostly``, row
+conditions) is not stacked: those suites run bundle by bundle.
+
+A bundle whose rows fail anything is not given a verdict here: the caller
+validates it alone (``validate_bundle``), which produces the usual report and
+messages naming file, row and time. The stack only ever says "passed".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from greencert.validation.run import SuiteInput, SuiteResult, _clean_gx_result, _gx, expectations_dir
+
+# Parameters that legitimately differ between stacked bundles (handled per bundle).
+PER_BUNDLE_PARAMS = ("declared_devices", "expected_devices")
+BUNDLE_COLUMN = "_bundle"
+ROW_LEVEL = "expect_column_values_to_be_between"
+
+
+@dataclass(frozen=True)
+class SuiteStats:
+    """What a stacked run needs from a :class:`SuiteInput`: the small frame, not the raw arrays."""
+
+    suite: str
+    frame: pd.DataFrame
+    file: str
+    n_rows: int
+    label: str
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, item: SuiteInput) -> SuiteStats:
+        return cls(
+            item.suite, item.profile.frame, item.series.file, item.series.n_rows, item.label, item.params
+        )
+
+
+@dataclass
+class BatchOutcome:
+    """Suite results of the bundles that passed, and the bundles to validate one by one."""
+
+    passed: dict[Hashable, list[SuiteResult]] = field(default_factory=dict)
+    recheck: set[Hashable] = field(default_factory=set)
+    gx_runs: int = 0
+    expectations_run: int = 0
+    seconds: float = 0.0
+
+
+def _signature(stats: SuiteStats) -> str:
+    shared = {k: v for k, v in stats.params.items() if k not in PER_BUNDLE_PARAMS}
+    return json.dumps([stats.suite, stats.label, shared], sort_keys=True, default=repr)
+
+
+def _load_suite_dict(name: str) -> dict[str, Any]:
+    return json.loads((expectations_dir() / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _param(value: Any, params: dict[str, Any]) -> Any:
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        return params[value["$PARAMETER"]]
+    return value
+
+
+def _stackable(suite: dict[str, Any]) -> bool:
+    for exp in suite["expectations"]:
+        kwargs = exp.get("kwargs", {})
+        if "mostly" in kwargs or "row_condition" in kwargs:
+            return False
+        kind = exp["type"]
+        if kind == "expect_table_row_count_to_be_between":
+            if ("min_value" in kwargs) == ("max_value" in kwargs):
+                return False  # one bound only (one slack column per expectation)
+        elif kind not in (
+            ROW_LEVEL,
+            "expect_column_sum_to_be_between",
+            "expect_column_distinct_values_to_contain_set",
+        ):
+            return False
+    return True
+
+
+def _stack(
+    members: list[tuple[Hashable, SuiteStats]], suite: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any], list[tuple[int, int]]]:
+    """The stacked frame, the stacked suite and each member's row range in the stack."""
+    label = members[0][1].label
+    frames, spans, declared, lo = [], [], [], 0
+    for i, (_, st) in enumerate(members):
+        frame = st.frame.copy()
+        frame[label] = [f"{i}/{name}" for name in frame[label].astype(str)]
+        frame[BUNDLE_COLUMN] = i
+        declared.extend(f"{i}/{name}" for name in st.params.get("declared_devices", []))
+        for n, exp in enumerate(suite["expectations"]):
+            kwargs = exp.get("kwargs", {})
+            if exp["type"] == "expect_table_row_count_to_be_between":
+                if "min_value" in kwargs:
+                    frame[f"_rows_slack_{n}"] = len(st.frame) - _param(kwargs["min_value"], st.params)
+                else:
+                    frame[f"_rows_slack_{n}"] = _param(kwargs["max_value"], st.params) - len(st.frame)
+            elif exp["type"] == "expect_column_sum_to_be_between":
+                # The same pandas sum GX computes on this bundle's own frame.
+                frame[f"_sum_{n}"] = st.frame[kwargs["column"]].sum()
+        frames.append(frame)
+        spans.append((lo, lo + len(frame)))
+        lo += len(frame)
+    stacked = pd.concat(frames, ignore_index=True)
+
+    expectations = []
+    for n, exp in enumerate(suite["expectations"]):
+        exp = json.loads(json.dumps(exp))
+        kwargs = exp.setdefault("kwargs", {})
+        if exp["type"] == "expect_table_row_count_to_be_between":
+            exp["type"] = ROW_LEVEL
+            exp["kwargs"] = {"column": f"_rows_slack_{n}", "min_value": 0}
+        elif exp["type"] == "expect_column_sum_to_be_between":
+            exp["type"] = ROW_LEVEL
+            kwargs["column"] = f"_sum_{n}"
+        elif exp["type"] == "expect_column_distinct_values_to_contain_set":
+            kwargs["value_set"] = declared
+        expectations.append(exp)
+    stacked_suite = {**suite, "name": f"{suite['name']}_stacked", "expectations": expectations}
+    params = {k: v for k, v in members[0][1].params.items() if k not in PER_BUNDLE_PARAMS}
+    return stacked, {"suite": stacked_suite, "params": params}, spans
+
+
+def _summary(result: dict[str, Any], members: int, span: tuple[int, int], rows: int) -> dict[str, Any]:
+    """The stacked run's result as recorded in each bundle's report: verdicts and counts, no row lists."""
+    summary = {
+        "success": result.get("success"),
+        "statistics": result.get("statistics", {}),
+        "results": [],
+        "meta": {
+            **result.get("meta", {}),
+            "greencert_stacked": {"bundles": members, "frame_rows": rows, "this_bundle_rows": list(span)},
+        },
+    }
+    for r in result.get("results", []):
+        cfg = dict(r.get("expectation_config", {}))
+        cfg["kwargs"] = {
+            k: (f"{len(v)} values" if isinstance(v, list) else v) for k, v in cfg.get("kwargs", {}).items()
+        }
+        summary["results"].append(
+            {
+                "success": r.get("success"),
+                "expectation_config": cfg,
+                "result": {k: v for k, v in r.get("result", {}).items() if not isinstance(v, list | dict)},
+            }
+        )
+    return summary
+
+
+def validate_batch(bundles: dict[Hashable, list[SuiteStats]]) -> BatchOutcome:
+    """Validate many bundles' statistics with one GX run per (suite, parameters) stack."""
+    began = time.perf_counter()
+    outcome = BatchOutcome()
+    _, batch_definition = _gx()
+    from great_expectations.core.expectation_suite import ExpectationSuite
+
+    groups: dict[str, list[tuple[Hashable, int, SuiteStats]]] = {}
+    for key, items in bundles.items():
+        for pos, st in enumerate(items):
+            groups.setdefault(_signature(st), []).append((key, pos, st))
+    results: dict[Hashable, dict[int, SuiteResult]] = {key: {} for key in bundles}
+    for members in groups.values():
+        suite_dict = _load_suite_dict(members[0][2].suite)
+        if not _stackable(suite_dict):
+            outcome.recheck.update(key for key, _, _ in members)
+            continue
+        frame, spec, spans = _stack([(key, st) for key, _, st in members], suite_dict)
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+        suite = ExpectationSuite(**spec["suite"])
+        # BASIC results are enough to pass a stack; only a failing stack needs GX's row
+        # indices (COMPLETE, noticeably slower) to tell which bundles failed.
+        result = batch.validate(suite, expectation_parameters=spec["params"], result_format="BASIC")
+        outcome.gx_runs += 1
+        outcome.expectations_run += len(result.results)
+        failed: set[int] = set()
+        unattributed = False
+        if not result.success:
+            detail = batch.validate(suite, expectation_parameters=spec["params"], result_format="COMPLETE")
+            outcome.gx_runs += 1
+            bundle_of_row = frame[BUNDLE_COLUMN].to_numpy()
+            for r in detail.results:
+                if r.success:
+                    continue
+                rows = r.result.get("unexpected_index_list")
+                if r.expectation_config.type != ROW_LEVEL or rows is None:
+                    unattributed = True
+                else:
+                    failed.update(int(bundle_of_row[int(i)]) for i in rows)
+        cleaned = _clean_gx_result(result.to_json_dict())
+        for i, (key, pos, st) in enumerate(members):
+            if unattributed or i in failed:
+                outcome.recheck.add(key)
+                continue
+            results[key][pos] = SuiteResult(
+                st.suite,
+                st.file,
+                True,
+                [],
+                len(result.results),
+                _summary(cleaned, len(members), spans[i], len(frame)),
+            )
+    for key, items in bundles.items():
+        if key in outcome.recheck:
+            continue
+        outcome.passed[key] = [results[key][pos] for pos in range(len(items))]
+    outcome.seconds = time.perf_counter() - began
+    return outcome
+
+
+class ValidatorProcess:
+    """:func:`validate_batch` in a child process that imports Great Expectations as soon as it starts.
+
+    Importing ``great_expectations`` is seconds of pure-Python work (it loads
+    scipy, SQLAlchemy, altair...). In a thread it would hold the GIL against
+    the main thread's array work; in its own process it runs on the second
+    core while the main process reads and profiles the bundles. The stacked
+    statistics go to the child by pickle (kilobytes per bundle), the verdicts
+    come back the same way. Use as a context manager.
+    """
+
+    def __init__(self) -> None:
+        import greencert
+
+        env = dict(os.environ)
+        # The child must import greencert as this process does (Airflow puts plugins/ on
+        # sys.path itself, not on PYTHONPATH).
+        package_root = str(Path(greencert.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        env.setdefault("GX_ANALYTICS_ENABLED", "false")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "greencert.validation.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+
+    def validate(self, bundles: dict[Hashable, list[SuiteStats]]) -> BatchOutcome:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(pickle.dumps(bundles, protocol=pickle.HIGHEST_PROTOCOL))
+            self.process.stdin.close()
+            data = self.process.stdout.read()
+        except BrokenPipeError:
+            data = b""
+        code = self.process.wait()
+        if code != 0 or not data:
+            raise RuntimeError(f"validation process exited with status {code} (its stderr has the reason)")
+        answer = pickle.loads(data)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> ValidatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve() -> int:
+    """Child side of :class:`ValidatorProcess`: import GX, read the stacks, write the outcome."""
+    # stdout carries the pickled answer only: anything a library prints goes to stderr.
+    answer = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    _gx()  # the slow import happens while the parent is still reading bundles
+    bundles = pickle.loads(sys.stdin.buffer.read())
+    try:
+        outcome: Any = validate_batch(bundles)
+    except Exception as exc:  # sent back and raised in the parent
+        outcome = exc
+    answer.write(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+    answer.close()
+    return 0
