@@ -29,8 +29,10 @@ from airflow_harness import AIRFLOW, REPO, airflow_env, migrate, run_airflow
 TESTS = Path(__file__).resolve().parent
 PG_DSN = "postgresql://postgres@127.0.0.1:5432"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-# The three periods the Celery/backfill test certifies again: runs at logical dates D certify [D-1, D).
-REFERENCE_DATES = ("2026-01-02", "2026-01-03", "2026-01-04")
+# The full sample fleet is certified for this day (the browser test lists it); the Celery test
+# certifies a two-site subset of the fleet for more days. A run at logical date D certifies [D-1, D).
+FULL_FLEET_DATE = "2026-01-02"
+SUBSET = ("chat-8b", "code-32b")
 TEST_USER, TEST_PASSWORD = "greencert-tester", "not-a-real-secret-" + secrets.token_hex(4)
 
 
@@ -40,11 +42,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fleet_config(folder: Path) -> Path:
-    """The sample fleet (same deployments and sources) publishing into ``folder``."""
+def fleet_config(folder: Path, deployments: tuple[str, ...] | None = None) -> Path:
+    """The sample fleet (same sources and carbon settings) publishing into ``folder``, optionally
+    restricted to some deployments."""
     config = yaml.safe_load((REPO / "dags" / "config" / "sample_fleet.yaml").read_text())
     config["registry"] = str(folder / "registry")
     config["work_dir"] = str(folder / "work")
+    if deployments:
+        config["deployments"] = [d for d in config["deployments"] if d["deployment"] in deployments]
     path = folder / "fleet.yaml"
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config))
@@ -76,14 +81,26 @@ class Reference:
     config: Path
     registry: Path
     key: Path
-    runs: list[str] = field(default_factory=list)
+    days: list[str] = field(default_factory=list)
+
+    def certify(self, day: str, deployments: tuple[str, ...] | None = None) -> None:
+        """``airflow dags test green_certification <day>`` (once per day), optionally for some deployments."""
+        if day in self.days:
+            return
+        args = ["dags", "test", "green_certification", day]
+        if deployments:
+            args += ["-c", json.dumps({"deployments": list(deployments)})]
+        proc = run_airflow(args, self.env, timeout=900)
+        assert proc.returncode == 0, f"dags test {day} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        self.days.append(day)
 
 
 _REFERENCE: dict[str, Reference] = {}
 
 
 def reference_run(base: Path) -> Reference:
-    """Three ``airflow dags test`` runs on SQLite (cached per session): the reference certificates."""
+    """The sample fleet certified by ``airflow dags test`` on SQLite for FULL_FLEET_DATE (cached per
+    session; more days are added with ``Reference.certify``)."""
     if "ref" in _REFERENCE:
         return _REFERENCE["ref"]
     base.mkdir(parents=True, exist_ok=True)
@@ -97,10 +114,7 @@ def reference_run(base: Path) -> Reference:
     )
     migrate(env)
     ref = Reference(base / "home", env, config, base / "registry", key)
-    for day in REFERENCE_DATES:
-        proc = run_airflow(["dags", "test", "green_certification", day], env, timeout=900)
-        assert proc.returncode == 0, f"dags test {day} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        ref.runs.append(day)
+    ref.certify(FULL_FLEET_DATE)
     _REFERENCE["ref"] = ref
     return ref
 
