@@ -36,6 +36,7 @@ T1 = DAY_END.timestamp()
 HOUR = (dt.datetime(2026, 1, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 1, 1, 2, tzinfo=dt.UTC))
 H0, H1 = HOUR[0].timestamp(), HOUR[1].timestamp()
 LOOKBACK = 300.0  # Prometheus' default lookback delta
+SECRET = "gc-test-secret-7d1f2a"
 MAX_GAP = 120.0  # greencert-2026.1 data_quality.max_gap
 # Analytic figures below are GPU energy x declared PUE: the 2026.1 scheme takes the IT energy as
 # metered (later schemes add an estimate for unmetered node parts, a policy tested elsewhere).
@@ -194,7 +195,9 @@ def prom(prom_data, tmp_path_factory) -> PrometheusServer:
 
 @pytest.fixture
 def connection(prom: PrometheusServer, monkeypatch: pytest.MonkeyPatch) -> PrometheusServer:
-    monkeypatch.setenv("AIRFLOW_CONN_GREENCERT_PROMETHEUS", prom.connection_env(retries=1, backoff=0.05))
+    # Prometheus ignores the header; it is there to prove it never reaches a bundle or an error.
+    env = prom.connection_env(retries=1, backoff=0.05, headers={"Authorization": f"Bearer {SECRET}"})
+    monkeypatch.setenv("AIRFLOW_CONN_GREENCERT_PROMETHEUS", env)
     return prom
 
 
@@ -295,6 +298,7 @@ def test_long_window_two_gpus_and_token_reset(connection, prom_data, tmp_path):
     bundle = Path(extract_stage(config, "chat-8b", DAY, DAY_END))
 
     manifest = yaml.safe_load((bundle / "manifest.yaml").read_text())
+    assert SECRET not in (bundle / "manifest.yaml").read_text()
     prov = manifest["provenance"]
     assert (T1 - T0) / GPU_STEP + 1 > 11_000  # the window really needs chunking
     assert prov["chunks"] == 2
@@ -380,8 +384,21 @@ def alt_source(profile: list[str], **manifest: object) -> dict[str, object]:
     [("sglang", SGL_OUT * 3600, SGL_IN * 3600), ("tgi", TGI_OUT * 3600, TGI_IN * 3600)],
 )
 def test_token_profiles(connection, tmp_path, engine, out_tokens, in_tokens):
-    config = write_config(tmp_path, {"alt": alt_source(["dcgm", engine])})
+    src = alt_source(["dcgm", engine])
+    src["series_labels"] = {"tokens": {"job": engine}, "gpu_energy_counter": {"job": "dcgm"}}
+    config = write_config(tmp_path, {"alt": src})
     bundle = Path(extract_stage(config, "alt", *HOUR))
+    queries = yaml.safe_load((bundle / "manifest.yaml").read_text())["provenance"]["queries"]
+    assert [q["query"] for q in queries] == [
+        'DCGM_FI_DEV_POWER_USAGE{cluster="alt"}',
+        f'{engine}:generation_tokens_total{{cluster="alt", job="{engine}"}}'
+        if engine == "sglang"
+        else 'tgi_request_generated_tokens_sum{cluster="alt", job="tgi"}',
+        f'{engine}:prompt_tokens_total{{cluster="alt", job="{engine}"}}'
+        if engine == "sglang"
+        else 'tgi_request_input_length_sum{cluster="alt", job="tgi"}',
+        'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{cluster="alt", job="dcgm"}',
+    ]
     cert = certify_bundle(bundle, tmp_path / "registry")
     it_kwh = 400.0 * 3600 / 3.6e6
     assert cert["metrics"]["it_energy"]["value"] == pytest.approx(it_kwh, rel=1e-12)
@@ -465,6 +482,7 @@ def test_bad_query_names_query_and_server_error(connection, tmp_path):
     message = str(err.value)
     assert """query 'DCGM_FI_DEV_POWER_USAGE{gpu=~"(", cluster="main"}'""" in message
     assert "HTTP 400: bad_data:" in message and "parse error" in message and "missing closing )" in message
+    assert SECRET not in message
     assert time.monotonic() - started < 5  # a 4xx is not retried
     assert_no_bundle(config, "bad")
 

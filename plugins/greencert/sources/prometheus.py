@@ -39,7 +39,6 @@ from greencert.sources.profiles import (
     ROLE_IT,
     ROLE_POWER,
     ROLE_TOKENS,
-    MeteredSelector,
     Plan,
     Selector,
     build_selector,
@@ -322,11 +321,11 @@ def _stamp(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _max_gap_ms(spec: MeteredSelector | None, default_s: float) -> int:
-    if spec is not None and spec.max_gap:
+def _max_gap_ms(max_gap: str | None, default_s: float) -> int:
+    if max_gap:
         from greencert.units import Q_
 
-        return round(Q_(spec.max_gap).to("s").magnitude * 1000)
+        return round(Q_(max_gap).to("s").magnitude * 1000)
     return round(default_s * 1000)
 
 
@@ -362,14 +361,14 @@ def extract_prometheus(
     build = hook.build_info()  # first request: an unreachable server fails here, before any query
     puller = Puller(hook, start, end, src.step_seconds)
 
-    def query_of(role: str, sel: Selector) -> str:
-        return build_selector(sel, {**src.labels, **src.series_labels.get(role, {})})
-
     queries: list[dict[str, Any]] = []
 
-    def pull(role: str, sel: Selector, gap_spec: MeteredSelector | None, required: bool = True) -> Pulled:
-        keep_from = puller.start_ms - _max_gap_ms(gap_spec, scheme_gap)
-        pulled = puller.pull(query_of(role, sel), keep_from, required)
+    def pull(role: str, sel: Selector, max_gap: str | None, required: bool = True) -> Pulled:
+        # Both token counters share the role "tokens" for series_labels.
+        labels = {**src.labels, **src.series_labels.get(role.split(".")[0], {})}
+        # Keep what validation accepts: nothing older than the start minus the largest bridged gap.
+        keep_from = puller.start_ms - _max_gap_ms(max_gap, scheme_gap)
+        pulled = puller.pull(build_selector(sel, labels), keep_from, required)
         queries.append(
             {
                 "role": role,
@@ -383,7 +382,7 @@ def extract_prometheus(
             queries[-1]["absent"] = True
         return pulled
 
-    power = _named(pull(ROLE_POWER, plan.power, plan.power), plan.power.device)
+    power = _named(pull(ROLE_POWER, plan.power, manifest["power"].get("max_gap")), plan.power.device)
     gpu_count = manifest["scope"].get("gpu_count")
     if gpu_count is not None and plan.power.meter_class == "gpu_sensor" and len(power) != gpu_count:
         raise SourceError(
@@ -402,7 +401,7 @@ def extract_prometheus(
 
     absent = set()
     for meter in plan.meters:
-        pulled = pull(meter.name, meter, meter, meter.required)
+        pulled = pull(meter.name, meter, meter.max_gap, meter.required)
         if not pulled.series:
             absent.add(meter.name)  # an optional layer this deployment does not export
             continue
@@ -416,7 +415,7 @@ def extract_prometheus(
             (ROLE_FACILITY, plan.facility.meter, "facility_meter.parquet"),
             (ROLE_IT, plan.facility.it_meter, "it_meter.parquet"),
         ):
-            tables[file] = _meter_table(_named(pull(role, sel, sel), sel.device))
+            tables[file] = _meter_table(_named(pull(role, sel, sel.max_gap), sel.device))
 
     manifest["provenance"] = {
         "source": "prometheus",
