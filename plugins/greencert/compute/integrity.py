@@ -329,7 +329,13 @@ def assess(
                 row["sci_relative95"] = relative_range(
                     one.sci_per_mtok, metrics["sci_per_million_tokens"]["value"]
                 )
-            budget.append(row)
+            # A source with no effect here (the GPU meter when a node meter gives the IT energy) is left out.
+            if any(
+                v != 0
+                for k in ("energy_relative95", "carbon_relative95", "sci_relative95")
+                for v in row.get(k, [])
+            ):
+                budget.append(row)
     if gaps.count:
         findings.append(
             finding(
@@ -363,7 +369,7 @@ def assess(
         },
         "budget": budget,
         "budget_note": "each row: the central 95 % range, relative to the certified value, with only that "
-        "source uncertain; sources combine (not add) in the interval",
+        "source uncertain; sources combine (not add) in the interval; sources with no effect are left out",
         "tokens": "output tokens are counter increases, taken as exact",
     }
     spec = bundle.manifest.power
