@@ -32,7 +32,6 @@ def test_idle_share_and_idle_energy(tmp_path: Path) -> None:
     busy_j = 500.0 * 2700 - (500.0 - 100.0) * 15 / 2
     assert idle["share_of_energy"] == pytest.approx(idle_j / (idle_j + busy_j), abs=5e-5)
     assert idle["mean_power_of_series_w"] == pytest.approx(100.0)
-    facility_kwh = (idle_j + busy_j) / J_PER_KWH * 1.2
     assert idle["energy"]["value"] == pytest.approx(idle_j / J_PER_KWH * 1.2, rel=1e-5)
     assert regime["tokens"]["output"] == pytest.approx(1e6)
     assert regime["tokens"]["input_per_output"] == pytest.approx(3.0)
