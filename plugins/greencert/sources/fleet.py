@@ -100,19 +100,65 @@ class FleetSpec:
         return SITES[deployment % len(SITES)]
 
 
-def _load(t: np.ndarray, deployment_seed: int, peak: float) -> np.ndarray:
+# Every value is a function of (series, absolute time) only, never of which day is being
+# generated: the sample at a day's end boundary is bit-identical to the next day's first sample,
+# and a month's days join up exactly. Randomness therefore comes from a counter-based hash
+# (SplitMix64 of a per-series key and the absolute sample number) instead of a stateful generator.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic), in place where possible."""
+    x = x + _GOLDEN
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _key(seed: int, *parts: object) -> np.uint64:
+    return np.uint64(seed_for(seed, *parts))
+
+
+def _noise(keys: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-variance noise for each series key (rows) at absolute sample numbers ``k``.
+
+    Irwin-Hall: the sum of the four 16-bit uniforms of one 64-bit hash, centred and scaled
+    (bounded at +-3.5 sigma, which suits sensor noise).
+    """
+    h = _mix(np.asarray(keys, dtype=np.uint64)[:, None] ^ (k[None, :] * _GOLDEN))
+    total = np.zeros(h.shape)
+    for lane in range(4):
+        total += ((h >> np.uint64(16 * lane)) & np.uint64(0xFFFF)).astype(np.float64)
+    total *= 1.0 / 65536.0
+    total -= 2.0
+    total *= 3.0**0.5
+    return total
+
+
+def _uniform(seed: int, *parts: object) -> float:
+    return (seed_for(seed, *parts) >> 11) / float(1 << 53)
+
+
+def _sample_numbers(t: np.ndarray, step: float) -> np.ndarray:
+    return np.round(t / step).astype(np.uint64)
+
+
+def _load(spec: FleetSpec, dep: int, t: np.ndarray) -> np.ndarray:
     """Utilisation in [0, 1] of one deployment: diurnal, phase-shifted per deployment, slow wander."""
-    rng = np.random.default_rng(deployment_seed)
     hour = (t % 86400.0) / 3600.0
-    phase = rng.uniform(-2.0, 2.0)
+    phase = -2.0 + 4.0 * _uniform(spec.seed, "fleet-phase", dep)
     diurnal = 0.5 - 0.5 * np.cos((hour - 3.0 - phase) / 24.0 * 2 * np.pi)
-    knots = t[:: max(1, t.size // 96)]
-    wander = np.interp(t, knots, rng.normal(0.0, 0.05, knots.size))
+    # Wander: knots every 15 minutes of absolute time, interpolated.
+    knot_step = 900.0
+    first, last = np.floor(t[0] / knot_step), np.ceil(t[-1] / knot_step)
+    knots = np.arange(first, last + 1.0)
+    values = 0.05 * _noise(np.array([_key(spec.seed, "fleet-wander", dep)]), knots.astype(np.uint64))[0]
+    wander = np.interp(t, knots * knot_step, values)
+    peak = 0.75 + 0.1 * (dep % 3)
     return np.clip(peak * np.clip(diurnal * 1.15 - 0.1, 0.0, 1.0) + 0.08 + wander, 0.0, 1.0)
-
-
-def _peak(dep: int) -> float:
-    return 0.75 + 0.1 * (dep % 3)
 
 
 def _fleet_pue(t: np.ndarray) -> np.ndarray:
@@ -138,71 +184,119 @@ def _gauge_table(t: np.ndarray, names: list[str], values: np.ndarray) -> pa.Tabl
     )
 
 
-def _deployment_curves(
-    spec: FleetSpec, dep: int, t: np.ndarray, day_key: str
-) -> tuple[np.ndarray, np.ndarray]:
+def _gpu_names(spec: FleetSpec, dep: int) -> list[str]:
+    name = spec.deployment_name(dep)
+    return [f"{name}-n{n:04d}-gpu{g}" for n in spec.nodes_of(dep) for g in range(GPUS_PER_NODE)]
+
+
+def _deployment_curves(spec: FleetSpec, dep: int, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Expected power of one GPU at the deployment's load (W), and each GPU's efficiency factor."""
-    load = _load(t, seed_for(spec.seed, "fleet-load", dep, day_key), _peak(dep))
-    n_gpu = len(spec.nodes_of(dep)) * GPUS_PER_NODE
-    # Each GPU draws a little more or less at the same load (silicon lottery): fixed per GPU, not per day.
-    efficiency = np.random.default_rng(seed_for(spec.seed, "fleet-silicon", dep)).normal(1.0, 0.03, n_gpu)
+    load = _load(spec, dep, t)
+    names = _gpu_names(spec, dep)
+    # Each GPU draws a little more or less at the same load (silicon lottery): fixed per GPU.
+    efficiency = (
+        1.0
+        + 0.03
+        * _noise(
+            np.array([_key(spec.seed, "fleet-silicon", name) for name in names]), np.zeros(1, np.uint64)
+        )[:, 0]
+    )
     return IDLE_W + (TDP_W - IDLE_W) * load**0.6, efficiency
 
 
-def _node_power(spec: FleetSpec, dep: int, t: np.ndarray, day_key: str) -> np.ndarray:
+def _node_power(spec: FleetSpec, dep: int, t: np.ndarray) -> np.ndarray:
     """Wall power of each 8-GPU server (n_nodes x n_t, W): GPUs + host (CPUs, fans, NICs) + PSU loss.
 
     Computed from the GPUs' expected draw rather than from every GPU sample, so the
     fleet's IT total (needed before any bundle is written) costs 1,000 series, not 8,000.
     """
-    curve, efficiency = _deployment_curves(spec, dep, t, day_key)
+    curve, efficiency = _deployment_curves(spec, dep, t)
     gpus = efficiency.reshape(-1, GPUS_PER_NODE).sum(axis=1)[:, None] * curve[None, :]
-    rng = np.random.default_rng(seed_for(spec.seed, "fleet-node", dep, day_key))
-    return np.round((gpus + 900.0 + 0.12 * gpus) / 0.94 * rng.normal(1.0, 0.005, gpus.shape), 1)
+    keys = np.array([_key(spec.seed, "fleet-node", n) for n in spec.nodes_of(dep)])
+    noise = _noise(keys, _sample_numbers(t, spec.step_seconds))
+    return np.round((gpus + 900.0 + 0.12 * gpus) / 0.94 * (1.0 + 0.005 * noise), 1)
 
 
-def _gpu_power(spec: FleetSpec, dep: int, t: np.ndarray, day_key: str) -> np.ndarray:
+def _gpu_power(spec: FleetSpec, dep: int, t: np.ndarray) -> np.ndarray:
     """Power of every GPU of one deployment (n_gpus x n_t, W), with 1.5 % sensor noise."""
-    curve, efficiency = _deployment_curves(spec, dep, t, day_key)
-    rng = np.random.default_rng(seed_for(spec.seed, "fleet-gpu", dep, day_key))
-    gpu = curve[None, :] * efficiency[:, None]
-    gpu *= rng.normal(1.0, 0.015, gpu.shape)
+    curve, efficiency = _deployment_curves(spec, dep, t)
+    keys = np.array([_key(spec.seed, "fleet-gpu", name) for name in _gpu_names(spec, dep)])
+    gpu = _noise(keys, _sample_numbers(t, spec.step_seconds))
+    gpu *= 0.015
+    gpu += 1.0
+    gpu *= curve[None, :]
+    gpu *= efficiency[:, None]
     np.clip(gpu, 40.0, 720.0, out=gpu)
     return np.round(gpu, 2, out=gpu)
 
 
-def _day_fleet_it(spec: FleetSpec, t: np.ndarray, day_key: str) -> np.ndarray:
+def _day_fleet_it(spec: FleetSpec, t: np.ndarray) -> np.ndarray:
     """IT power (sum of all node meters) of the whole fleet, in W."""
     total = np.zeros(t.size)
     for dep in range(spec.deployments):
-        total += _node_power(spec, dep, t, day_key).sum(axis=0)
+        total += _node_power(spec, dep, t).sum(axis=0)
     return total
 
 
+def _restarts(dep: int, lo: float, hi: float) -> list[float]:
+    """Engine restarts in [lo, hi]: 00:00 UTC on the 1st of each month; every seventh deployment
+    also daily at 12:00 UTC."""
+    found = []
+    day = dt.datetime.fromtimestamp(lo, dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    while day.timestamp() <= hi:
+        if day.day == 1 and day.timestamp() >= lo:
+            found.append(day.timestamp())
+        noon = day.timestamp() + 43200.0
+        if dep % 7 == 3 and lo <= noon <= hi:
+            found.append(noon)
+        day += dt.timedelta(days=1)
+    return sorted(found)
+
+
+def _last_restart(dep: int, t0: float) -> float:
+    """The latest restart at or before ``t0``."""
+    month_start = dt.datetime.fromtimestamp(t0, dt.UTC).replace(
+        day=1, hour=0, minute=0, second=0, microsecond=0
+    )
+    return max(_restarts(dep, month_start.timestamp(), t0))
+
+
 def _tokens(
-    spec: FleetSpec, dep: int, t: np.ndarray, day_key: str, n_gpu: int, joules_per_token: float
+    spec: FleetSpec, dep: int, t: np.ndarray, n_gpu: int, joules_per_token: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed_for(spec.seed, "fleet-tokens", dep, day_key))
-    load = _load(t, seed_for(spec.seed, "fleet-load", dep, day_key), _peak(dep))
-    rate = n_gpu * TDP_W / joules_per_token * load**1.4
-    per_step = rng.poisson(rate * spec.step_seconds).astype(np.float64)
-    per_step[0] = 0.0
-    output = 2.0e9 + np.cumsum(per_step)
-    prompt = 6.0e9 + np.cumsum(rng.poisson(per_step * 3.0).astype(np.float64))
-    if dep % 7 == 3:
-        # An engine restart: both counters start again from zero (Prometheus reset semantics).
-        at = t.size // 2
-        output[at:] -= output[at - 1]
-        prompt[at:] -= prompt[at - 1]
-    return output, prompt
+    """Cumulative output and input token counters: zero at each restart, then the sum of increments.
+
+    The counter at time t sums the increments since the last restart before t, so the
+    increments are generated from that restart on (at most a month of one series).
+    """
+    step = spec.step_seconds
+    since = _last_restart(dep, float(t[0]))
+    history = np.arange(since, t[-1] + step / 2, step)
+    load = _load(spec, dep, history)
+    rate = n_gpu * TDP_W / joules_per_token * load**1.4 * step
+    k = _sample_numbers(history, step)
+    noise = _noise(np.array([_key(spec.seed, "fleet-out", dep), _key(spec.seed, "fleet-in", dep)]), k)
+    out_inc = np.maximum(np.round(rate * (1.0 + 0.05 * noise[0])), 0.0)
+    in_inc = np.maximum(np.round(3.0 * rate * (1.0 + 0.1 * noise[1])), 0.0)
+    out_inc[0] = in_inc[0] = 0.0  # the reading at the restart itself
+    output = np.cumsum(out_inc)
+    prompt = np.cumsum(in_inc)
+    for restart in _restarts(dep, since, float(history[-1])):
+        if restart > since:
+            # The counters read zero at the restart and count up again (a Prometheus reset).
+            at = int(np.searchsorted(history, restart))
+            output[at:] -= output[at]
+            prompt[at:] -= prompt[at]
+    keep = history.size - t.size
+    return output[keep:], prompt[keep:]
 
 
-def _grid(site: tuple[str, float, float], hours: np.ndarray, seed: int, day_key: str) -> np.ndarray:
+def _grid(site: tuple[str, float, float], hours: np.ndarray, seed: int) -> np.ndarray:
     name, base, swing = site
-    rng = np.random.default_rng(seed_for(seed, "fleet-grid", name, day_key))
     hod = (hours % 86400.0) / 3600.0
     dip = np.clip(np.sin((hod - 6.0) / 12.0 * np.pi), 0.0, None)
-    return np.round(np.maximum(base - swing * dip + rng.normal(0.0, base * 0.03, hours.size), 1.0), 1)
+    noise = _noise(np.array([_key(seed, "fleet-grid", name)]), _sample_numbers(hours, 3600.0))[0]
+    return np.round(np.maximum(base - swing * dip + base * 0.03 * noise, 1.0), 1)
 
 
 def write_fleet_day(spec: FleetSpec, day: dt.datetime, out: Path) -> Path:
@@ -217,9 +311,11 @@ def write_fleet_day(spec: FleetSpec, day: dt.datetime, out: Path) -> Path:
     hours = np.arange(t0, t1, 3600.0)
 
     # The facility meter covers the whole fleet, so its IT reference is the fleet's total.
-    it_w = _day_fleet_it(spec, t, day_key)
-    rng = np.random.default_rng(seed_for(spec.seed, "fleet-facility", day_key))
-    facility_kw = np.round(it_w * _fleet_pue(t) * rng.normal(1.0, 0.002, t.size) / 1e3, 3)
+    it_w = _day_fleet_it(spec, t)
+    meter_noise = _noise(
+        np.array([_key(spec.seed, "fleet-facility")]), _sample_numbers(t, spec.step_seconds)
+    )[0]
+    facility_kw = np.round(it_w * _fleet_pue(t) * (1.0 + 0.002 * meter_noise) / 1e3, 3)
     it_kw = np.round(it_w / 1e3, 3)
     facility = _gauge_table(t, ["facility"], facility_kw[None, :])
     it_meter = _gauge_table(t, ["ups-output"], it_kw[None, :])
@@ -230,11 +326,11 @@ def write_fleet_day(spec: FleetSpec, day: dt.datetime, out: Path) -> Path:
         short, model, params, jpt = MODELS[dep % len(MODELS)]
         site = spec.site_of(dep)
         nodes = spec.nodes_of(dep)
-        gpu = _gpu_power(spec, dep, t, day_key)
-        node = _node_power(spec, dep, t, day_key)
-        gpu_names = [f"{name}-n{n:04d}-gpu{g}" for n in nodes for g in range(GPUS_PER_NODE)]
+        gpu = _gpu_power(spec, dep, t)
+        node = _node_power(spec, dep, t)
+        gpu_names = _gpu_names(spec, dep)
         node_names = [f"node{n:04d}" for n in nodes]
-        output, prompt = _tokens(spec, dep, t, day_key, len(gpu_names), jpt)
+        output, prompt = _tokens(spec, dep, t, len(gpu_names), jpt)
         manifest = {
             "format": "greencert-bundle/1",
             "scope": {
@@ -303,7 +399,7 @@ def write_fleet_day(spec: FleetSpec, day: dt.datetime, out: Path) -> Path:
             "grid.parquet": pa.table(
                 {
                     "timestamp": _timestamps(hours),
-                    "intensity": pa.array(_grid(site, hours, spec.seed, day_key)),
+                    "intensity": pa.array(_grid(site, hours, spec.seed)),
                 }
             ),
             "facility.parquet": facility,

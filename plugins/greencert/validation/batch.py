@@ -222,10 +222,14 @@ def validate_batch(bundles: dict[Hashable, list[SuiteStats]]) -> BatchOutcome:
                 if r.success:
                     continue
                 rows = r.result.get("unexpected_index_list")
-                if r.expectation_config.type != ROW_LEVEL or rows is None:
-                    unattributed = True
-                else:
+                missing = r.result.get("partial_missing_list")
+                if r.expectation_config.type == ROW_LEVEL and rows is not None:
                     failed.update(int(bundle_of_row[int(i)]) for i in rows)
+                elif missing is not None and len(missing) == r.result.get("missing_count"):
+                    # Declared devices are qualified "<member>/<name>": the prefix names the bundle.
+                    failed.update(int(str(name).split("/", 1)[0]) for name in missing)
+                else:
+                    unattributed = True
         cleaned = _clean_gx_result(result.to_json_dict())
         for i, (key, pos, st) in enumerate(members):
             if unattributed or i in failed:
