@@ -42,6 +42,12 @@ class SourceError(GreenCertError):
     exit_code = 4
 
 
+class PublishError(GreenCertError):
+    """The registry could not be written (disk full, permissions...); what was there is kept."""
+
+    exit_code = 5
+
+
 class VerificationFailed(GreenCertError):
     """A certificate did not verify; ``reason`` is a stable machine-readable code."""
 

@@ -1,6 +1,8 @@
 """Issue a certificate into the registry: sign, label, reports, evidence, then the index.
 
-Write order (each file atomic; see ``registry.write_file``):
+Every file of the certificate is first written to a hidden temporary beside its target (a full
+disk fails there, with the registry unchanged), then all are renamed into place in this order,
+under a per-certificate lock (two publishers of one id never interleave):
 
 1. evidence copy, validation report, reports, label HTML and PDF, public keys;
 2. the signature ``<id>.json.sig``;
@@ -15,11 +17,13 @@ in any of them; the PDF's dates are pinned to the issue time).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from greencert.certificate.registry import (
     write_file,
     write_revocations,
 )
+from greencert.errors import PublishError
 
 log = logging.getLogger("greencert")
 
@@ -51,27 +56,129 @@ def _pdf_mode(pdf: bool | None) -> bool | None:
     return None
 
 
-def _copy_evidence(bundle_dir: Path, target: Path, inputs: list[dict[str, str]]) -> None:
-    """Copy the bundle's files next to the certificate (temp folder + rename locally)."""
+def _stage_evidence(bundle_dir: Path, target: Path, inputs: list[dict[str, str]]) -> Path | None:
+    """Copy the bundle's files into a hidden staging folder beside ``target``; None if nothing to swap.
+
+    Object stores get the files written in place (whole-object PUTs). A rerun of the same bundle
+    stages nothing: the published folder is left alone, so there is no moment at which a published
+    certificate's evidence is missing (the swap is two renames).
+    """
     if not is_local(target):
         for item in inputs:
             write_file(target / item["file"], (bundle_dir / item["file"]).read_bytes())
-        return
+        return None
+    if _same_evidence(target, inputs):
+        return None
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         for item in inputs:
             shutil.copy2(bundle_dir / item["file"], staging / item["file"])
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return staging
+
+
+def _swap_evidence(staging: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(target)
+
+
+class _Publication:
+    """A certificate's files, written to temporaries first and renamed into place together.
+
+    Every byte is written (and fsynced) before anything visible changes, so a full disk or a
+    quota fails while the registry still shows exactly what it showed before; only renames,
+    which need no space, remain for :meth:`commit`. Object stores are written at once.
+    """
+
+    def __init__(self) -> None:
+        self._moves: list[tuple[Path, Path]] = []
+
+    def write(self, path: Path, data: bytes) -> None:
+        if not is_local(path):
+            write_file(path, data)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        self._moves.append((Path(tmp), path))
+
+    def discard(self) -> None:
+        for tmp, _ in self._moves:
+            tmp.unlink(missing_ok=True)
+        self._moves.clear()
+
+    def commit(self) -> None:
+        """Rename every temporary into place, in the order written (the certificate JSON last)."""
+        for tmp, path in self._moves:
+            os.replace(tmp, path)
+        for folder in {path.parent for _, path in self._moves}:
+            dir_fd = os.open(folder, os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        self._moves.clear()
+
+
+def _same_evidence(target: Path, inputs: list[dict[str, str]]) -> bool:
+    from greencert.bundle.reader import sha256_file
+
+    if not target.is_dir() or {p.name for p in target.iterdir()} != {i["file"] for i in inputs}:
+        return False
+    return all(sha256_file(target / i["file"]) == i["sha256"] for i in inputs)
+
+
+@contextlib.contextmanager
+def _certificate_lock(folder: Path, cert_id: str) -> Generator[None, None, None]:
+    """Serialise publishers of one certificate id (two runs of the same period, a retry next to a
+    stuck attempt): without it their files could interleave (one run's signature, the other's JSON)."""
+    if not is_local(folder):
+        yield
+        return
+    import fcntl
+
+    with open(folder / f".{cert_id}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _remove_stale_temporaries(folder: Path, cert_id: str) -> None:
+    """Under the certificate's lock, temporaries of its files can only be left by a killed run."""
+    if not is_local(folder):
+        return
+    prefix = f".{cert_id}."
+    candidates = [p for p in folder.iterdir() if p.name.startswith(prefix) and p.name != f"{prefix}lock"]
+    reports = folder / f"{cert_id}.reports"
+    if reports.is_dir():
+        candidates += [p for p in reports.iterdir() if p.name.startswith(".")]
+    for path in candidates:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _registry_file(exc: OSError, default: Path) -> str:
+    """The registry path an OSError is about (a failed copy names its source first, then the target)."""
+    for name in (exc.filename2, exc.filename):
+        if name is not None and str(name).startswith(str(default.parent)):
+            return str(name)
+    return str(default)
 
 
 def publish_certificate(
@@ -113,24 +220,61 @@ def publish_certificate(
                 raise
             log.warning("no PDF label for %s: %s", cert_id, exc)
 
-    _copy_evidence(Path(bundle_dir), folder / f"{cert_id}.evidence", graded["inputs"])
-    write_file(folder / f"{cert_id}.validation.json", validation_report)
-    for name, data in build_reports(cert).items():
-        write_file(folder / f"{cert_id}.reports" / name, data)
-    write_file(folder / f"{cert_id}.html", label.encode("utf-8"))
-    if pdf_bytes is not None:
-        write_file(folder / f"{cert_id}.pdf", pdf_bytes)
-    write_file(folder / f"{cert_id}.issuer.pem", key.public_pem)
-    write_file(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
-    write_file(root / ISSUER_PEM, key.public_pem)
-    if not (root / REVOCATIONS).exists():
-        # An empty signed list from the first publication on: a verifier that finds the
-        # registry but no list knows something was removed.
-        write_revocations(root, {}, key)
-    write_file(folder / f"{cert_id}.json.sig", signature)
     cert_path = folder / f"{cert_id}.json"
-    write_file(cert_path, body)  # last of the certificate's files: its presence means "published"
-    rebuild_index(root)
+    try:
+        with _certificate_lock(folder, cert_id):
+            _remove_stale_temporaries(folder, cert_id)
+            evidence = folder / f"{cert_id}.evidence"
+            files = _Publication()
+            staging = None
+            try:
+                staging = _stage_evidence(Path(bundle_dir), evidence, graded["inputs"])
+                files.write(folder / f"{cert_id}.validation.json", validation_report)
+                for name, data in build_reports(cert).items():
+                    files.write(folder / f"{cert_id}.reports" / name, data)
+                files.write(folder / f"{cert_id}.html", label.encode("utf-8"))
+                if pdf_bytes is not None:
+                    files.write(folder / f"{cert_id}.pdf", pdf_bytes)
+                files.write(folder / f"{cert_id}.issuer.pem", key.public_pem)
+                files.write(folder / f"{cert_id}.json.sig", signature)
+                # Last of the certificate's files: its presence means "published".
+                files.write(cert_path, body)
+                # Registry-wide files, shared by every certificate: written whole (atomically) now.
+                write_file(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
+                write_file(root / ISSUER_PEM, key.public_pem)
+                if not (root / REVOCATIONS).exists():
+                    # An empty signed list from the first publication on: a verifier that finds the
+                    # registry but no list knows something was removed.
+                    write_revocations(root, {}, key)
+            except BaseException:
+                files.discard()
+                if staging is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
+                raise
+            if is_local(cert_path) and cert_path.exists() and cert_path.read_bytes() != body:
+                # New content for a published id (a corrected bundle): withdraw the old certificate
+                # before its signature and evidence change, so that no reader ever pairs it with the
+                # new ones. Only renames follow; after a crash among them a rerun completes the set.
+                cert_path.unlink()
+            if staging is not None:
+                _swap_evidence(staging, evidence)
+            files.commit()
+    except OSError as exc:
+        # Disk full, quota, permissions: nothing visible changed (see _Publication).
+        raise PublishError(
+            f"cannot write to the registry ({exc.strerror or exc}); nothing was changed, "
+            "earlier certificates are intact",
+            _registry_file(exc, folder),
+        ) from None
+    try:
+        rebuild_index(root)
+    except OSError as exc:
+        raise PublishError(
+            f"certificate {cert_id} is published, but the registry index could not be rebuilt "
+            f"({exc.strerror or exc}); run `greencert registry rebuild` once there is room",
+            _registry_file(exc, root),
+        ) from None
+
     log.info(
         "published %s: grade %s, signed by key %s%s -> %s",
         cert_id,

@@ -236,6 +236,10 @@ def rebuild_index(registry: Path, at: dt.datetime | None = None) -> Path:
 
         with open(registry / ".index.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            # The index is only written under this lock: a temporary of it found now was left by a
+            # killed run (hidden, never read, but it should not pile up).
+            for stale in (*registry.glob(f".{INDEX_JSON}.*.tmp"), *registry.glob(f".{INDEX_HTML}.*.tmp")):
+                stale.unlink(missing_ok=True)
             return _write_index(registry, at)
     return _write_index(registry, at)
 
