@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import resource
@@ -63,6 +64,11 @@ GROUP BY device
 
 def _peak_mb(who: int = resource.RUSAGE_SELF) -> float:
     return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _env(cache: Path) -> dict[str, str]:
@@ -128,6 +134,7 @@ def phase_greencert(fleet_day: Path, out: Path, scheme: Path, key: Path) -> dict
         "phases": run.seconds,
         "peak_mb": _peak_mb(),
         "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN),
+        "cpu_s": _cpu_s() + _cpu_s(resource.RUSAGE_CHILDREN),
         "certificates": len(run.certificates),
         "failures": run.failures,
         "rows": run.rows,
@@ -145,6 +152,7 @@ def phase_duckdb(fleet_day: Path, out: Path) -> dict:
     (out / "energies.json").write_text(json.dumps(energies))
     return {
         "peak_mb": _peak_mb(),
+        "cpu_s": _cpu_s(),
         "devices": len(energies),
         "threads": con.execute("SELECT current_setting('threads')").fetchone()[0],
     }
@@ -167,11 +175,16 @@ def _workload(cache: Path, scale: float) -> tuple[Path, dict]:
     folder = cache / f"fleet-scale-{scale:g}"
     day = folder / DAY.strftime("%Y-%m-%d")
     marker = folder / "generated.json"
+    # Regenerate when the generator changed (its source is part of the workload's identity).
+    generator = hashlib.sha256((PLUGINS / "greencert" / "sources" / "fleet.py").read_bytes()).hexdigest()
     if marker.is_file() and (day / "fleet.json").is_file():
-        return day, json.loads(marker.read_text())
+        info = json.loads(marker.read_text())
+        if info.get("generator_sha256") == generator:
+            return day, info
     shutil.rmtree(folder, ignore_errors=True)
     wall, info = _child(["--phase", "generate", "--scale", str(scale), "--out", str(folder)], cache)
     info["wall"] = wall
+    info["generator_sha256"] = generator
     marker.write_text(json.dumps(info))
     return day, info
 
@@ -234,9 +247,10 @@ def run_size(cache: Path, scale: float, repeat: int, scheme: Path, key: Path, wo
         g = pair["greencert"]
         print(
             f"  run {r + 1}/{repeat} (load {pair['load_before']} -> {pair['load_after']}): "
-            f"GreenCert {g['wall']:.2f} s, {g['peak_mb'] + g['child_peak_mb']:.0f} MB "
+            f"GreenCert {g['wall']:.2f} s (CPU {g['cpu_s']:.1f} s), {g['peak_mb'] + g['child_peak_mb']:.0f} MB "
             f"({g['peak_mb']:.0f} + {g['child_peak_mb']:.0f} validation child), "
-            f"{g['certificates']} certificates | DuckDB {pair['duckdb']['wall']:.2f} s, "
+            f"{g['certificates']} certificates | DuckDB {pair['duckdb']['wall']:.2f} s "
+            f"(CPU {pair['duckdb']['cpu_s']:.1f} s), "
             f"{pair['duckdb']['peak_mb']:.0f} MB | ratio {pair['ratio']:.2f} | "
             f"{devices} device energies agree to {worst:.1e}",
             flush=True,

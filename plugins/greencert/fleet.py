@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime as dt
 import json
 import logging
 import time
@@ -81,7 +82,7 @@ def _profile_one(bundle_dir: Path, bundle: Any, scheme: Any, want_partial: bool)
         # Computed now, while the samples are in memory; written only if validation passes.
         figures = figures_document(bundle, scheme, {"suites": suites, "rows": rows})
         if want_partial:
-            partial = day_partial(bundle, scheme, {})
+            partial = day_partial(bundle, scheme, {}, figures["methodology"])
     except GreenCertError as exc:
         error = exc
     return _Pending(
@@ -260,3 +261,130 @@ def _certify_alone(
     figures = compute_stage(p.bundle_dir, validation, work, scheme_path)
     graded = grade_stage(figures, work, scheme_path)
     return publish_stage(graded, p.bundle_dir, validation, registry, signing_key, pdf)
+
+
+# ----------------------------------------------------------------------------- task bodies (monthly DAG)
+
+
+def _day(value: Any) -> dt.datetime:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def days_of(start: Any, end: Any) -> list[str]:
+    """The UTC days of [start, end) as YYYY-MM-DD (28-31 for a month)."""
+    first, last = _day(start), _day(end)
+    day = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    days = []
+    while day < last:
+        if day >= first:
+            days.append(f"{day:%Y-%m-%d}")
+        day += dt.timedelta(days=1)
+    return days
+
+
+def certify_day_task(
+    fleet_root: str | Path,
+    day: str,
+    registry: str | Path,
+    work_root: str | Path,
+    partials_root: str | Path,
+    scheme_path: str | Path | None = None,
+    simulate_scale: float | None = None,
+) -> dict[str, str]:
+    """One day of a month: certify the fleet-day, save each deployment's partial; return their paths.
+
+    The day's bundles are ``<fleet_root>/<day>/<deployment>/``; with ``simulate_scale`` a missing
+    day is simulated first (``greencert simulate --fleet``). Idempotent: reruns rewrite the same
+    work folder, certificates and partial files.
+    """
+    from greencert.errors import ConfigError
+    from greencert.sources.fleet import INDEX_NAME, FleetSpec, deployment_bundles, write_fleet_day
+
+    start = _day(day)
+    folder = Path(fleet_root) / f"{start:%Y-%m-%d}"
+    if not (folder / INDEX_NAME).is_file():
+        if simulate_scale is None:
+            raise ConfigError("no fleet-day bundles for this day (fleet.json missing)", str(folder))
+        write_fleet_day(FleetSpec(scale=simulate_scale), start, Path(fleet_root))
+    run = certify_fleet_day(
+        deployment_bundles(folder),
+        registry,
+        Path(work_root) / f"{start:%Y-%m-%d}",
+        scheme_path,
+        pdf=False,
+        partials_dir=partials_root,
+    )
+    log.info(
+        "fleet-day %s: %d certificates, %d failures, %s rows, phases %s",
+        f"{start:%Y-%m-%d}",
+        len(run.certificates),
+        len(run.failures),
+        f"{run.rows:,}",
+        {k: round(v, 2) for k, v in run.seconds.items()},
+    )
+    for deployment, reason in run.failures.items():
+        log.warning("fleet-day %s: %s not certified: %s", f"{start:%Y-%m-%d}", deployment, reason)
+    return run.partials
+
+
+def certify_month_task(
+    partials_root: str | Path,
+    start: Any,
+    end: Any,
+    registry: str | Path,
+    work_root: str | Path,
+    scheme_path: str | Path | None = None,
+    signing_key: str | Path | None = None,
+) -> dict[str, str]:
+    """Combine each deployment's daily partials of [start, end) into its certificate for the period.
+
+    A deployment missing a day (not certified that day) gets no certificate: the error names the
+    day. Returns deployment -> certificate path; raises after trying every deployment if any failed.
+    """
+    from greencert.compute.partials import month_figures_document
+    from greencert.config import interval_key
+    from greencert.pipeline import (
+        FIGURES_FILE,
+        VALIDATION_FILE,
+        _scheme,
+        _write_json,
+        grade_stage,
+        publish_stage,
+    )
+
+    scheme = _scheme(scheme_path)
+    days = days_of(start, end)
+    key = interval_key(_day(start), _day(end))
+    certificates: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    for folder in sorted(p for p in Path(partials_root).iterdir() if p.is_dir()):
+        paths = [folder / f"{day}.json" for day in days]
+        missing = [p.stem for p in paths if not p.is_file()]
+        if len(missing) == len(paths):
+            continue  # not a deployment of this period
+        if missing:
+            failures[folder.name] = f"no partial for {len(missing)} day(s), first {missing[0]}"
+            continue
+        try:
+            figures, _inputs, validation = month_figures_document(paths, scheme)
+            work = Path(work_root) / "month" / key / folder.name
+            work.mkdir(parents=True, exist_ok=True)
+            validation_path = _write_json(work / VALIDATION_FILE, validation)
+            figures_path = _write_json(work / FIGURES_FILE, figures)
+            graded = grade_stage(figures_path, work, scheme.path)
+            certificates[folder.name] = publish_stage(
+                graded, folder, validation_path, registry, signing_key, pdf=False
+            )
+        except GreenCertError as exc:
+            failures[folder.name] = str(exc)
+    if failures:
+        raise GreenCertError(
+            f"{len(failures)} deployment(s) without a certificate for {key}: "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(failures.items())),
+            str(partials_root),
+        )
+    return certificates

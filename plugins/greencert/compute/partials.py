@@ -32,7 +32,7 @@ import datetime as dt
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,8 @@ class DayPartial:
     grid_basis: str
     validation: dict[str, Any]
     inputs: list[dict[str, str]]
+    # The day's methodology record (figures.json), carried into the combined certificate.
+    methodology: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         doc = {
@@ -84,6 +86,7 @@ class DayPartial:
             "grid_basis": self.grid_basis,
             "validation": self.validation,
             "inputs": self.inputs,
+            "methodology": self.methodology,
         }
         # json writes floats with repr(): the shortest text that reads back to the same double.
         return json.dumps(doc, sort_keys=True, allow_nan=False).encode()
@@ -120,10 +123,13 @@ class DayPartial:
             grid_basis=doc["grid_basis"],
             validation=doc["validation"],
             inputs=doc["inputs"],
+            methodology=doc.get("methodology", {}),
         )
 
 
-def day_partial(bundle: Any, scheme: Any, validation: dict[str, Any]) -> DayPartial:
+def day_partial(
+    bundle: Any, scheme: Any, validation: dict[str, Any], methodology: dict[str, Any] | None = None
+) -> DayPartial:
     """The partial of a validated bundle (call while its arrays are loaded; integrals are reused)."""
     from greencert.compute.integrate import integrate
     from greencert.compute.metrics import compute_figures, energy_of
@@ -159,6 +165,7 @@ def day_partial(bundle: Any, scheme: Any, validation: dict[str, Any]) -> DayPart
         grid_basis=fig.grid_basis,
         validation=validation,
         inputs=bundle.inputs,
+        methodology=dict(methodology or {}),
     )
 
 
@@ -311,6 +318,30 @@ def month_figures_document(
     for p in partials:
         for name, n in p.validation.get("rows", {}).items():
             rows[name] = rows.get(name, 0) + int(n)
+    # The days' methodology (same bundle layout every day), with the period's own PUE and the
+    # energy-weighted share of hours with an hourly grid intensity.
+    methodology = dict(partials[-1].methodology)
+    day_energy = [math.fsum(p.facility_energy_kwh) for p in partials]
+    shares = [
+        float(p.methodology.get("hourly_intensity_share", 1.0 if p.grid_basis == "hourly" else 0.0))
+        for p in partials
+    ]
+    total_energy = math.fsum(day_energy)
+    methodology.update(
+        {
+            "pue": round(comb.facility_energy_kwh / comb.it_energy_kwh, 9)
+            if comb.it_energy_kwh > 0
+            else None,
+            "pue_basis": comb.pue_basis,
+            "grid_basis": comb.grid_basis,
+            "hourly_intensity_share": (
+                math.fsum(s * e for s, e in zip(shares, day_energy, strict=True)) / total_energy
+                if total_energy > 0
+                else 0.0
+            ),
+            "combination": f"sum of {comb.days} daily partials, hour by hour (greencert.compute.partials)",
+        }
+    )
     figures = {
         "scope": comb.scope,
         "period": {
@@ -318,14 +349,7 @@ def month_figures_document(
             "end": dt.datetime.fromisoformat(comb.end.replace("Z", "+00:00")).isoformat(),
         },
         "metrics": comb.metrics(),
-        "methodology": {
-            "integration": "trapezoid per device, split at UTC hour boundaries, interpolated at the period edges",
-            "combination": f"sum of {comb.days} daily partials, hour by hour (greencert.compute.partials)",
-            "pue_basis": comb.pue_basis,
-            "grid_basis": comb.grid_basis,
-            "tokens": "increase of cumulative counters, resets handled as Prometheus increase()",
-            "carbon": "location-based: sum over hours of facility energy x grid intensity",
-        },
+        "methodology": methodology,
         "data_quality": {
             "coverage": round(comb.coverage, 9),
             "validation_success": True,
