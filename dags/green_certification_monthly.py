@@ -58,7 +58,12 @@ def green_certification_monthly():
 
         return days_of(data_interval_start, data_interval_end)
 
-    @task(max_active_tis_per_dagrun=DAYS_IN_PARALLEL, retries=2, retry_delay=dt.timedelta(minutes=1))
+    @task(
+        multiple_outputs=False,
+        max_active_tis_per_dagrun=DAYS_IN_PARALLEL,
+        retries=2,
+        retry_delay=dt.timedelta(minutes=1),
+    )
     def certify_day(day: str, params=None) -> dict[str, str]:
         from greencert.fleet import certify_day_task
 
@@ -72,7 +77,7 @@ def green_certification_monthly():
             params["simulate_scale"],
         )
 
-    @task
+    @task(multiple_outputs=False)
     def certify_month(partials: list, params=None, data_interval_start=None, data_interval_end=None) -> dict:
         from greencert.fleet import certify_month_task
 
