@@ -27,6 +27,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from greencert.sources.simulate import SAMPLE_FLEET, simulate_deployment
 
     out = Path(args.out)
+    if args.fleet:
+        from greencert.sources.fleet import FleetSpec, write_fleet_day
+
+        spec = FleetSpec(scale=args.scale, step_seconds=args.step, seed=args.seed)
+        for day in range(args.days):
+            print(write_fleet_day(spec, args.date + dt.timedelta(days=day), out))
+        return EXIT_OK
     written = []
     for day in range(args.days):
         start = args.date + dt.timedelta(days=day)
@@ -39,6 +46,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return EXIT_OK
+
+
+def cmd_certify_fleet(args: argparse.Namespace) -> int:
+    from greencert.fleet import certify_fleet_day
+    from greencert.sources.fleet import deployment_bundles
+
+    run = certify_fleet_day(
+        deployment_bundles(Path(args.fleet_day)),
+        args.out,
+        args.work_dir,
+        args.scheme,
+        signing_key=args.key,
+        pdf=False,
+        partials_dir=args.partials,
+    )
+    for deployment, path in sorted(run.certificates.items()):
+        print(f"{deployment}: {path}")
+    for deployment, reason in sorted(run.failures.items()):
+        print(f"{deployment}: NOT CERTIFIED: {reason}", file=sys.stderr)
+    phases = ", ".join(f"{k} {v:.2f} s" for k, v in run.seconds.items())
+    print(f"{len(run.certificates)} certified, {len(run.failures)} failed, {run.rows:,} rows; {phases}")
+    return EXIT_OK if not run.failures else 1
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
@@ -184,7 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=float, default=15.0, help="sampling interval in seconds")
     p.add_argument("--format", choices=("csv", "parquet"), default="csv")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--fleet",
+        action="store_true",
+        help="a 1,000-node fleet instead (8,000 GPUs, 50 deployments, 3 sites; Parquet; one folder per day)",
+    )
+    p.add_argument("--scale", type=float, default=1.0, help="with --fleet: fleet size (0.04 = 40 nodes)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "certify-fleet", help="certify every deployment bundle of a fleet-day folder (simulate --fleet)"
+    )
+    p.add_argument("fleet_day", help="folder of one day's deployment bundles")
+    p.add_argument("--out", required=True, help="registry folder to publish into")
+    p.add_argument("--work-dir", required=True, help="stage outputs, one folder per deployment")
+    p.add_argument("--partials", default=None, help="also save each deployment's daily partial here")
+    p.add_argument("--scheme", default=None, help="grading scheme YAML (default: the packaged scheme)")
+    p.add_argument("--key", default=None, help="signing key (PEM); default as for certify")
+    p.set_defaults(func=cmd_certify_fleet)
 
     p = sub.add_parser("certify", help="validate, compute, grade and publish one evidence bundle")
     p.add_argument("bundle")
