@@ -212,6 +212,10 @@ def _finish(
         run.device_energy_kwh.update(
             zip(power["device"].astype(str), power["energy_kwh"].astype(float), strict=True)
         )
+    if run.certificates:
+        from greencert.certificate.registry import rebuild_index
+
+        rebuild_index(registry)  # once for the whole fleet-day, not once per certificate
     run.seconds["publish"] = time.perf_counter() - began
     run.seconds["total"] = sum(v for k, v in run.seconds.items() if k != "gx_in_child")
     return run
@@ -243,7 +247,7 @@ def _publish_passed(
     }
     figures_path = _write_json(work / FIGURES_FILE, figures)
     graded = grade_stage(figures_path, work, scheme.path)
-    return publish_stage(graded, p.bundle_dir, validation, registry, signing_key, pdf)
+    return publish_stage(graded, p.bundle_dir, validation, registry, signing_key, pdf, index=False)
 
 
 def _certify_alone(
@@ -260,7 +264,7 @@ def _certify_alone(
     validation = validate_stage(p.bundle_dir, work, scheme_path)
     figures = compute_stage(p.bundle_dir, validation, work, scheme_path)
     graded = grade_stage(figures, work, scheme_path)
-    return publish_stage(graded, p.bundle_dir, validation, registry, signing_key, pdf)
+    return publish_stage(graded, p.bundle_dir, validation, registry, signing_key, pdf, index=False)
 
 
 # ----------------------------------------------------------------------------- task bodies (monthly DAG)
@@ -377,10 +381,14 @@ def certify_month_task(
             figures_path = _write_json(work / FIGURES_FILE, figures)
             graded = grade_stage(figures_path, work, scheme.path)
             certificates[folder.name] = publish_stage(
-                graded, folder, validation_path, registry, signing_key, pdf=False
+                graded, folder, validation_path, registry, signing_key, pdf=False, index=False
             )
         except GreenCertError as exc:
             failures[folder.name] = str(exc)
+    if certificates:
+        from greencert.certificate.registry import rebuild_index
+
+        rebuild_index(registry)
     if failures:
         raise GreenCertError(
             f"{len(failures)} deployment(s) without a certificate for {key}: "

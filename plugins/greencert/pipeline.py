@@ -231,8 +231,11 @@ def publish_stage(
     out_dir: str | Path,
     signing_key: str | Path | None = None,
     pdf: bool | None = None,
+    *,
+    index: bool = True,
 ) -> str:
-    """Sign and publish the certificate with its label, reports and evidence; regenerate the registry index.
+    """Sign and publish the certificate with its label, reports and evidence; regenerate the registry index
+    (unless ``index=False``: a batch of certificates rebuilds it once, see ``greencert.fleet``).
 
     ``out_dir`` is the registry: a local folder or any fsspec URL (``s3://...``).
     Returns the certificate JSON's path. See ``certificate.issue`` for the write order.
@@ -246,7 +249,7 @@ def publish_stage(
         raise ValidationFailed(
             "refusing to publish: validation report does not cover these inputs", str(validation_path)
         )
-    return publish_certificate(graded, bundle_dir, report_bytes, out_dir, signing_key, pdf)
+    return publish_certificate(graded, bundle_dir, report_bytes, out_dir, signing_key, pdf, index=index)
 
 
 def certify(

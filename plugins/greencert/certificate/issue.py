@@ -188,8 +188,14 @@ def publish_certificate(
     registry: str | Path,
     signing_key: str | Path | None = None,
     pdf: bool | None = None,
+    *,
+    index: bool = True,
 ) -> str:
-    """Build, sign and publish the certificate of ``graded``; return the certificate file's path/URL."""
+    """Build, sign and publish the certificate of ``graded``; return the certificate file's path/URL.
+
+    ``index=False`` leaves the registry index to the caller: a batch (a fleet-day's 50
+    certificates) rebuilds it once at the end instead of once per certificate.
+    """
     from greencert.certificate.build import build_certificate, canonical_bytes
     from greencert.certificate.label import LabelError, render_label, render_pdf
     from greencert.certificate.reports import build_reports
@@ -267,7 +273,8 @@ def publish_certificate(
             _registry_file(exc, folder),
         ) from None
     try:
-        rebuild_index(root)
+        if index:
+            rebuild_index(root)
     except OSError as exc:
         raise PublishError(
             f"certificate {cert_id} is published, but the registry index could not be rebuilt "
