@@ -58,10 +58,17 @@ class Series:
 
     def device_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """First and one-past-last row index of each device (rows are grouped by device)."""
-        n_dev = len(self.devices)
-        starts = np.searchsorted(self.device_codes, np.arange(n_dev), side="left")
-        ends = np.searchsorted(self.device_codes, np.arange(n_dev), side="right")
-        return starts, ends
+        bounds = self.cache.get("device_bounds")
+        if bounds is None:
+            # Search keys of the codes' own dtype: int64 keys would make numpy convert the
+            # whole (int32) code column on every call.
+            keys = np.arange(len(self.devices), dtype=self.device_codes.dtype)
+            bounds = (
+                np.searchsorted(self.device_codes, keys, side="left"),
+                np.searchsorted(self.device_codes, keys, side="right"),
+            )
+            self.cache["device_bounds"] = bounds
+        return bounds[0].copy(), bounds[1].copy()
 
     def where_row(self, index: int) -> str:
         """Human location of grouped row ``index``: file, line (CSV) or row (Parquet)."""

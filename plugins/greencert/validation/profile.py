@@ -21,6 +21,7 @@ to the raw rows of the failing device to name the first offending row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -97,7 +98,13 @@ def _all_finite(v: np.ndarray) -> bool:
 
 
 def base_profile(series: Series, columns: tuple[str, ...], label: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """One row per device: row count and counts/bounds of every row-level rule.
+    """One row per device: row count and counts/bounds of every row-level rule."""
+    cols, starts = _base_columns(series, columns, label)
+    return pd.DataFrame(cols), starts
+
+
+def _base_columns(series: Series, columns: tuple[str, ...], label: str) -> tuple[dict[str, Any], np.ndarray]:
+    """The columns of :func:`base_profile` (the frame is built once, by the caller, when complete).
 
     Clean data takes the fast path (a few whole-array reductions); any hint of
     a problem switches to exact per-row counting, so the counts are the same
@@ -127,28 +134,24 @@ def base_profile(series: Series, columns: tuple[str, ...], label: str) -> tuple[
         bad_time = np.isnan(t_clean)
         t_min = _reduce(np.where(bad_time, np.inf, t_clean), starts, np.minimum)
         t_max = _reduce(np.where(bad_time, -np.inf, t_clean), starts, np.maximum)
-    frame = pd.DataFrame(
-        {
-            label: series.devices,
-            "n_rows": n_rows.astype(np.int64),
-            "n_bad_time": n_bad_time,
-            "n_nonfinite": nonfinite,
-            "n_negative": negative,
-            "t_min": t_min,
-            "t_max": t_max,
-            "n_duplicate_time": dup,
-            "n_out_of_order": ooo,
-        }
-    )
-    return frame, starts
+    cols = {
+        label: series.devices,
+        "n_rows": n_rows.astype(np.int64),
+        "n_bad_time": n_bad_time,
+        "n_nonfinite": nonfinite,
+        "n_negative": negative,
+        "t_min": t_min,
+        "t_max": t_max,
+        "n_duplicate_time": dup,
+        "n_out_of_order": ooo,
+    }
+    return cols, starts
 
 
-def _usable(frame: pd.DataFrame) -> bool:
-    return bool(
-        (frame["n_bad_time"] == 0).all()
-        and (frame["n_duplicate_time"] == 0).all()
-        and (frame["n_out_of_order"] == 0).all()
-        and (frame["n_nonfinite"] == 0).all()
+def _usable(cols: Any) -> bool:
+    return not any(
+        np.asarray(cols[name]).any()
+        for name in ("n_bad_time", "n_duplicate_time", "n_out_of_order", "n_nonfinite")
     )
 
 
@@ -156,13 +159,15 @@ def meter_profile(
     series: Series, kind: str, to_watts: float, start: float, end: float, max_gap: float
 ) -> Profile:
     """Profile of a power gauge (values x to_watts = W) or energy counter (x to_watts = J)."""
-    frame, starts = base_profile(series, ("value",), "device")
+    # Columns are collected in a dict and the frame built once: pandas charges per column insert.
+    frame, starts = _base_columns(series, ("value",), "device")
     v = series.values["value"]
-    n_rows = frame["n_rows"].to_numpy()
+    n_rows = frame["n_rows"]
+    n_dev = starts.size
     if kind == "gauge":
         finite_v = v if _all_finite(v) else np.where(np.isfinite(v), v, -np.inf)
         peak = _reduce(finite_v, starts, np.maximum) * to_watts
-        frame["reset_share"] = 0.0
+        frame["reset_share"] = np.zeros(n_dev)
     else:
         # A counter's peak power is its largest increase per second between samples.
         same = series.device_codes[1:] == series.device_codes[:-1]
@@ -179,14 +184,14 @@ def meter_profile(
         frame["coverage"] = integrated.covered_seconds.sum(axis=1) / (end - start)
         frame["energy_kwh"] = integrated.per_device * to_watts / 3.6e6
     else:
-        frame["coverage"] = -1.0  # not computable: another expectation names why
-        frame["energy_kwh"] = -1.0
-    return Profile(frame, integrated)
+        frame["coverage"] = np.full(n_dev, -1.0)  # not computable: another expectation names why
+        frame["energy_kwh"] = np.full(n_dev, -1.0)
+    return Profile(pd.DataFrame(frame), integrated)
 
 
 def token_profile(series: Series, start: float, end: float) -> Profile:
-    frame, starts = base_profile(series, ("output_tokens", "input_tokens"), "instance")
-    n_rows = frame["n_rows"].to_numpy()
+    frame, starts = _base_columns(series, ("output_tokens", "input_tokens"), "instance")
+    n_rows = frame["n_rows"]
     frame["reset_share"] = np.maximum(
         _reset_share(series, "output_tokens", starts, n_rows),
         _reset_share(series, "input_tokens", starts, n_rows),
@@ -197,22 +202,23 @@ def token_profile(series: Series, start: float, end: float) -> Profile:
         frame["coverage"] = integrated.covered_seconds.sum(axis=1) / (end - start)
         frame["output_increase"] = integrated.per_device
     else:
-        frame["coverage"] = -1.0
-        frame["output_increase"] = -1.0
-    return Profile(frame, integrated)
+        frame["coverage"] = np.full(starts.size, -1.0)
+        frame["output_increase"] = np.full(starts.size, -1.0)
+    return Profile(pd.DataFrame(frame), integrated)
 
 
 def grid_profile(series: Series, start: float, end: float) -> Profile:
-    frame, _ = base_profile(series, ("intensity",), "series")
+    frame, starts = _base_columns(series, ("intensity",), "series")
     t = series.t[np.isfinite(series.t)]
     first_hour = np.floor(start / 3600.0) * 3600.0
     expected = np.arange(first_hour, end, 3600.0)
     present = np.isin(expected, t)
-    frame["n_missing_hours"] = int((~present).sum())
-    frame["n_unaligned"] = int((np.mod(t, 3600.0) != 0).sum())
+    n = starts.size
+    frame["n_missing_hours"] = np.full(n, int((~present).sum()), dtype=np.int64)
+    frame["n_unaligned"] = np.full(n, int((np.mod(t, 3600.0) != 0).sum()), dtype=np.int64)
     v = series.values["intensity"]
-    frame["max_intensity"] = float(np.max(np.where(np.isfinite(v), v, np.inf)))
-    return Profile(frame, None)
+    frame["max_intensity"] = np.full(n, float(np.max(np.where(np.isfinite(v), v, np.inf))))
+    return Profile(pd.DataFrame(frame), None)
 
 
 def locate(
