@@ -511,6 +511,13 @@ def label_with_markup(target: Path) -> None:
     _edit_manifest(target, lambda m: m["scope"].update(hardware="<script>alert(1)</script>"))
 
 
+@case("markup", "manifest.yaml", "grid.source")
+def grid_source_with_markup(target: Path) -> None:
+    """A grid source description carrying an HTML image with an event handler."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["grid"].update(source="<img src=x onerror=alert(1)>"))
+
+
 @case("not a safe identifier", "manifest.yaml", "scope.site")
 def site_with_parent_directory(target: Path) -> None:
     """A site name '../../etc' that would write outside the registry."""

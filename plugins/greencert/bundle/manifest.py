@@ -299,6 +299,12 @@ class Grid(_Strict):
     def _file(cls, v: str | None) -> str | None:
         return None if v is None else _check_file_name(v)
 
+    # Shown on the label and in the reports (sci.md is Markdown, where a tag would be live HTML).
+    @field_validator("source", "zone")
+    @classmethod
+    def _labels(cls, v: str | None, info) -> str | None:
+        return None if v is None else check_label(v, f"grid.{info.field_name}")
+
     @field_validator("unit")
     @classmethod
     def _unit(cls, v: str) -> str:
