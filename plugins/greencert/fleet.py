@@ -179,23 +179,13 @@ def _finish(
 ) -> FleetRun:
     """Write and publish what passed; validate alone what the stacked run did not pass."""
     began = time.perf_counter()
-    for p in pending:
+
+    def one(p: _Pending) -> str:
         work = Path(work_dir) / p.deployment
         work.mkdir(parents=True, exist_ok=True)
-        try:
-            if p.deployment in outcome.passed and p.error is None and p.figures is not None:
-                cert = _publish_passed(
-                    p, outcome.passed[p.deployment], scheme, work, registry, signing_key, pdf
-                )
-            elif p.deployment in outcome.passed and p.error is not None:
-                raise p.error
-            else:
-                cert = _certify_alone(p, work, registry, scheme_path, signing_key, pdf)
-        except GreenCertError as exc:
-            run.failures[p.deployment] = str(exc)
-            log.warning("fleet: %s not certified: %s", p.deployment, exc)
-            continue
-        run.certificates[p.deployment] = cert
+        if p.error is not None:
+            raise p.error
+        cert = _publish_passed(p, outcome.passed[p.deployment], scheme, work, registry, signing_key, pdf)
         if partials_dir is not None and p.partial is not None:
             from greencert.compute.partials import save_partial
 
@@ -207,6 +197,33 @@ def _finish(
             }
             partial = dataclasses.replace(p.partial, validation=summary)
             run.partials[p.deployment] = str(save_partial(partial, Path(partials_dir)))
+        return cert
+
+    passed = [p for p in pending if p.deployment in outcome.passed and p.figures is not None]
+    if passed:
+        from greencert.certificate.sign import load_signing_key
+
+        # Resolve the key before the threads start (a development key is created on first use).
+        load_signing_key(signing_key)
+    # Publishing is mostly waiting for fsync (every file is written atomically and durably):
+    # a few threads overlap those waits. Each deployment writes its own folders; the shared
+    # registry files (public keys, revocation list) are written atomically with equal content.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="greencert-publish") as pool:
+        futures = {p.deployment: pool.submit(one, p) for p in passed}
+    for p in pending:
+        try:
+            if p.deployment in futures:
+                cert = futures[p.deployment].result()
+            else:
+                # Not passed by the stacked run: the usual per-bundle stages, one at a time.
+                work = Path(work_dir) / p.deployment
+                work.mkdir(parents=True, exist_ok=True)
+                cert = _certify_alone(p, work, registry, scheme_path, signing_key, pdf)
+        except GreenCertError as exc:
+            run.failures[p.deployment] = str(exc)
+            log.warning("fleet: %s not certified: %s", p.deployment, exc)
+            continue
+        run.certificates[p.deployment] = cert
         # Per-device energy of the power series, as validated (the statistics frame carries it).
         power = p.stats[0].frame
         run.device_energy_kwh.update(
