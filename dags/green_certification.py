@@ -33,6 +33,7 @@ from airflow.sdk import (
     task,
     task_group,
 )
+
 from greencert.alerts import GreenCertAlert, PeriodEndDeadline
 from greencert.assets import CERTIFICATES
 from greencert.tasks import DEFAULT_CONFIG

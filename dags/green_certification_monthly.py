@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
 from greencert.alerts import GreenCertAlert
 
 BUILD = Path(__file__).resolve().parents[1] / "build" / "fleet"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import dag, task
+
 from greencert.alerts import GreenCertAlert
 from greencert.assets import CERTIFICATES
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
+
 from greencert.alerts import PeriodEndDeadline
 from greencert.webui import MOUNT_PREFIX, create_app
 

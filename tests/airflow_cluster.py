@@ -24,6 +24,7 @@ from typing import Any
 
 import requests
 import yaml
+
 from airflow_harness import AIRFLOW, REPO, airflow_env, migrate, run_airflow
 
 TESTS = Path(__file__).resolve().parent

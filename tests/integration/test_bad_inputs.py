@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from airflow_harness import REPO, airflow_env, migrate, run_airflow
 from corpus.bad_bundles import CASES, GARBAGE_BYTES, write_corpus
 

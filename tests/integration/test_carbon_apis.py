@@ -174,6 +174,7 @@ def test_watttime_bad_password_is_a_clear_error(api):
 def test_fleet_extract_fetches_into_the_bundle_and_certificate_verifies(api, tmp_path, monkeypatch, caplog):
     """Airflow connections from AIRFLOW_CONN_*, grid and marginal written into the bundle, then certify+verify."""
     import yaml
+
     from greencert.certificate.verify import verify_certificate
     from greencert.config import extract_stage
     from greencert.pipeline import certify

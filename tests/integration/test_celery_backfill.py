@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import requests
+
 from airflow_cluster import (
     FULL_FLEET_DATE,
     REPO,

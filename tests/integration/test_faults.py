@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import REPO, make_manifest
 
 pytestmark = pytest.mark.integration

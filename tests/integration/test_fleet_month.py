@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from airflow_harness import REPO, airflow_env
 from greencert.compute.partials import combine, load_partials
 from greencert.fleet import certify_day_task, certify_month_task, days_of

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from airflow_harness import REPO, airflow_env
 
 pytestmark = pytest.mark.integration

@@ -21,10 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
+from prometheus_server import PrometheusServer, Sample, create_blocks, write_openmetrics
+
 from airflow_harness import airflow_env, migrate, run_airflow
 from greencert.config import extract_stage, load_config
 from greencert.errors import ConfigError, SourceError
-from prometheus_server import PrometheusServer, Sample, create_blocks, write_openmetrics
 
 pytestmark = pytest.mark.integration
 

@@ -32,10 +32,11 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import yaml
-from airflow_cluster import Cluster, auth_env, free_port
-from airflow_harness import airflow_env, migrate, run_airflow
 from carbon_api_server import EM_KEY, WT_PASSWORD, WT_USER, ApiStandIn
 from prometheus_server import PROMETHEUS, Sample, create_blocks, write_openmetrics
+
+from airflow_cluster import Cluster, auth_env, free_port
+from airflow_harness import airflow_env, migrate, run_airflow
 
 pytestmark = pytest.mark.integration
 

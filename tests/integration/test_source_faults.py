@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import requests
 from carbon_api_server import EM_KEY, WT_PASSWORD, WT_USER, ApiStandIn
-from greencert.errors import SourceError
 from prometheus_server import PrometheusServer, Sample, create_blocks, write_openmetrics
+
+from greencert.errors import SourceError
 
 pytestmark = pytest.mark.integration
 

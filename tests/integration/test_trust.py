@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import write_golden_bundle
 from greencert.certificate import registry as reg
 from greencert.certificate.issue import publish_certificate

@@ -10,6 +10,7 @@ import json
 
 import pytest
 import requests
+
 from airflow_cluster import (
     REPO,
     TEST_PASSWORD,

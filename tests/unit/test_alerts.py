@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from greencert.alerts import GreenCertAlert, describe
 from greencert.errors import ConfigError
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import T0, make_manifest
 from greencert.bundle import open_bundle
 from greencert.bundle.writer import write_bundle

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from carbon_bundles import carbon_bundle, hourly_profile
 
 T0 = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)

@@ -6,6 +6,7 @@ import datetime as dt
 
 import numpy as np
 import pytest
+
 from carbon_bundles import carbon_bundle
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import T0, make_manifest
 from greencert.bundle.reader import open_bundle
 from greencert.bundle.writer import write_bundle

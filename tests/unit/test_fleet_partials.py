@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
+
 from greencert.bundle import open_bundle
 from greencert.bundle.writer import write_bundle
 from greencert.compute.metrics import compute_figures

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from greencert.grading import SCHEME_DIR, grade, load_scheme
 
 # Size class <=20B: energy band upper edges A..F = 0.03, 0.06, 0.12, ... kWh/Mtok;

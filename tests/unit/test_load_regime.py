@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from greencert.bundle import open_bundle
 from greencert.compute.load_regime import concurrency_stats
 from greencert.errors import BundleError

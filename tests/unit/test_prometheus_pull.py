@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from greencert.errors import ConfigError, SourceError
 from greencert.sources.profiles import build_selector, builtin_profiles, resolve_plan, series_name
 from greencert.sources.prometheus import MAX_POINTS, pair_samples, plan_chunks, stitch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 LOOKBACK_MS = 300_000
 

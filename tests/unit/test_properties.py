@@ -17,11 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from greencert.bundle.reader import POWER_COLUMNS, Series, read_series
 from greencert.compute.integrate import counter_increments, integrate
 from greencert.units import Q_, as_array
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
 MAX_GAP = 120.0

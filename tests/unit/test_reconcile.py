@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from integrity_bundles import START, assess_bundle, budget_row, build, findings, times
 
 J_PER_KWH = 3.6e6

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from greencert.certificate import registry as reg
 from greencert.certificate.build import canonical_bytes
 from greencert.errors import ConfigError

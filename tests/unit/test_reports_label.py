@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+
 from greencert.certificate import label, reports
 
 

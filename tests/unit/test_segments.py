@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from greencert.bundle import open_bundle
 from greencert.bundle.manifest import load_manifest
 from greencert.errors import BundleError, ValidationFailed

@@ -8,11 +8,12 @@ import io
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from conftest import write_golden_bundle
 from greencert.cli import main
 from greencert.pipeline import certify
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 AT = "2026-01-02T00:00:00Z"  # inside the validity of the golden certificate
 

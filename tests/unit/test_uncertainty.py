@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from greencert.bundle import open_bundle
 from greencert.compute.integrate import hour_edges
 from greencert.compute.uncertainty import _round_out, gap_bounds, sampling_variance

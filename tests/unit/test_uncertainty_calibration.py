@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from greencert.bundle.manifest import parse_manifest
 from greencert.bundle.reader import GRID_COLUMNS, GRID_OPTIONAL_COLUMNS, Bundle, Series, read_series
 from greencert.compute.integrity import assess

@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+
 from greencert.webui import _roots, _when, load_rows, render_page, select_rows
 
 NOW = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
