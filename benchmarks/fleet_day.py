@@ -161,6 +161,7 @@ def phase_duckdb(fleet_day: Path, out: Path) -> dict:
 def phase_warmup() -> dict:
     import duckdb  # noqa: F401
     import great_expectations  # noqa: F401
+
     import greencert.fleet  # noqa: F401
     from greencert.validation.run import _gx
 
