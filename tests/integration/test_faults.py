@@ -257,6 +257,7 @@ def test_killed_at_every_write_the_registry_stays_whole_and_the_rerun_completes_
     [final_cert] = certificates(runs / "final")
     assert_whole(final_cert, runs / "final")
     assert result["events"] >= 15, result  # the sweep covers a real publication
+    print(f"{scenario}: killed at each of {result['events']} registry writes")  # figures for docs/robustness.md
     for point in result["points"]:
         killed = runs / str(point["n"]) / "killed"
         assert point["signal"] == signal.SIGKILL, point
@@ -480,6 +481,7 @@ def test_full_disk_is_a_clear_error_and_earlier_certificates_stay_intact(
             assert {k: v for k, v in now.items() if k not in INDEX_FILES} == {
                 k: v for k, v in published.items() if k not in INDEX_FILES
             }, (slack, name)
+    print(f"full disk: {failures} of {2 * len(slacks)} publications refused, registry unchanged each time")
     # With no room at all both publications fail; with room enough, they go through.
     assert not results["0-y"]["ok"] and not results["0-x_corrected"]["ok"]
     assert failures >= 2
