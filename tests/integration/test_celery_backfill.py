@@ -302,6 +302,15 @@ def test_a_backfill_rerun_replaces_never_duplicates(deployment) -> None:
     registry = base / "registry"
     before = certificate_files(registry)
     assert before, "runs after the first test"
+
+    def first_backfill_closed() -> bool:
+        # The scheduler marks a backfill completed a loop after its last run ends; until then
+        # Airflow refuses a second backfill of the same DAG.
+        cluster.check_running()
+        backfills = cluster.api("GET", "/api/v2/backfills", params={"dag_id": "green_certification"})["backfills"]
+        return all(b["completed_at"] for b in backfills)
+
+    wait_for(first_backfill_closed, 300, "the first backfill to be marked completed", interval=5)
     cluster.cli(
         "backfill",
         "create",

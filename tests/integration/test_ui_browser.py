@@ -134,7 +134,8 @@ def test_page_lists_the_sample_fleet_after_login(ui, browser) -> None:
         assert period == f"{cert['period']['start'][:10]} – {cert['period']['end'][:10]}"
         assert float(kwh) == pytest.approx(cert["metrics"]["energy_per_million_tokens"]["value"], rel=5e-4)
         assert float(gco2e) == pytest.approx(cert["metrics"]["carbon_per_million_tokens"]["value"], rel=5e-4)
-        assert status in ("valid", "superseded", "expired")
+        # The cell is the status, then "by <newer id>" when a newer certificate supersedes it.
+        assert status.splitlines()[0] in ("valid", "superseded", "expired")
         # Issued by the dags-test run of FULL_FLEET_DATE.
         assert shown[cid][9].startswith("green_certification\nmanual__")
     browser.switch_to.default_content()
@@ -214,7 +215,10 @@ def test_json_api_pages_filters_and_requires_authentication(ui) -> None:
     one = requests.get(
         f"{base}/certificates", params={"deployment": "chat-8b"}, headers=auth, timeout=30
     ).json()
-    assert [c["deployment"] for c in one["certificates"]] == ["chat-8b"]
+    # Other integration tests may have certified more days into the shared reference registry.
+    assert [c["deployment"] for c in one["certificates"]] == [
+        "chat-8b" for c in certs.values() if c["scope"]["deployment"] == "chat-8b"
+    ]
     row = one["certificates"][0]
     assert row["issued_by"]["dag_id"] == "green_certification"
     assert row["links"]["dag_run"] == (
