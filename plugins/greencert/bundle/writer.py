@@ -6,8 +6,6 @@ sibling folder that is renamed into place.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pyarrow as pa
 import yaml
 
 from greencert.bundle.manifest import MANIFEST_NAME, parse_manifest
+from greencert.certificate.publish import build_directory_atomically
 
 
 def _table(columns: dict[str, Any]) -> pa.Table:
@@ -67,21 +66,11 @@ def write_bundle(
     """Write ``manifest`` and ``tables`` (file name -> columns) as a bundle at ``target``, atomically."""
     parse_manifest(manifest, f"{target}/{MANIFEST_NAME}")  # never write a bundle we would reject
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+
+    def build(staging: Path) -> None:
         (staging / MANIFEST_NAME).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
         for name, columns in tables.items():
             write_table(staging / name, columns)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    build_directory_atomically(target, build)
     return target

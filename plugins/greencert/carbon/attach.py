@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from greencert.certificate.publish import build_directory_atomically
 from greencert.errors import ConfigError
 
 GRID_FILE = "grid.csv"
@@ -73,22 +73,7 @@ class SiteCarbonConfig(_Strict):
 
 def _copy_tree_atomic(target: Path, build) -> Path:
     """Build the new bundle in a sibling temporary folder, then swap it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        build(staging)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+    return build_directory_atomically(target, build)
 
 
 def attach_carbon(

@@ -27,6 +27,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from greencert.certificate.publish import swap_directory
 from greencert.certificate.registry import (
     ISSUER_PEM,
     KEYS_DIR,
@@ -80,14 +81,7 @@ def _stage_evidence(bundle_dir: Path, target: Path, inputs: list[dict[str, str]]
 
 
 def _swap_evidence(staging: Path, target: Path) -> None:
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
+    swap_directory(staging, target)
 
 
 class _Publication:
