@@ -163,7 +163,7 @@ def phase_warmup() -> dict:
     import great_expectations  # noqa: F401
 
     import greencert.fleet  # noqa: F401
-    from greencert.validation.run import _gx
+    from greencert.validation.gx import _gx
 
     _gx()
     return {}

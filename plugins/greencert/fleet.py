@@ -1,25 +1,29 @@
-"""Certify a whole fleet-day (one bundle per deployment) in one process, in bounded memory.
+"""Certify a whole fleet-day (one bundle per deployment) in two processes, in bounded memory.
 
 The per-bundle stages (``pipeline``) each open the bundle again and run every
 GX suite on their own; that is right for one Airflow task per deployment but
 slow for 50 deployments in one task. This runs the same building blocks in a
-different order:
+different order, on both cores:
 
-1. stream the bundles one at a time (the next one is read by a helper thread
-   while the current one is profiled): read, per-device statistics
+1. a helper process starts at once and imports Great Expectations (seconds
+   of pure-Python work) while this process begins reading. Then both take
+   bundles from one shared queue (a pipe of bundle numbers: whoever is free
+   takes the next) and stream them: read (the next bundle is read by a
+   thread while the current one is profiled), per-device statistics
    (``profile_bundle``), figures (``pipeline.figures_document``, reusing the
-   integrals of step 1) and the day's partial; then drop the samples. Only
-   small frames and figures are kept, so memory is about one bundle's
-   arrays whatever the fleet's size;
-2. run every GX suite once over the stacked statistics of all bundles
-   (``validation.batch``); meanwhile ``great_expectations`` was imported by a
-   helper thread during step 1;
-3. for each bundle that passed: write validation.json and figures.json, then
-   ``pipeline.grade_stage`` and ``pipeline.publish_stage`` (signed
-   certificate); save the partial. A bundle the stacked run did not pass is
-   validated alone by ``pipeline.validate_stage`` (the usual report naming
-   file, row and time) and, if it does pass alone, certified by the usual
-   stages. Nothing is written for a bundle before it has passed.
+   integrals of the statistics) and the day's partial; then the samples are
+   dropped. Only small frames and figures are kept, so memory is about two
+   bundles' arrays per process whatever the fleet's size;
+2. the helper runs every GX suite once over the stacked statistics of all
+   bundles (``validation.batch``), always in bundle order, so the reports do
+   not depend on which process read which bundle;
+3. each process publishes the bundles it read and that passed: validation.json
+   and figures.json, then ``pipeline.grade_stage`` and
+   ``pipeline.publish_stage`` (signed certificate), and the partial. A bundle
+   the stacked run did not pass is validated alone by
+   ``pipeline.validate_stage`` (the usual report naming file, row and time) in
+   this process and, if it does pass alone, certified by the usual stages.
+   Nothing is written for a bundle before it has passed.
 """
 
 from __future__ import annotations
@@ -29,7 +33,11 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import os
+import struct
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,8 @@ from typing import Any
 from greencert.errors import GreenCertError
 
 log = logging.getLogger("greencert")
+
+PUBLISH_THREADS = 4  # publication mostly waits for fsync; a few threads overlap the waits
 
 
 @dataclass
@@ -50,12 +60,33 @@ class FleetRun:
     rows: int = 0
     gx_runs: int = 0
     device_energy_kwh: dict[str, float] = field(default_factory=dict)
+    read_by_helper: int = 0
+
+    def merge(self, other: FleetRun) -> None:
+        self.certificates.update(other.certificates)
+        self.failures.update(other.failures)
+        self.partials.update(other.partials)
+        self.device_energy_kwh.update(other.device_energy_kwh)
+        self.rows += other.rows
+
+
+@dataclass(frozen=True)
+class FleetJob:
+    """What both processes of a fleet run need (plain paths and flags: it is sent to the helper)."""
+
+    bundle_dirs: tuple[str, ...]
+    registry: str
+    work_dir: str
+    scheme_path: str | None
+    pdf: bool | None
+    partials_dir: str | None
 
 
 @dataclass
 class _Pending:
     """What is kept of one bundle after its samples are dropped."""
 
+    index: int  # position in FleetJob.bundle_dirs: the order of the stacked GX run
     deployment: str
     bundle_dir: Path
     inputs: list[dict[str, str]]
@@ -67,7 +98,18 @@ class _Pending:
     error: GreenCertError | None
 
 
-def _profile_one(bundle_dir: Path, bundle: Any, scheme: Any, want_partial: bool) -> _Pending:
+@dataclass
+class _HelperReport:
+    """What the helper sends back once it has published its bundles."""
+
+    run: FleetRun
+    recheck: list[_Pending]  # its bundles the stacked run did not pass: certified alone by the parent
+    read_seconds: float
+    publish_seconds: float
+    read_count: int
+
+
+def _profile_one(index: int, bundle_dir: Path, bundle: Any, scheme: Any, want_partial: bool) -> _Pending:
     from greencert.compute.partials import day_partial
     from greencert.pipeline import figures_document
     from greencert.validation.batch import SuiteStats
@@ -86,6 +128,7 @@ def _profile_one(bundle_dir: Path, bundle: Any, scheme: Any, want_partial: bool)
     except GreenCertError as exc:
         error = exc
     return _Pending(
+        index,
         bundle.manifest.scope.deployment,
         bundle_dir,
         bundle.inputs,
@@ -103,11 +146,70 @@ _SUITE_SIZES: dict[str, int] = {}
 
 def _suite_size(name: str) -> int:
     if name not in _SUITE_SIZES:
-        from greencert.validation.run import expectations_dir
+        from greencert.validation.gx import expectations_dir
 
         data = json.loads((expectations_dir() / f"{name}.json").read_text(encoding="utf-8"))
         _SUITE_SIZES[name] = len(data["expectations"])
     return _SUITE_SIZES[name]
+
+
+# ----------------------------------------------------------------------------- the shared queue
+
+
+def _claimer(fd: int) -> Callable[[], int | None]:
+    """Take the next bundle number from the shared pipe; None once it is empty and closed.
+
+    Each number is one 4-byte record, written whole; a pipe read takes the records it returns
+    under the pipe's lock, so two processes never take the same number.
+    """
+
+    def claim() -> int | None:
+        data = os.read(fd, 4)
+        if not data:
+            return None
+        if len(data) != 4:  # cannot happen with whole-record writes and reads
+            raise RuntimeError(f"fleet queue: short read ({len(data)} bytes)")
+        return int(struct.unpack("<I", data)[0])
+
+    return claim
+
+
+def _stream(job: FleetJob, scheme: Any, claim: Callable[[], int | None], run: FleetRun) -> list[_Pending]:
+    """Read and profile the bundles this process claims; keep only their statistics and figures."""
+    from greencert.bundle import open_bundle
+
+    want_partials = job.partials_dir is not None
+
+    def next_bundle() -> tuple[int, Path, Any, GreenCertError | None] | None:
+        index = claim()
+        if index is None:
+            return None
+        path = Path(job.bundle_dirs[index])
+        try:
+            return index, path, open_bundle(path), None
+        except GreenCertError as exc:
+            return index, path, None, exc
+
+    pending: list[_Pending] = []
+    # One reader thread: Parquet decoding and hashing release the GIL, so reading bundle
+    # i+1 overlaps the numpy work on bundle i. At most two bundles are in memory.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="greencert-read") as pool:
+        future = pool.submit(next_bundle)
+        while (got := future.result()) is not None:
+            future = pool.submit(next_bundle)
+            index, path, bundle, error = got
+            got = None  # drop the reference: memory stays bounded
+            if error is not None:
+                run.failures[path.name] = str(error)
+                continue
+            item = _profile_one(index, path, bundle, scheme, want_partials)
+            run.rows += sum(item.rows.values())
+            pending.append(item)
+            del bundle
+    return pending
+
+
+# ----------------------------------------------------------------------------- parent side
 
 
 def certify_fleet_day(
@@ -118,75 +220,228 @@ def certify_fleet_day(
     signing_key: str | Path | None = None,
     pdf: bool | None = False,
     partials_dir: str | Path | None = None,
+    *,
+    max_parent_bundles: int | None = None,
 ) -> FleetRun:
-    """Validate, compute, grade, sign and publish every bundle of a fleet-day."""
-    from greencert.pipeline import _scheme
-    from greencert.validation.batch import ValidatorProcess
+    """Validate, compute, grade, sign and publish every bundle of a fleet-day.
 
+    ``max_parent_bundles`` stops this process taking bundles from the shared queue after
+    that many (the helper reads the rest): for tests of the two-process split, and tuning.
+    """
+    from greencert.certificate.sign import load_signing_key
+    from greencert.pipeline import _scheme
+
+    job = FleetJob(
+        tuple(str(p) for p in bundle_dirs),
+        str(registry),
+        str(work_dir),
+        str(scheme_path) if scheme_path else None,
+        pdf,
+        str(partials_dir) if partials_dir is not None else None,
+    )
     run = FleetRun()
+    run.seconds = {"read_profile_compute": 0.0, "validate_gx": 0.0, "gx_in_child": 0.0, "publish": 0.0}
     began = time.perf_counter()
-    with ValidatorProcess() as validator:
+    with FleetHelper(job) as helper:
+        # Resolved here, once: a development key is created on first use, and an Airflow
+        # connection can only be read from the task's own process. The helper gets the key.
+        key = load_signing_key(signing_key)
+        helper.start(key)
         scheme = _scheme(scheme_path)
-        pending = _stream(bundle_dirs, scheme, partials_dir is not None, run)
+        claim = helper.claim
+        if max_parent_bundles is not None:
+            taken = 0
+
+            def claim() -> int | None:
+                nonlocal taken
+                if taken >= max_parent_bundles:
+                    return None
+                taken += 1
+                return helper.claim()
+
+        pending = _stream(job, scheme, claim, run)
         run.seconds["read_profile_compute"] = time.perf_counter() - began
         mark = time.perf_counter()
-        outcome = validator.validate({p.deployment: p.stats for p in pending})
-    run.gx_runs = outcome.gx_runs
-    run.seconds["validate_gx"] = time.perf_counter() - mark
-    run.seconds["gx_in_child"] = outcome.seconds
-    return _finish(
-        pending, outcome, run, scheme, work_dir, registry, scheme_path, signing_key, pdf, partials_dir
+        # The helper gets the whole pending records: it validates all bundles and publishes
+        # its share of them (see _parent_share), while this process publishes the rest.
+        outcome = helper.validate({p.index: p for p in pending})
+        run.seconds["validate_gx"] = time.perf_counter() - mark
+        run.seconds["gx_in_child"] = outcome.seconds
+        run.gx_runs = outcome.gx_runs
+        mark = time.perf_counter()
+        share = _parent_share({p.index for p in pending}, outcome)
+        recheck = [p for p in pending if p.index not in outcome.passed]
+        recheck += _publish_all([p for p in pending if p.index in share], outcome, scheme, job, key, run)
+        report = helper.report()
+    run.merge(report.run)
+    run.read_by_helper = report.read_count
+    for p in [*recheck, *report.recheck]:
+        # Not passed by the stacked run: the usual per-bundle stages, one at a time.
+        try:
+            work = Path(job.work_dir) / p.deployment
+            work.mkdir(parents=True, exist_ok=True)
+            run.certificates[p.deployment] = _certify_alone(p, work, job, key)
+            _record_energies(p, run)
+        except GreenCertError as exc:
+            run.failures[p.deployment] = str(exc)
+            log.warning("fleet: %s not certified: %s", p.deployment, exc)
+    if run.certificates:
+        from greencert.certificate.registry import rebuild_index
+
+        rebuild_index(registry)  # once for the whole fleet-day, not once per certificate
+    run.seconds["publish"] = time.perf_counter() - mark
+    run.seconds["helper_read"] = report.read_seconds
+    run.seconds["helper_publish"] = report.publish_seconds
+    run.seconds["total"] = time.perf_counter() - began
+    return run
+
+
+class FleetHelper:
+    """The helper process of a fleet run (``python -m greencert.validation.worker fleet FD``).
+
+    It imports Great Expectations first (on the second core, while this process
+    reads), then takes bundles from the shared queue like this process does,
+    validates the statistics of all bundles, and publishes its share. Messages
+    are pickles on its stdin/stdout; the queue is a pipe both processes read.
+    """
+
+    def __init__(self, job: FleetJob) -> None:
+        from greencert.validation.batch import HelperProcess
+
+        self.job = job
+        self.queue_read, queue_write = os.pipe()
+        self.channel = HelperProcess("fleet", str(self.queue_read), pass_fds=(self.queue_read,))
+        self.channel.what = "fleet helper process"
+        records = b"".join(struct.pack("<I", i) for i in range(len(job.bundle_dirs)))
+
+        def fill() -> None:
+            # All numbers, then EOF: a pipe holds 64 KiB, so a very large fleet fills as it drains.
+            try:
+                _write_all(queue_write, records)
+            finally:
+                os.close(queue_write)
+
+        self._filler = threading.Thread(target=fill, name="greencert-queue", daemon=True)
+        self._filler.start()
+        self.claim = _claimer(self.queue_read)
+
+    def start(self, key: Any) -> None:
+        self.channel.send((self.job, key.to_raw()))
+
+    def validate(self, pending: dict[int, _Pending]) -> Any:
+        """Send this process's records; return the verdicts of the stacked run over all bundles."""
+        self.channel.send(pending)
+        self.channel.end_input()
+        return self.channel.receive()
+
+    def report(self) -> _HelperReport:
+        """Wait for the helper to publish its share."""
+        report = self.channel.receive()
+        self.channel.process.wait()
+        return report
+
+    def close(self) -> None:
+        self.channel.close()
+        os.close(self.queue_read)
+
+    def __enter__(self) -> FleetHelper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # Whole 4-byte records only (writes of <= PIPE_BUF bytes are atomic; 4096 is a multiple of 4).
+    for start in range(0, len(data), 4096):
+        os.write(fd, data[start : start + 4096])
+
+
+# ----------------------------------------------------------------------------- helper side
+
+
+def serve_helper(queue_fd: int) -> int:
+    """Helper side of :class:`FleetHelper`."""
+    from greencert.validation.batch import ChildSide, import_gx_quietly
+
+    child = ChildSide()
+    try:
+        import_gx_quietly()  # first: the parent is reading meanwhile
+        import greencert.certificate.issue  # noqa: F401
+        import greencert.pipeline  # noqa: F401
+        import greencert.validation.run  # noqa: F401
+
+        setup = child.messages.get()
+        if setup is None or isinstance(setup, BaseException):
+            child.close()
+            return 0 if setup is None else 1
+        job, raw_key = setup
+        _help(job, raw_key, _claimer(queue_fd), child.messages, child.send)
+    except Exception as exc:  # sent back and raised in the parent
+        child.send(exc)
+    child.close()
+    return 0
+
+
+def _help(job: FleetJob, raw_key: Any, claim: Callable[[], int | None], messages: Any, send: Any) -> None:
+    from greencert.certificate.sign import SigningKey
+    from greencert.pipeline import _scheme
+    from greencert.validation.batch import validate_batch
+
+    key = SigningKey.from_raw(*raw_key)
+    scheme = _scheme(job.scheme_path)
+    run = FleetRun()
+    began = time.perf_counter()
+    pending = _stream(job, scheme, claim, run)
+    read_seconds = time.perf_counter() - began
+    theirs = messages.get()
+    if theirs is None or isinstance(theirs, BaseException):
+        raise RuntimeError("fleet helper: the parent sent no statistics")
+    everything = {**theirs, **{p.index: p for p in pending}}
+    # Always in bundle order: the stacked reports do not depend on who read what.
+    outcome = validate_batch({i: everything[i].stats for i in sorted(everything)})
+    send(outcome)  # the parent publishes its share meanwhile
+    began = time.perf_counter()
+    share = _parent_share(set(theirs), outcome)
+    recheck = [p for p in pending if p.index not in outcome.passed]
+    mine = [everything[i] for i in sorted(outcome.passed) if i in everything and i not in share]
+    recheck += _publish_all(mine, outcome, scheme, job, key, run)
+    send(_HelperReport(run, recheck, read_seconds, time.perf_counter() - began, len(pending)))
+
+
+def _parent_share(parent_read: set[int], outcome: Any) -> set[int]:
+    """The passed bundles the parent publishes: the first half of all passed, from those it read.
+
+    Both processes compute the same set; the helper publishes every other passed bundle (it
+    has all pending records, the parent only its own), so publication runs on both cores.
+    """
+    half = len(outcome.passed) // 2
+    return set(sorted(i for i in parent_read if i in outcome.passed)[:half])
+
+
+# ----------------------------------------------------------------------------- publication
+
+
+def _record_energies(p: _Pending, run: FleetRun) -> None:
+    # Per-device energy of the power series, as validated (the statistics frame carries it).
+    power = p.stats[0].frame
+    run.device_energy_kwh.update(
+        zip(power["device"].astype(str), power["energy_kwh"].astype(float), strict=True)
     )
 
 
-def _stream(bundle_dirs: list[Path], scheme: Any, want_partials: bool, run: FleetRun) -> list[_Pending]:
-    """Read and profile the bundles one after the other; keep only their statistics and figures."""
-    from greencert.bundle import open_bundle
+def _publish_all(
+    pending: list[_Pending], outcome: Any, scheme: Any, job: FleetJob, key: Any, run: FleetRun
+) -> list[_Pending]:
+    """Publish ``pending`` (passed by the stacked run); return those without figures (certified alone)."""
 
-    pending: list[_Pending] = []
-    # One reader thread: Parquet decoding and hashing release the GIL, so reading bundle
-    # i+1 overlaps the numpy work on bundle i. At most two bundles are in memory.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="greencert-read") as pool:
-        futures: list[Any] = [pool.submit(open_bundle, path) for path in bundle_dirs[:1]]
-        for i, path in enumerate(bundle_dirs):
-            if i + 1 < len(bundle_dirs):
-                futures.append(pool.submit(open_bundle, bundle_dirs[i + 1]))
-            try:
-                bundle = futures[i].result()
-            except GreenCertError as exc:
-                run.failures[Path(path).name] = str(exc)
-                continue
-            finally:
-                futures[i] = None  # drop the reference: memory stays bounded
-            item = _profile_one(Path(path), bundle, scheme, want_partials)
-            run.rows += sum(item.rows.values())
-            pending.append(item)
-            del bundle
-    return pending
-
-
-def _finish(
-    pending: list[_Pending],
-    outcome: Any,
-    run: FleetRun,
-    scheme: Any,
-    work_dir: str | Path,
-    registry: str | Path,
-    scheme_path: str | Path | None,
-    signing_key: str | Path | None,
-    pdf: bool | None,
-    partials_dir: str | Path | None,
-) -> FleetRun:
-    """Write and publish what passed; validate alone what the stacked run did not pass."""
-    began = time.perf_counter()
-
-    def one(p: _Pending) -> str:
-        work = Path(work_dir) / p.deployment
+    def one(p: _Pending, suites: list[Any]) -> str:
+        work = Path(job.work_dir) / p.deployment
         work.mkdir(parents=True, exist_ok=True)
         if p.error is not None:
             raise p.error
-        cert = _publish_passed(p, outcome.passed[p.deployment], scheme, work, registry, signing_key, pdf)
-        if partials_dir is not None and p.partial is not None:
+        cert = _publish_passed(p, suites, scheme, work, job.registry, key, job.pdf)
+        if job.partials_dir is not None and p.partial is not None:
             from greencert.compute.partials import save_partial
 
             validation = json.loads((work / "validation.json").read_text())
@@ -196,46 +451,25 @@ def _finish(
                 "rows": validation["rows"],
             }
             partial = dataclasses.replace(p.partial, validation=summary)
-            run.partials[p.deployment] = str(save_partial(partial, Path(partials_dir)))
+            run.partials[p.deployment] = str(save_partial(partial, Path(job.partials_dir)))
         return cert
 
-    passed = [p for p in pending if p.deployment in outcome.passed and p.figures is not None]
-    if passed:
-        from greencert.certificate.sign import load_signing_key
-
-        # Resolve the key before the threads start (a development key is created on first use).
-        load_signing_key(signing_key)
-    # Publishing is mostly waiting for fsync (every file is written atomically and durably):
-    # a few threads overlap those waits. Each deployment writes its own folders; the shared
-    # registry files (public keys, revocation list) are written atomically with equal content.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="greencert-publish") as pool:
-        futures = {p.deployment: pool.submit(one, p) for p in passed}
-    for p in pending:
+    passed = [p for p in pending if p.figures is not None]
+    # Each deployment writes its own folders; the shared registry files (public keys,
+    # revocation list) are written atomically with equal content.
+    with concurrent.futures.ThreadPoolExecutor(
+        PUBLISH_THREADS, thread_name_prefix="greencert-publish"
+    ) as pool:
+        futures = {p.index: pool.submit(one, p, outcome.passed[p.index]) for p in passed}
+    for p in passed:
         try:
-            if p.deployment in futures:
-                cert = futures[p.deployment].result()
-            else:
-                # Not passed by the stacked run: the usual per-bundle stages, one at a time.
-                work = Path(work_dir) / p.deployment
-                work.mkdir(parents=True, exist_ok=True)
-                cert = _certify_alone(p, work, registry, scheme_path, signing_key, pdf)
+            run.certificates[p.deployment] = futures[p.index].result()
         except GreenCertError as exc:
             run.failures[p.deployment] = str(exc)
             log.warning("fleet: %s not certified: %s", p.deployment, exc)
             continue
-        run.certificates[p.deployment] = cert
-        # Per-device energy of the power series, as validated (the statistics frame carries it).
-        power = p.stats[0].frame
-        run.device_energy_kwh.update(
-            zip(power["device"].astype(str), power["energy_kwh"].astype(float), strict=True)
-        )
-    if run.certificates:
-        from greencert.certificate.registry import rebuild_index
-
-        rebuild_index(registry)  # once for the whole fleet-day, not once per certificate
-    run.seconds["publish"] = time.perf_counter() - began
-    run.seconds["total"] = sum(v for k, v in run.seconds.items() if k != "gx_in_child")
-    return run
+        _record_energies(p, run)
+    return [p for p in pending if p.index not in futures]
 
 
 def _publish_passed(
@@ -244,7 +478,7 @@ def _publish_passed(
     scheme: Any,
     work: Path,
     registry: str | Path,
-    signing_key: str | Path | None,
+    key: Any,
     pdf: bool | None,
 ) -> str:
     from greencert.pipeline import FIGURES_FILE, VALIDATION_FILE, _write_json, grade_stage, publish_stage
@@ -264,24 +498,17 @@ def _publish_passed(
     }
     figures_path = _write_json(work / FIGURES_FILE, figures)
     graded = grade_stage(figures_path, work, scheme.path)
-    return publish_stage(graded, p.bundle_dir, validation, registry, signing_key, pdf, index=False)
+    return publish_stage(graded, p.bundle_dir, validation, registry, key, pdf, index=False)
 
 
-def _certify_alone(
-    p: _Pending,
-    work: Path,
-    registry: str | Path,
-    scheme_path: str | Path | None,
-    signing_key: str | Path | None,
-    pdf: bool | None,
-) -> str:
+def _certify_alone(p: _Pending, work: Path, job: FleetJob, key: Any) -> str:
     """The usual per-bundle stages: canonical failure report, or a certificate if it passes alone."""
     from greencert.pipeline import compute_stage, grade_stage, publish_stage, validate_stage
 
-    validation = validate_stage(p.bundle_dir, work, scheme_path)
-    figures = compute_stage(p.bundle_dir, validation, work, scheme_path)
-    graded = grade_stage(figures, work, scheme_path)
-    return publish_stage(graded, p.bundle_dir, validation, registry, signing_key, pdf, index=False)
+    validation = validate_stage(p.bundle_dir, work, job.scheme_path)
+    figures = compute_stage(p.bundle_dir, validation, work, job.scheme_path)
+    graded = grade_stage(figures, work, job.scheme_path)
+    return publish_stage(graded, p.bundle_dir, validation, job.registry, key, job.pdf, index=False)
 
 
 # ----------------------------------------------------------------------------- task bodies (monthly DAG)

@@ -81,6 +81,17 @@ class SigningKey:
     def sign(self, data: bytes) -> bytes:
         return self.private.sign(data)
 
+    def to_raw(self) -> tuple[bytes, bool, str]:
+        """The key for a helper process this one started (over a private pipe, never to disk or logs)."""
+        raw = self.private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return raw, self.development, self.source
+
+    @classmethod
+    def from_raw(cls, raw: bytes, development: bool, source: str) -> SigningKey:
+        return cls(Ed25519PrivateKey.from_private_bytes(raw), development, source)
+
     def signing_section(self) -> dict[str, Any]:
         """The ``signing`` section that goes INTO the signed certificate."""
         return {
@@ -181,8 +192,10 @@ def development_key(home: Path | None = None) -> SigningKey:
     return SigningKey(key.private, True, f"development key {path}")
 
 
-def load_signing_key(path: str | Path | None = None, conn_id: str | None = None) -> SigningKey:
-    """Resolve the signing key (see the module docstring for the order)."""
+def load_signing_key(path: str | Path | SigningKey | None = None, conn_id: str | None = None) -> SigningKey:
+    """Resolve the signing key (see the module docstring for the order); a resolved key passes through."""
+    if isinstance(path, SigningKey):
+        return path
     if path:
         return load_key_file(path)
     if os.environ.get(ENV_KEY):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,39 +22,10 @@ from greencert.bundle.reader import Bundle, Series
 from greencert.errors import ValidationFailed
 from greencert.grading import Scheme
 from greencert.units import ENERGY, POWER, Q_, parse_unit
+from greencert.validation.gx import SuiteResult, _clean_gx_result, _gx, expectations_dir
 from greencert.validation.profile import Profile, grid_profile, locate, meter_profile, token_profile
 
 log = logging.getLogger(__name__)
-
-
-def expectations_dir() -> Path:
-    env = os.environ.get("GREENCERT_EXPECTATIONS_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "expectations"
-
-
-_GX_STATE: dict[str, Any] = {}
-
-
-def _gx() -> tuple[Any, Any]:
-    """Ephemeral GX context and a dataframe batch definition, created once per process."""
-    if "batch_definition" not in _GX_STATE:
-        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        # Some GX modules pin their loggers to INFO on import; quiet them (noise in task logs).
-        for name in list(logging.root.manager.loggerDict):
-            if name.startswith("great_expectations"):
-                logging.getLogger(name).setLevel(logging.WARNING)
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        asset = context.data_sources.add_pandas("greencert").add_dataframe_asset("profile")
-        _GX_STATE["batch_definition"] = asset.add_batch_definition_whole_dataframe("whole")
-        _GX_STATE["gx"] = gx
-    return _GX_STATE["gx"], _GX_STATE["batch_definition"]
 
 
 def load_suite(name: str) -> Any:
@@ -65,16 +35,6 @@ def load_suite(name: str) -> Any:
     path = expectations_dir() / f"{name}.json"
     data = json.loads(path.read_text(encoding="utf-8"))
     return ExpectationSuite(**data)
-
-
-@dataclass
-class SuiteResult:
-    suite: str
-    file: str
-    success: bool
-    failures: list[dict[str, Any]]
-    evaluated: int
-    gx_result: dict[str, Any]
 
 
 @dataclass
@@ -106,17 +66,6 @@ class ValidationReport:
                 for s in self.suites
             ],
         }
-
-
-def _clean_gx_result(result: dict[str, Any]) -> dict[str, Any]:
-    """Drop run-specific fields (load time, random ids) so reports are reproducible."""
-    meta = result.get("meta", {})
-    meta.get("batch_markers", {}).pop("ge_load_time", None)
-    result.pop("id", None)
-    for r in result.get("results", []):
-        r.get("expectation_config", {}).pop("id", None)
-        r.get("expectation_config", {}).get("kwargs", {}).pop("batch_id", None)
-    return result
 
 
 def run_suite(
@@ -298,7 +247,9 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
 def write_report(report: ValidationReport, path: Path) -> None:
     from greencert.certificate.publish import atomic_write_bytes
 
-    payload = json.dumps(report.to_dict(), indent=1, sort_keys=True, default=_json_default).encode()
+    payload = json.dumps(
+        report.to_dict(), sort_keys=True, separators=(",", ":"), default=_json_default
+    ).encode()
     atomic_write_bytes(Path(path), payload)
 
 

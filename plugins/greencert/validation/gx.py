@@ -1,0 +1,116 @@
+"""Great Expectations itself: the ephemeral context, the suites' folder, cleaned results.
+
+Kept apart from the bundle readers and the unit registry so that the validation
+child process (``greencert.validation.worker``) imports only this, pandas and
+GX: it needs none of pint, pyarrow's readers or the manifest models.
+``great_expectations`` takes seconds to import, so it is only imported inside
+:func:`_gx`, never at module or DAG-file level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def expectations_dir() -> Path:
+    env = os.environ.get("GREENCERT_EXPECTATIONS_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "expectations"
+
+
+_GX_STATE: dict[str, Any] = {}
+
+# Modules Great Expectations imports at start-up only for expectations GreenCert does not use
+# (KL divergence and KS tests import scipy.stats; the KL divergence's chart renderer imports
+# altair). Loaded lazily they cost nothing until an attribute is used: about half of the
+# GX import (~2 s CPU of ~4.5 s, `-X importtime`); see docs/performance.md.
+GX_LAZY_MODULES = frozenset({"scipy.stats", "altair"})
+
+
+class _LazyFinder(importlib.abc.MetaPathFinder):
+    """Finds ``names`` with the other finders and defers executing them (``importlib.util.LazyLoader``).
+
+    The module object exists at once; its code runs on first attribute access, so
+    behaviour is unchanged for any code that does use it.
+    """
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(
+        self, fullname: str, path: Any, target: Any = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.names:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                spec.loader = importlib.util.LazyLoader(spec.loader)
+                return spec
+        return None
+
+
+@contextlib.contextmanager
+def lazy_imports(names: frozenset[str] = GX_LAZY_MODULES) -> Generator[None, None, None]:
+    """Import ``names`` lazily while the block runs (only those not imported yet)."""
+    finder = _LazyFinder(frozenset(n for n in names if n not in sys.modules))
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def _gx() -> tuple[Any, Any]:
+    """Ephemeral GX context and a dataframe batch definition, created once per process."""
+    if "batch_definition" not in _GX_STATE:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        with lazy_imports():
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        # Some GX modules pin their loggers to INFO on import; quiet them (noise in task logs).
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("great_expectations"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = context.data_sources.add_pandas("greencert").add_dataframe_asset("profile")
+        _GX_STATE["batch_definition"] = asset.add_batch_definition_whole_dataframe("whole")
+        _GX_STATE["gx"] = gx
+    return _GX_STATE["gx"], _GX_STATE["batch_definition"]
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    file: str
+    success: bool
+    failures: list[dict[str, Any]]
+    evaluated: int
+    gx_result: dict[str, Any]
+
+
+def _clean_gx_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Drop run-specific fields (load time, random ids) so reports are reproducible."""
+    meta = result.get("meta", {})
+    meta.get("batch_markers", {}).pop("ge_load_time", None)
+    result.pop("id", None)
+    for r in result.get("results", []):
+        r.get("expectation_config", {}).pop("id", None)
+        r.get("expectation_config", {}).get("kwargs", {}).pop("batch_id", None)
+    return result
