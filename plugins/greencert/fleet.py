@@ -153,6 +153,27 @@ def _suite_size(name: str) -> int:
     return _SUITE_SIZES[name]
 
 
+def _keep_freed_memory() -> None:
+    """Ask glibc's malloc to reuse freed memory instead of returning it to the kernel.
+
+    Each bundle's arrays (a few MB each, dozens per bundle) are freed before the next
+    bundle allocates the same sizes. By default glibc maps big blocks freshly and unmaps
+    them on free, so every bundle paid page faults and kernel page zeroing again (about a
+    tenth of a fleet run's CPU, `perf`). With these two settings a fleet process reuses its
+    heap; peak memory is unchanged (the same sizes are reused). Process-wide, hence only
+    in fleet runs; a no-op where mallopt(3) is not glibc's.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 64 << 20)  # blocks up to 64 MB come from the heap...
+    mallopt(m_trim_threshold, 512 << 20)  # ...and the heap is not shrunk below 512 MB of free top
+
+
 # ----------------------------------------------------------------------------- the shared queue
 
 
@@ -239,6 +260,7 @@ def certify_fleet_day(
         pdf,
         str(partials_dir) if partials_dir is not None else None,
     )
+    _keep_freed_memory()
     run = FleetRun()
     run.seconds = {"read_profile_compute": 0.0, "validate_gx": 0.0, "gx_in_child": 0.0, "publish": 0.0}
     began = time.perf_counter()
@@ -365,6 +387,7 @@ def serve_helper(queue_fd: int) -> int:
     from greencert.validation.batch import ChildSide, import_gx_quietly
 
     child = ChildSide()
+    _keep_freed_memory()
     try:
         import_gx_quietly()  # first: the parent is reading meanwhile
         import greencert.certificate.issue  # noqa: F401
@@ -489,14 +512,15 @@ def _publish_passed(
     payload["inputs"] = p.inputs
     payload["scheme"] = {"id": scheme.id, "version": scheme.version}
     (work / "validation.failed.json").unlink(missing_ok=True)
-    validation = _write_json(work / VALIDATION_FILE, payload)
+    # Work files of this process only (the registry's copies are written durably): no fsync.
+    validation = _write_json(work / VALIDATION_FILE, payload, durable=False)
     figures = dict(p.figures or {})
     figures["data_quality"] = {
         **figures["data_quality"],
         "expectations_evaluated": sum(s["evaluated_expectations"] for s in payload["suites"]),
         "rows": payload["rows"],
     }
-    figures_path = _write_json(work / FIGURES_FILE, figures)
+    figures_path = _write_json(work / FIGURES_FILE, figures, durable=False)
     graded = grade_stage(figures_path, work, scheme.path)
     return publish_stage(graded, p.bundle_dir, validation, registry, key, pdf, index=False)
 

@@ -33,12 +33,12 @@ def _scheme(scheme_path: str | Path | None):
     return load_scheme(Path(scheme_path) if scheme_path else DEFAULT_SCHEME)
 
 
-def _write_json(path: Path, data: Any) -> Path:
+def _write_json(path: Path, data: Any, durable: bool = True) -> Path:
     from greencert.certificate.publish import atomic_write_bytes
 
     # Compact: json's C encoder is only used without indent; indenting the 50 KB validation
     # reports in pure Python was a tenth of a fleet-day's CPU. `jq .` reads them nicely.
-    atomic_write_bytes(path, json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+    atomic_write_bytes(path, json.dumps(data, sort_keys=True, separators=(",", ":")).encode(), durable)
     return path
 
 

@@ -273,12 +273,15 @@ def _times_to_seconds(column: pa.ChunkedArray, where: str, file_format: str) -> 
     """RFC 3339 with offset, or Unix seconds; returns float64 Unix seconds (NaN where null)."""
     typ = column.type
     if pa.types.is_timestamp(typ):
-        ns = pc.cast(column, pa.timestamp("ns", tz="UTC")).cast(pa.int64())
-        if ns.null_count == 0:
-            # int64 -> float64 happens inside the division: one pass, same values.
-            return np.divide(ns.to_numpy(), 1e9)
-        out = ns.to_numpy(zero_copy_only=False).astype(np.float64) / 1e9
-        return out
+        per_second = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[typ.unit]
+        # The stored integers in their own unit (a zero-copy view): converting microseconds to
+        # nanoseconds first cost a pass and a copy, and ns counts above 2**53 round on the way to
+        # float64 while us counts of any plausible date are exact.
+        ticks = column.cast(pa.int64())
+        if ticks.null_count == 0:
+            # int64 -> float64 happens inside the division: one pass.
+            return np.divide(ticks.to_numpy(), per_second)
+        return ticks.to_numpy(zero_copy_only=False).astype(np.float64) / per_second
     if pa.types.is_integer(typ) or pa.types.is_floating(typ):
         return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
     # Text: numbers are Unix seconds, everything else must be RFC 3339 with an offset.

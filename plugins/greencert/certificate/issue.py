@@ -129,6 +129,18 @@ class _Publication:
         self._moves.clear()
 
 
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Registry-wide files (public keys) are the same for every certificate of a key: a batch of
+    50 rewrote them 50 times, each an atomic, fsynced write. Only write what differs."""
+    if is_local(path):
+        try:
+            if path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+    write_file(path, data)
+
+
 def _same_evidence(target: Path, inputs: list[dict[str, str]]) -> bool:
     from greencert.bundle.reader import sha256_file
 
@@ -240,8 +252,8 @@ def publish_certificate(
                 # Last of the certificate's files: its presence means "published".
                 files.write(cert_path, body)
                 # Registry-wide files, shared by every certificate: written whole (atomically) now.
-                write_file(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
-                write_file(root / ISSUER_PEM, key.public_pem)
+                _write_if_changed(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
+                _write_if_changed(root / ISSUER_PEM, key.public_pem)
                 if not (root / REVOCATIONS).exists():
                     # An empty signed list from the first publication on: a verifier that finds the
                     # registry but no list knows something was removed.

@@ -158,12 +158,11 @@ def verify_commands(certificate: dict[str, Any]) -> dict[str, str]:
 
 def render_label(certificate: dict[str, Any]) -> str:
     """The label HTML (autoescaped, self-contained, one A4 page when printed)."""
-    from greencert.certificate.templates import template_environment
+    from greencert.certificate.templates import template
 
-    env = template_environment()
     hourly = certificate.get("hourly", {})
     hours = len(hourly.get("hour_start", []))
-    return env.get_template("label.html.j2").render(
+    return template("label.html.j2").render(
         c=certificate,
         bands=band_rows(certificate),
         chart=build_chart(hourly),

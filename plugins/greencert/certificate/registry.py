@@ -214,12 +214,9 @@ def _issuer_key_id(registry: Path) -> str | None:
 
 def render_index_html(rows: list[dict[str, Any]], status_at: str) -> str:
     from greencert.certificate.render import GRADE_COLOURS
-    from greencert.certificate.templates import template_environment
+    from greencert.certificate.templates import template
 
-    env = template_environment()
-    return env.get_template("registry_index.html.j2").render(
-        rows=rows, status_at=status_at, colours=GRADE_COLOURS
-    )
+    return template("registry_index.html.j2").render(rows=rows, status_at=status_at, colours=GRADE_COLOURS)
 
 
 def rebuild_index(registry: Path, at: dt.datetime | None = None) -> Path:

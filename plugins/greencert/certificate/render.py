@@ -16,8 +16,8 @@ GRADE_COLOURS = {
 
 
 def render_html(certificate: dict[str, Any]) -> str:
-    from greencert.certificate.templates import template_environment
+    from greencert.certificate.templates import template
 
-    env = template_environment()
-    template = env.get_template("certificate.html.j2")
-    return template.render(c=certificate, colour=GRADE_COLOURS.get(certificate["grade"], "#555"))
+    return template("certificate.html.j2").render(
+        c=certificate, colour=GRADE_COLOURS.get(certificate["grade"], "#555")
+    )
