@@ -116,8 +116,7 @@ def phase_generate(scale: float, out: Path) -> dict:
 
 
 def phase_greencert(fleet_day: Path, out: Path, scheme: Path, key: Path) -> dict:
-    from greencert.fleet import certify_fleet_day
-    from greencert.sources.fleet import deployment_bundles
+    from greencert.fleet import certify_fleet_day, deployment_bundles
 
     shutil.rmtree(out, ignore_errors=True)
     run = certify_fleet_day(

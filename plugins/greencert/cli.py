@@ -49,8 +49,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_certify_fleet(args: argparse.Namespace) -> int:
-    from greencert.fleet import certify_fleet_day
-    from greencert.sources.fleet import deployment_bundles
+    from greencert.fleet import certify_fleet_day, deployment_bundles
 
     run = certify_fleet_day(
         deployment_bundles(Path(args.fleet_day)),

@@ -46,6 +46,7 @@ from greencert.errors import GreenCertError
 
 log = logging.getLogger("greencert")
 
+INDEX_NAME = "fleet.json"  # a fleet-day folder's list of its deployment bundles
 PUBLISH_THREADS = 4  # publication mostly waits for fsync; a few threads overlap the waits
 
 
@@ -228,6 +229,20 @@ def _stream(job: FleetJob, scheme: Any, claim: Callable[[], int | None], run: Fl
             pending.append(item)
             del bundle
     return pending
+
+
+def deployment_bundles(fleet_day: Path) -> list[Path]:
+    """Bundles of a fleet-day folder, in the order of its index (or by name without one).
+
+    Here, not beside the simulator that writes the index: a fleet run calls this first, and
+    importing the simulator (numpy, pyarrow, the manifest models) would delay the helper.
+    """
+    fleet_day = Path(fleet_day)
+    index = fleet_day / INDEX_NAME
+    if index.is_file():
+        entries = json.loads(index.read_text())["deployments"]
+        return [fleet_day / e["deployment"] for e in entries]
+    return sorted(p.parent for p in fleet_day.glob("*/manifest.yaml"))
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -574,13 +589,14 @@ def certify_day_task(
     work folder, certificates and partial files.
     """
     from greencert.errors import ConfigError
-    from greencert.sources.fleet import INDEX_NAME, FleetSpec, deployment_bundles, write_fleet_day
 
     start = _day(day)
     folder = Path(fleet_root) / f"{start:%Y-%m-%d}"
     if not (folder / INDEX_NAME).is_file():
         if simulate_scale is None:
             raise ConfigError("no fleet-day bundles for this day (fleet.json missing)", str(folder))
+        from greencert.sources.fleet import FleetSpec, write_fleet_day
+
         write_fleet_day(FleetSpec(scale=simulate_scale), start, Path(fleet_root))
     run = certify_fleet_day(
         deployment_bundles(folder),

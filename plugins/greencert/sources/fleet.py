@@ -44,12 +44,14 @@ import numpy as np
 import pyarrow as pa
 
 from greencert.bundle.writer import write_bundle
+
+# The reading side (fleet.json -> bundle folders) lives in greencert.fleet; re-exported here.
+from greencert.fleet import INDEX_NAME, deployment_bundles  # noqa: F401
 from greencert.sources.simulate import IDLE_W, TDP_W, seed_for
 
 FULL_NODES = 1_000
 FULL_DEPLOYMENTS = 50
 GPUS_PER_NODE = 8
-INDEX_NAME = "fleet.json"
 
 # Models served by the fleet, cycled over deployments. GPU-only J per output token
 # at full load, a little above the best steady-state H100 figures of the ML.ENERGY
@@ -421,13 +423,3 @@ def write_fleet_day(spec: FleetSpec, day: dt.datetime, out: Path) -> Path:
 
     atomic_write_text(folder / INDEX_NAME, json.dumps(index, indent=1) + "\n")
     return folder
-
-
-def deployment_bundles(fleet_day: Path) -> list[Path]:
-    """Bundles of a fleet-day folder, in the order of its index (or by name without one)."""
-    fleet_day = Path(fleet_day)
-    index = fleet_day / INDEX_NAME
-    if index.is_file():
-        entries = json.loads(index.read_text())["deployments"]
-        return [fleet_day / e["deployment"] for e in entries]
-    return sorted(p.parent for p in fleet_day.glob("*/manifest.yaml"))
