@@ -233,6 +233,9 @@ def run_size(cache: Path, scale: float, repeat: int, scheme: Path, key: Path, wo
             args = ["--phase", side, "--fleet-day", str(day), "--out", str(out)]
             if side == "greencert":
                 args += ["--scheme", str(scheme), "--key", str(key)]
+            # Neither side may inherit the other's pending disk writes (GreenCert writes ~250 MB of
+            # certificates and evidence copies): flush them before each timed run.
+            os.sync()
             wall, info = _child(args, cache)
             pair[side] = {"wall": wall, **info}
         pair["load_after"] = _loadavg()

@@ -236,7 +236,8 @@ def _read_parquet(
     import pyarrow.parquet as pq
 
     try:
-        schema = pq.read_schema(path)
+        # The footer only; the file is opened again below with the dictionary columns it has.
+        schema = pq.ParquetFile(path).schema_arrow
     except (pa.ArrowInvalid, OSError) as exc:
         raise BundleError(f"not a readable Parquet file ({exc})", str(path)) from None
     _check_columns(list(schema.names), required, optional, str(path))
@@ -258,7 +259,12 @@ def _read_parquet(
             if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_dictionary(typ)):
                 raise BundleError(f"column {name!r} has type {typ}, expected text", f"{path} column {name}")
     try:
-        table = pq.read_table(path, read_dictionary=[c for c in ("device", "instance") if c in schema.names])
+        # ParquetFile rather than read_table (whose dataset layer cost more than small files'
+        # decoding), on this thread only: bundles are read in parallel by the callers (a fleet
+        # run's reader threads and processes), and pyarrow's own pool spent more CPU than it saved.
+        table = pq.ParquetFile(
+            path, read_dictionary=[c for c in ("device", "instance") if c in schema.names]
+        ).read(use_threads=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise BundleError(f"Parquet file cannot be read ({exc})", str(path)) from None
     if table.num_rows == 0:
