@@ -196,8 +196,17 @@ def _claimer(fd: int) -> Callable[[], int | None]:
     return claim
 
 
-def _stream(job: FleetJob, scheme: Any, claim: Callable[[], int | None], run: FleetRun) -> list[_Pending]:
-    """Read and profile the bundles this process claims; keep only their statistics and figures."""
+def _stream(
+    job: FleetJob,
+    scheme: Any,
+    claim: Callable[[], int | None],
+    run: FleetRun,
+    on_pending: Callable[[_Pending], None] | None = None,
+) -> list[_Pending]:
+    """Read and profile the bundles this process claims; keep only their statistics and figures.
+
+    ``on_pending`` sees each record as soon as it is made (the parent streams them to the helper).
+    """
     from greencert.bundle import open_bundle
 
     want_partials = job.partials_dir is not None
@@ -227,6 +236,8 @@ def _stream(job: FleetJob, scheme: Any, claim: Callable[[], int | None], run: Fl
             item = _profile_one(index, path, bundle, scheme, want_partials)
             run.rows += sum(item.rows.values())
             pending.append(item)
+            if on_pending is not None:
+                on_pending(item)
             del bundle
     return pending
 
@@ -296,19 +307,27 @@ def certify_fleet_day(
                 taken += 1
                 return helper.claim()
 
-        pending = _stream(job, scheme, claim, run)
+        # Each record goes to the helper as soon as it is made (not all at the end: the pickling
+        # would lengthen the wait): it validates all bundles and publishes its share of them
+        # (see _parent_share), while this process publishes the rest.
+        pending = _stream(job, scheme, claim, run, helper.channel.send)
         run.seconds["read_profile_compute"] = time.perf_counter() - began
         mark = time.perf_counter()
-        # The helper gets the whole pending records: it validates all bundles and publishes
-        # its share of them (see _parent_share), while this process publishes the rest.
-        outcome = helper.validate({p.index: p for p in pending})
+        helper.channel.end_input()  # the helper's GX run starts now
+        read = {p.index for p in pending}
+        candidates = set(_parent_candidates(read, len(job.bundle_dirs)))
+        prepared = _prepare([p for p in pending if p.index in candidates], scheme, key, job.pdf)
+        run.seconds["prepare"] = time.perf_counter() - mark
+        outcome = helper.channel.receive()
         run.seconds["validate_gx"] = time.perf_counter() - mark
         run.seconds["gx_in_child"] = outcome.seconds
         run.gx_runs = outcome.gx_runs
         mark = time.perf_counter()
-        share = _parent_share({p.index for p in pending}, outcome)
+        share = _parent_share(read, outcome, len(job.bundle_dirs))
         recheck = [p for p in pending if p.index not in outcome.passed]
-        recheck += _publish_all([p for p in pending if p.index in share], outcome, scheme, job, key, run)
+        recheck += _publish_all(
+            [p for p in pending if p.index in share], outcome, scheme, job, key, run, prepared
+        )
         report = helper.report()
     run.merge(report.run)
     run.read_by_helper = report.read_count
@@ -364,12 +383,6 @@ class FleetHelper:
 
     def start(self, key: Any) -> None:
         self.channel.send((self.job, key.to_raw()))
-
-    def validate(self, pending: dict[int, _Pending]) -> Any:
-        """Send this process's records; return the verdicts of the stacked run over all bundles."""
-        self.channel.send(pending)
-        self.channel.end_input()
-        return self.channel.receive()
 
     def report(self) -> _HelperReport:
         """Wait for the helper to publish its share."""
@@ -432,29 +445,40 @@ def _help(job: FleetJob, raw_key: Any, claim: Callable[[], int | None], messages
     began = time.perf_counter()
     pending = _stream(job, scheme, claim, run)
     read_seconds = time.perf_counter() - began
-    theirs = messages.get()
-    if theirs is None or isinstance(theirs, BaseException):
-        raise RuntimeError("fleet helper: the parent sent no statistics")
+    theirs: dict[int, _Pending] = {}
+    while (message := messages.get()) is not None:  # the parent's records, until its input ends
+        if isinstance(message, BaseException):
+            raise message
+        theirs[message.index] = message
     everything = {**theirs, **{p.index: p for p in pending}}
     # Always in bundle order: the stacked reports do not depend on who read what.
     outcome = validate_batch({i: everything[i].stats for i in sorted(everything)})
     send(outcome)  # the parent publishes its share meanwhile
     began = time.perf_counter()
-    share = _parent_share(set(theirs), outcome)
+    share = _parent_share(set(theirs), outcome, len(job.bundle_dirs))
     recheck = [p for p in pending if p.index not in outcome.passed]
     mine = [everything[i] for i in sorted(outcome.passed) if i in everything and i not in share]
     recheck += _publish_all(mine, outcome, scheme, job, key, run)
     send(_HelperReport(run, recheck, read_seconds, time.perf_counter() - began, len(pending)))
 
 
-def _parent_share(parent_read: set[int], outcome: Any) -> set[int]:
-    """The passed bundles the parent publishes: the first half of all passed, from those it read.
+# Share of a fleet-day's bundles the parent publishes (if it read them and they pass): it has
+# prepared them during the GX run, so its part of the publication is quicker than the helper's.
+PARENT_PUBLISH_SHARE = 0.6
 
-    Both processes compute the same set; the helper publishes every other passed bundle (it
-    has all pending records, the parent only its own), so publication runs on both cores.
+
+def _parent_candidates(parent_read: set[int], n_bundles: int) -> list[int]:
+    """The bundles the parent prepares before the verdict: the first of those it read."""
+    return sorted(parent_read)[: round(PARENT_PUBLISH_SHARE * n_bundles)]
+
+
+def _parent_share(parent_read: set[int], outcome: Any, n_bundles: int) -> set[int]:
+    """The passed bundles the parent publishes; the helper publishes every other passed bundle.
+
+    Both processes compute the same set (the helper has all pending records, the parent only
+    its own), so publication runs on both cores.
     """
-    half = len(outcome.passed) // 2
-    return set(sorted(i for i in parent_read if i in outcome.passed)[:half])
+    return {i for i in _parent_candidates(parent_read, n_bundles) if i in outcome.passed}
 
 
 # ----------------------------------------------------------------------------- publication
@@ -469,7 +493,13 @@ def _record_energies(p: _Pending, run: FleetRun) -> None:
 
 
 def _publish_all(
-    pending: list[_Pending], outcome: Any, scheme: Any, job: FleetJob, key: Any, run: FleetRun
+    pending: list[_Pending],
+    outcome: Any,
+    scheme: Any,
+    job: FleetJob,
+    key: Any,
+    run: FleetRun,
+    prepared: dict[int, _Prepared] | None = None,
 ) -> list[_Pending]:
     """Publish ``pending`` (passed by the stacked run); return those without figures (certified alone)."""
 
@@ -478,7 +508,9 @@ def _publish_all(
         work.mkdir(parents=True, exist_ok=True)
         if p.error is not None:
             raise p.error
-        cert = _publish_passed(p, suites, scheme, work, job.registry, key, job.pdf)
+        cert = _publish_passed(
+            p, suites, scheme, work, job.registry, key, job.pdf, (prepared or {}).get(p.index)
+        )
         if job.partials_dir is not None and p.partial is not None:
             from greencert.compute.partials import save_partial
 
@@ -510,6 +542,47 @@ def _publish_all(
     return [p for p in pending if p.index not in futures]
 
 
+def _final_figures(p: _Pending, evaluated: int) -> dict[str, Any]:
+    """figures.json of a passed bundle: its figures with the validation's counts."""
+    figures = dict(p.figures or {})
+    figures["data_quality"] = {**figures["data_quality"], "expectations_evaluated": evaluated, "rows": p.rows}
+    return figures
+
+
+@dataclass
+class _Prepared:
+    """Documents built for a bundle before its verdict (see _prepare): neither signed nor written."""
+
+    figures: dict[str, Any]
+    graded: dict[str, Any]
+    certificate: Any  # certificate.issue.PreparedCertificate
+
+
+def _prepare(pending: list[_Pending], scheme: Any, key: Any, pdf: bool | None) -> dict[int, _Prepared]:
+    """Build (not sign, not write) the certificates of ``pending`` as if they pass validation.
+
+    Run while the helper's GX run decides: after the verdict only the files remain to be
+    written. A bundle that does not pass is simply not published; one whose preparation
+    fails goes the usual way at publication (which raises the same error).
+    """
+    from greencert.certificate.issue import prepare_certificate
+    from greencert.pipeline import graded_document
+
+    prepared: dict[int, _Prepared] = {}
+    for p in pending:
+        if p.figures is None or p.error is not None:
+            continue
+        try:
+            figures = _final_figures(p, sum(_suite_size(s.suite) for s in p.stats))
+            # As publication will read it back from graded.json (sorted keys): the label lists
+            # mappings in the document's order, so the bytes must come from the same document.
+            graded = json.loads(json.dumps(graded_document(figures, scheme), sort_keys=True))
+            prepared[p.index] = _Prepared(figures, graded, prepare_certificate(graded, key, pdf))
+        except GreenCertError:
+            continue
+    return prepared
+
+
 def _publish_passed(
     p: _Pending,
     suites: list[Any],
@@ -518,8 +591,16 @@ def _publish_passed(
     registry: str | Path,
     key: Any,
     pdf: bool | None,
+    ready: _Prepared | None = None,
 ) -> str:
-    from greencert.pipeline import FIGURES_FILE, VALIDATION_FILE, _write_json, grade_stage, publish_stage
+    from greencert.pipeline import (
+        FIGURES_FILE,
+        GRADED_FILE,
+        VALIDATION_FILE,
+        _write_json,
+        graded_document,
+        publish_stage,
+    )
     from greencert.validation.run import ValidationReport
 
     report = ValidationReport(success=True, suites=suites, rows=p.rows, coverage=p.coverage)
@@ -529,15 +610,17 @@ def _publish_passed(
     (work / "validation.failed.json").unlink(missing_ok=True)
     # Work files of this process only (the registry's copies are written durably): no fsync.
     validation = _write_json(work / VALIDATION_FILE, payload, durable=False)
-    figures = dict(p.figures or {})
-    figures["data_quality"] = {
-        **figures["data_quality"],
-        "expectations_evaluated": sum(s["evaluated_expectations"] for s in payload["suites"]),
-        "rows": payload["rows"],
-    }
-    figures_path = _write_json(work / FIGURES_FILE, figures, durable=False)
-    graded = grade_stage(figures_path, work, scheme.path)
-    return publish_stage(graded, p.bundle_dir, validation, registry, key, pdf, index=False)
+    evaluated = sum(s["evaluated_expectations"] for s in payload["suites"])
+    if ready is not None and ready.figures["data_quality"]["expectations_evaluated"] == evaluated:
+        figures, graded, prepared = ready.figures, ready.graded, ready.certificate
+    else:
+        figures = _final_figures(p, evaluated)
+        graded, prepared = graded_document(figures, scheme), None
+    _write_json(work / FIGURES_FILE, figures, durable=False)
+    graded_path = _write_json(work / GRADED_FILE, graded)
+    return publish_stage(
+        graded_path, p.bundle_dir, validation, registry, key, pdf, index=False, prepared=prepared
+    )
 
 
 def _certify_alone(p: _Pending, work: Path, job: FleetJob, key: Any) -> str:

@@ -199,10 +199,16 @@ def figures_document(bundle: Any, scheme: Any, report: dict[str, Any]) -> dict[s
 
 
 def grade_stage(figures_path: str | Path, work_dir: str | Path, scheme_path: str | Path | None = None) -> str:
+    """Grade figures.json against the scheme; write graded.json."""
+    figures = json.loads(Path(figures_path).read_text())
+    graded = graded_document(figures, _scheme(scheme_path))
+    return str(_write_json(Path(work_dir) / GRADED_FILE, graded))
+
+
+def graded_document(figures: dict[str, Any], scheme: Any) -> dict[str, Any]:
+    """The content of graded.json: the figures with their grades under ``scheme``."""
     from greencert.grading import grade
 
-    figures = json.loads(Path(figures_path).read_text())
-    scheme = _scheme(scheme_path)
     metrics = figures["metrics"]
     grading = grade(
         metrics["energy_per_million_tokens"]["value"],
@@ -223,7 +229,7 @@ def grade_stage(figures_path: str | Path, work_dir: str | Path, scheme_path: str
         grading["energy"],
         grading["carbon"],
     )
-    return str(_write_json(Path(work_dir) / GRADED_FILE, graded))
+    return graded
 
 
 def publish_stage(
@@ -235,9 +241,11 @@ def publish_stage(
     pdf: bool | None = None,
     *,
     index: bool = True,
+    prepared: Any = None,
 ) -> str:
     """Sign and publish the certificate with its label, reports and evidence; regenerate the registry index
-    (unless ``index=False``: a batch of certificates rebuilds it once, see ``greencert.fleet``).
+    (unless ``index=False``: a batch of certificates rebuilds it once, see ``greencert.fleet``;
+    ``prepared``: documents already built by ``certificate.issue.prepare_certificate``).
 
     ``out_dir`` is the registry: a local folder or any fsspec URL (``s3://...``).
     Returns the certificate JSON's path. See ``certificate.issue`` for the write order.
@@ -251,7 +259,9 @@ def publish_stage(
         raise ValidationFailed(
             "refusing to publish: validation report does not cover these inputs", str(validation_path)
         )
-    return publish_certificate(graded, bundle_dir, report_bytes, out_dir, signing_key, pdf, index=index)
+    return publish_certificate(
+        graded, bundle_dir, report_bytes, out_dir, signing_key, pdf, index=index, prepared=prepared
+    )
 
 
 def certify(

@@ -127,3 +127,42 @@ def test_bad_bundles_are_reported_and_get_nothing(fleet: tuple[Path, Path], tmp_
     failed_report = tmp_path / "work" / invalid.name / "validation.failed.json"
     assert failed_report.is_file() and not (tmp_path / "work" / invalid.name / "validation.json").exists()
     assert np.isfinite(list(run.device_energy_kwh.values())).all()
+
+
+def test_a_preparation_only_publishes_the_figures_and_key_it_was_made_for(
+    fleet: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from greencert.certificate.issue import prepare_certificate, publish_certificate
+    from greencert.errors import PublishError
+    from greencert.pipeline import compute_stage, grade_stage, validate_stage
+
+    folder, key = fleet
+    bundle = deployment_bundles(folder)[0]
+    work = tmp_path / "work"
+    work.mkdir()
+    validation = validate_stage(bundle, work, SCHEME)
+    graded = json.loads(
+        Path(grade_stage(compute_stage(bundle, validation, work, SCHEME), work, SCHEME)).read_text()
+    )
+    report = Path(validation).read_bytes()
+    prepared = prepare_certificate(graded, key, False)
+    registry = tmp_path / "registry"
+
+    other_figures = json.loads(json.dumps(graded))
+    other_figures["metrics"]["energy_per_million_tokens"]["value"] *= 0.5
+    other_key = tmp_path / "other.pem"
+    other_key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    other_key.chmod(0o600)
+    for figures, signer in ((other_figures, key), (graded, other_key)):
+        with pytest.raises(PublishError, match="prepared certificate does not match"):
+            publish_certificate(figures, bundle, report, registry, signer, False, prepared=prepared)
+    assert not list(registry.rglob("*.json"))
+    # With its own figures and key it publishes the same bytes as an unprepared publication.
+    with_prep = Path(publish_certificate(graded, bundle, report, registry, key, False, prepared=prepared))
+    without = Path(publish_certificate(graded, bundle, report, tmp_path / "registry2", key, False))
+    assert with_prep.read_bytes() == without.read_bytes()
+    assert with_prep.with_suffix(".html").read_bytes() == without.with_suffix(".html").read_bytes()

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -187,20 +190,30 @@ def _registry_file(exc: OSError, default: Path) -> str:
     return str(default)
 
 
-def publish_certificate(
-    graded: dict[str, Any],
-    bundle_dir: str | Path,
-    validation_report: bytes,
-    registry: str | Path,
-    signing_key: str | Path | None = None,
-    pdf: bool | None = None,
-    *,
-    index: bool = True,
-) -> str:
-    """Build, sign and publish the certificate of ``graded``; return the certificate file's path/URL.
+@dataclass(frozen=True)
+class PreparedCertificate:
+    """A certificate's documents, built but neither signed nor written (see :func:`prepare_certificate`)."""
 
-    ``index=False`` leaves the registry index to the caller: a batch (a fleet-day's 50
-    certificates) rebuilds it once at the end instead of once per certificate.
+    graded_digest: str  # of the graded input it was built from: publication checks it
+    cert: dict[str, Any]
+    body: bytes  # canonical bytes, to be signed at publication
+    label: str
+    pdf: bytes | None
+    reports: dict[str, bytes]
+
+
+def _graded_digest(graded: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(graded, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def prepare_certificate(
+    graded: dict[str, Any], signing_key: Any = None, pdf: bool | None = None
+) -> PreparedCertificate:
+    """Build the certificate, its canonical bytes, label and reports: CPU only, no file, no signature.
+
+    A fleet run prepares while Great Expectations still validates (the documents do not depend
+    on the validation report, only on the figures); nothing is signed or written before the
+    bundle has passed, and :func:`publish_certificate` refuses a preparation of other figures.
     """
     from greencert.certificate.build import build_certificate, canonical_bytes
     from greencert.certificate.label import LabelError, render_label, render_pdf
@@ -209,17 +222,6 @@ def publish_certificate(
 
     key = load_signing_key(signing_key)
     cert = build_certificate(graded, key.signing_section())
-    body = canonical_bytes(cert)
-    signature = key.sign(body)
-    cert_id = cert["certificate_id"]
-
-    root = registry_root(registry)
-    root.mkdir(parents=True, exist_ok=True)
-    folder = safe_child(root, cert["scope"]["site"], cert["scope"]["deployment"])
-    folder.mkdir(parents=True, exist_ok=True)
-    # The id is built from the two checked names and timestamps; check the file names too.
-    safe_child(root, cert["scope"]["site"], cert["scope"]["deployment"], f"{cert_id}.json")
-
     label = render_label(cert)
     pdf_bytes: bytes | None = None
     mode = _pdf_mode(pdf)
@@ -230,7 +232,49 @@ def publish_certificate(
         except LabelError as exc:
             if mode:
                 raise
-            log.warning("no PDF label for %s: %s", cert_id, exc)
+            log.warning("no PDF label for %s: %s", cert["certificate_id"], exc)
+    return PreparedCertificate(
+        _graded_digest(graded), cert, canonical_bytes(cert), label, pdf_bytes, build_reports(cert)
+    )
+
+
+def publish_certificate(
+    graded: dict[str, Any],
+    bundle_dir: str | Path,
+    validation_report: bytes,
+    registry: str | Path,
+    signing_key: Any = None,
+    pdf: bool | None = None,
+    *,
+    index: bool = True,
+    prepared: PreparedCertificate | None = None,
+) -> str:
+    """Build, sign and publish the certificate of ``graded``; return the certificate file's path/URL.
+
+    ``index=False`` leaves the registry index to the caller: a batch (a fleet-day's 50
+    certificates) rebuilds it once at the end instead of once per certificate.
+    ``prepared`` (from :func:`prepare_certificate` with the same graded input and key) skips
+    building the documents again.
+    """
+    from greencert.certificate.sign import load_signing_key
+
+    key = load_signing_key(signing_key)
+    if prepared is None:
+        prepared = prepare_certificate(graded, key, pdf)
+    elif (
+        prepared.graded_digest != _graded_digest(graded) or prepared.cert["signing"] != key.signing_section()
+    ):
+        raise PublishError("prepared certificate does not match the graded input or key", str(bundle_dir))
+    cert, body, label, pdf_bytes = prepared.cert, prepared.body, prepared.label, prepared.pdf
+    signature = key.sign(body)
+    cert_id = cert["certificate_id"]
+
+    root = registry_root(registry)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = safe_child(root, cert["scope"]["site"], cert["scope"]["deployment"])
+    folder.mkdir(parents=True, exist_ok=True)
+    # The id is built from the two checked names and timestamps; check the file names too.
+    safe_child(root, cert["scope"]["site"], cert["scope"]["deployment"], f"{cert_id}.json")
 
     cert_path = folder / f"{cert_id}.json"
     try:
@@ -242,7 +286,7 @@ def publish_certificate(
             try:
                 staging = _stage_evidence(Path(bundle_dir), evidence, graded["inputs"])
                 files.write(folder / f"{cert_id}.validation.json", validation_report)
-                for name, data in build_reports(cert).items():
+                for name, data in prepared.reports.items():
                     files.write(folder / f"{cert_id}.reports" / name, data)
                 files.write(folder / f"{cert_id}.html", label.encode("utf-8"))
                 if pdf_bytes is not None:
