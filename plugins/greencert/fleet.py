@@ -508,20 +508,20 @@ def _publish_all(
         work.mkdir(parents=True, exist_ok=True)
         if p.error is not None:
             raise p.error
-        cert = _publish_passed(
-            p, suites, scheme, work, job.registry, key, job.pdf, (prepared or {}).get(p.index)
-        )
+        ready = (prepared or {}).get(p.index)
+        cert = _publish_passed(p, suites, scheme, work, job.registry, key, job.pdf, ready)
         if job.partials_dir is not None and p.partial is not None:
             from greencert.compute.partials import save_partial
 
-            validation = json.loads((work / "validation.json").read_text())
-            summary = {
-                "success": True,
-                "expectations_evaluated": sum(s["evaluated_expectations"] for s in validation["suites"]),
-                "rows": validation["rows"],
-            }
-            partial = dataclasses.replace(p.partial, validation=summary)
-            run.partials[p.deployment] = str(save_partial(partial, Path(job.partials_dir)))
+            partial = _validated_partial(p, sum(s.evaluated for s in suites))
+            # The prepared bytes only if made from this very summary (same counts).
+            same = (
+                ready is not None
+                and ready.partial is not None
+                and ready.partial.validation == partial.validation
+            )
+            data = ready.partial_json if same else None
+            run.partials[p.deployment] = str(save_partial(partial, Path(job.partials_dir), data))
         return cert
 
     passed = [p for p in pending if p.figures is not None]
@@ -542,6 +542,12 @@ def _publish_all(
     return [p for p in pending if p.index not in futures]
 
 
+def _validated_partial(p: _Pending, evaluated: int) -> Any:
+    """The day's partial of a passed bundle, with the validation's summary."""
+    summary = {"success": True, "expectations_evaluated": evaluated, "rows": p.rows}
+    return dataclasses.replace(p.partial, validation=summary)
+
+
 def _final_figures(p: _Pending, evaluated: int) -> dict[str, Any]:
     """figures.json of a passed bundle: its figures with the validation's counts."""
     figures = dict(p.figures or {})
@@ -556,6 +562,8 @@ class _Prepared:
     figures: dict[str, Any]
     graded: dict[str, Any]
     certificate: Any  # certificate.issue.PreparedCertificate
+    partial: Any = None  # the day's partial as it will be saved, and its bytes
+    partial_json: bytes | None = None
 
 
 def _prepare(pending: list[_Pending], scheme: Any, key: Any, pdf: bool | None) -> dict[int, _Prepared]:
@@ -572,12 +580,17 @@ def _prepare(pending: list[_Pending], scheme: Any, key: Any, pdf: bool | None) -
     for p in pending:
         if p.figures is None or p.error is not None:
             continue
+        evaluated = sum(_suite_size(s.suite) for s in p.stats)
         try:
-            figures = _final_figures(p, sum(_suite_size(s.suite) for s in p.stats))
+            figures = _final_figures(p, evaluated)
             # As publication will read it back from graded.json (sorted keys): the label lists
             # mappings in the document's order, so the bytes must come from the same document.
             graded = json.loads(json.dumps(graded_document(figures, scheme), sort_keys=True))
-            prepared[p.index] = _Prepared(figures, graded, prepare_certificate(graded, key, pdf))
+            ready = _Prepared(figures, graded, prepare_certificate(graded, key, pdf))
+            if p.partial is not None:
+                ready.partial = _validated_partial(p, evaluated)
+                ready.partial_json = ready.partial.to_json()
+            prepared[p.index] = ready
         except GreenCertError:
             continue
     return prepared

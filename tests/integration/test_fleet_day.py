@@ -64,10 +64,22 @@ def test_certificates_equal_the_per_bundle_pipeline_whoever_reads(
     assert len(bundles) == 5
     # The helper reads every bundle in one run, this process every bundle in the other.
     by_helper = certify_fleet_day(
-        bundles, tmp_path / "a" / "registry", tmp_path / "a" / "work", SCHEME, key, max_parent_bundles=0
+        bundles,
+        tmp_path / "a" / "registry",
+        tmp_path / "a" / "work",
+        SCHEME,
+        key,
+        partials_dir=tmp_path / "a" / "partials",
+        max_parent_bundles=0,
     )
     by_parent = certify_fleet_day(
-        bundles, tmp_path / "b" / "registry", tmp_path / "b" / "work", SCHEME, key, max_parent_bundles=5
+        bundles,
+        tmp_path / "b" / "registry",
+        tmp_path / "b" / "work",
+        SCHEME,
+        key,
+        partials_dir=tmp_path / "b" / "partials",
+        max_parent_bundles=5,
     )
     assert by_helper.read_by_helper == 5 and by_parent.read_by_helper == 0
     assert not by_helper.failures and not by_parent.failures
@@ -82,6 +94,9 @@ def test_certificates_equal_the_per_bundle_pipeline_whoever_reads(
     del files_a["index.html"], files_b["index.html"]
     assert [name for name in files_a if files_a[name] != files_b[name]] == []
     assert by_helper.device_energy_kwh == by_parent.device_energy_kwh
+    # The daily partials too (the parent's were serialised while the helper validated).
+    partials_a, partials_b = _files(tmp_path / "a" / "partials"), _files(tmp_path / "b" / "partials")
+    assert len(partials_a) == 5 and partials_a == partials_b
     # And each certificate is the one the per-bundle stages issue for that bundle.
     for bundle in bundles[:2]:
         alone = Path(

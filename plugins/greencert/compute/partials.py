@@ -280,12 +280,15 @@ def combine(partials: list[DayPartial]) -> Combined:
     )
 
 
-def save_partial(partial: DayPartial, folder: Path) -> Path:
-    """Write ``<folder>/<deployment>/<start day>.json`` atomically; return its path (idempotent)."""
+def save_partial(partial: DayPartial, folder: Path, data: bytes | None = None) -> Path:
+    """Write ``<folder>/<deployment>/<start day>.json`` atomically; return its path (idempotent).
+
+    ``data``: ``partial.to_json()`` computed beforehand (a fleet run serialises while it waits).
+    """
     from greencert.certificate.publish import atomic_write_bytes
 
     path = Path(folder) / partial.scope["deployment"] / f"{partial.start[:10]}.json"
-    atomic_write_bytes(path, partial.to_json())
+    atomic_write_bytes(path, partial.to_json() if data is None else data)
     return path
 
 
