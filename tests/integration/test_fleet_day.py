@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from greencert.fleet import certify_fleet_day
+from greencert.fleet import FleetRun, certify_fleet_day
 from greencert.pipeline import certify
 from greencert.sources.fleet import FleetSpec, deployment_bundles, write_fleet_day
 
@@ -62,25 +62,21 @@ def test_certificates_equal_the_per_bundle_pipeline_whoever_reads(
     folder, key = fleet
     bundles = deployment_bundles(folder)
     assert len(bundles) == 5
+
+    def run(tag: str, max_parent_bundles: int) -> FleetRun:
+        out = tmp_path / tag
+        return certify_fleet_day(
+            bundles,
+            out / "registry",
+            out / "work",
+            SCHEME,
+            key,
+            partials_dir=out / "partials",
+            max_parent_bundles=max_parent_bundles,
+        )
+
     # The helper reads every bundle in one run, this process every bundle in the other.
-    by_helper = certify_fleet_day(
-        bundles,
-        tmp_path / "a" / "registry",
-        tmp_path / "a" / "work",
-        SCHEME,
-        key,
-        partials_dir=tmp_path / "a" / "partials",
-        max_parent_bundles=0,
-    )
-    by_parent = certify_fleet_day(
-        bundles,
-        tmp_path / "b" / "registry",
-        tmp_path / "b" / "work",
-        SCHEME,
-        key,
-        partials_dir=tmp_path / "b" / "partials",
-        max_parent_bundles=5,
-    )
+    by_helper, by_parent = run("a", 0), run("b", 5)
     assert by_helper.read_by_helper == 5 and by_parent.read_by_helper == 0
     assert not by_helper.failures and not by_parent.failures
     assert len(by_helper.certificates) == len(by_parent.certificates) == 5
