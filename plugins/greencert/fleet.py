@@ -374,6 +374,8 @@ class FleetHelper:
             # All numbers, then EOF: a pipe holds 64 KiB, so a very large fleet fills as it drains.
             try:
                 _write_all(queue_write, records)
+            except BrokenPipeError:
+                pass  # every reader is gone (the run failed and closed the queue): nothing to fill
             finally:
                 os.close(queue_write)
 
