@@ -7,7 +7,9 @@ Parsed with pydantic models that forbid unknown keys, so that a typo such as
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import stat
 import unicodedata
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,13 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from greencert.carbon.models import CarbonSpec
 from greencert.errors import BundleError
+from greencert.names import check_identifier, check_site
+from greencert.yamlio import parse_yaml
 
 FORMAT = "greencert-bundle/1"
 MANIFEST_NAME = "manifest.yaml"
 # Manifests are small; anything bigger is not a manifest (and must not be parsed into memory).
 MAX_MANIFEST_BYTES = 1_000_000
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # The start of an HTML/XML tag, comment or processing instruction ("a < b" stays allowed).
 _MARKUP_RE = re.compile(r"<\s*[A-Za-z/!?][^>]{0,20}>?")
 
@@ -51,16 +54,6 @@ def check_label(value: str, what: str) -> str:
     return value
 
 
-def check_identifier(value: str, what: str) -> str:
-    """Site and deployment names become file names: letters, digits, '.', '_', '-' only."""
-    if not _ID_RE.match(value) or ".." in value:
-        raise ValueError(
-            f"{what} {value!r} is not a safe identifier "
-            "(1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit, no '..')"
-        )
-    return value
-
-
 class Scope(_Strict):
     site: str
     deployment: str
@@ -75,10 +68,15 @@ class Scope(_Strict):
     driver_version: str | None = None
     zone: str | None = None
 
-    @field_validator("site", "deployment")
+    @field_validator("site")
     @classmethod
-    def _ids(cls, v: str, info) -> str:
-        return check_identifier(v, f"scope.{info.field_name}")
+    def _site(cls, v: str) -> str:
+        return check_site(v, "scope.site")
+
+    @field_validator("deployment")
+    @classmethod
+    def _deployment(cls, v: str) -> str:
+        return check_identifier(v, "scope.deployment")
 
     @field_validator(
         "model",
@@ -191,7 +189,7 @@ class MeterSpec(SeriesSpec):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return check_identifier(v, "meters[].name")
+        return check_identifier(v, "meters[].name", registry_name=False)
 
 
 class TokensSpec(_Strict):
@@ -318,6 +316,16 @@ class Grid(_Strict):
         return self
 
 
+class Attribution(_Strict):
+    """This deployment's share of each power device's energy and the rule behind it
+    (compute/attribution.py, docs/prometheus.md); the power samples themselves stay whole."""
+
+    rule: str
+    match: dict[str, str] = Field(default_factory=dict)
+    shares: dict[str, Annotated[float, Field(ge=0, le=1)]]
+    detail: dict[str, object] = Field(default_factory=dict)
+
+
 class Manifest(_Strict):
     format: Literal["greencert-bundle/1"] = FORMAT
     scope: Scope
@@ -334,6 +342,8 @@ class Manifest(_Strict):
     carbon: CarbonSpec | None = None
     # Running-requests gauge for the load-regime disclosure (docs/uncertainty.md).
     concurrency: ConcurrencySpec | None = None
+    # Shared GPUs (MIG slices): the share of each device's energy that is this deployment's.
+    attribution: Attribution | None = None
     # A change of engine version, model or GPUs inside the period: each segment is certified apart.
     segments: list[Segment] = Field(default_factory=list)
 
@@ -415,31 +425,68 @@ def parse_manifest(data: object, where: str) -> Manifest:
         raise BundleError(_format_pydantic(exc), where) from None
 
 
-def load_manifest(bundle_dir: Path) -> Manifest:
-    path = Path(bundle_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise BundleError("manifest.yaml is missing", str(bundle_dir))
-    size = path.stat().st_size
-    if size == 0:
-        raise BundleError("manifest is empty", str(path))
-    if size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} byte limit", str(path))
+def bundle_file(bundle_dir: Path | str, name: str, what: str) -> Path:
+    """The path of bundle file ``name``, refused if following it could read outside the bundle.
+
+    A symbolic link is refused even when it points inside the bundle: the bytes
+    certified (and copied into the published evidence) must be the bundle's own,
+    never another tenant's file reached through a link. Special files (FIFO,
+    device) are refused before anything opens them (a FIFO would block).
+    Messages name the path inside the bundle only, never what a link points to.
+    """
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / name
     try:
-        text = path.read_text(encoding="utf-8")
-        try:
-            # libyaml when available: a fleet's manifests list thousands of devices, and the
-            # pure-Python parser takes tens of milliseconds per manifest.
-            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError:
-            data = yaml.safe_load(text)  # same verdict; its messages name the problem more plainly
+        info = path.lstat()
+    except FileNotFoundError:
+        return path  # the caller says which file is missing
+    except OSError as exc:
+        raise BundleError(f"{what} file cannot be examined ({exc.strerror})", str(path)) from None
+    if stat.S_ISLNK(info.st_mode):
+        raise BundleError(
+            f"{what} file is a symbolic link; links are not followed inside a bundle (copy the file in)",
+            str(path),
+        )
+    if stat.S_ISDIR(info.st_mode):
+        raise BundleError(f"{what} file is a directory, not a file", str(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(f"{what} file is not a regular file (a FIFO, socket or device?)", str(path))
+    try:
+        inside = path.resolve(strict=True).parent == bundle_dir.resolve(strict=True)
+    except (OSError, RuntimeError):
+        inside = False
+    if not inside:
+        raise BundleError(f"{what} file resolves to a path outside the bundle folder", str(path))
+    return path
+
+
+def load_manifest(bundle_dir: Path) -> Manifest:
+    bundle_dir = Path(bundle_dir)
+    path = bundle_file(bundle_dir, MANIFEST_NAME, "manifest")
+    if not path.exists():
+        raise BundleError("manifest.yaml is missing", str(bundle_dir))
+    try:
+        # O_NOFOLLOW: a link swapped in after the check above is refused by the kernel too.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                raise BundleError("manifest is empty", str(path))
+            if size > MAX_MANIFEST_BYTES:
+                raise BundleError(
+                    f"manifest is {size} bytes, over the {MAX_MANIFEST_BYTES} byte limit", str(path)
+                )
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"manifest cannot be read ({exc.strerror})", str(path)) from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BundleError(
             f"manifest is not UTF-8 text ({exc.reason} at byte {exc.start})", str(path)
         ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise BundleError(f"manifest is not valid YAML ({getattr(exc, 'problem', exc)})", at) from None
+    # Strict: a duplicated key is an error naming both lines, never "the last one wins".
+    data = parse_yaml(text, str(path), BundleError, "manifest")
     return parse_manifest(data, str(path))
 
 

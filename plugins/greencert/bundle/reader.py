@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from greencert.bundle.manifest import Manifest, load_manifest
+from greencert.bundle.manifest import Manifest, bundle_file, load_manifest
 from greencert.errors import BundleError
 
 HEADER_PROBE_BYTES = 64 * 1024
@@ -104,6 +104,8 @@ def sha256_file(path: Path) -> str:
 
 
 def _check_file(path: Path, what: str) -> str:
+    # Bundle file names are plain names (manifest.py), so the folder that holds the file is the bundle.
+    bundle_file(path.parent, path.name, what)
     if not path.is_file():
         raise BundleError(f"{what} file is missing", str(path))
     size = path.stat().st_size
@@ -273,6 +275,26 @@ def _read_parquet(
 
 
 _OFFSET_RE = r"(Z|z|[+-]\d\d:?\d\d)$"
+# Integers above 2**53 have no exact float64: a counter there could not be integrated exactly.
+MAX_EXACT_INTEGER = 2**53
+
+
+def _to_float64(column: pa.ChunkedArray, where: str, name: str, file_format: str) -> np.ndarray:
+    """A numeric column as float64; integers too large for float64 (uint64/int64 beyond 2**53) are refused."""
+    typ = column.type
+    if typ in (pa.int64(), pa.uint64()):
+        big = pc.greater(column, pa.scalar(MAX_EXACT_INTEGER, typ))
+        if pa.types.is_signed_integer(typ):
+            big = pc.or_(big, pc.less(column, pa.scalar(-MAX_EXACT_INTEGER, typ)))
+        if pc.any(big).as_py():
+            first = int(pc.index(big, True).as_py())
+            line = f"line {first + 2}" if file_format == "csv" else f"row {first}"
+            raise BundleError(
+                f"integer {column[first].as_py()} in column {name!r} ({typ}) is beyond 2**53, "
+                "the largest integer a float64 holds exactly",
+                f"{where} {line} column {name}",
+            )
+    return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
 
 
 def _times_to_seconds(column: pa.ChunkedArray, where: str, file_format: str) -> np.ndarray:
@@ -289,7 +311,7 @@ def _times_to_seconds(column: pa.ChunkedArray, where: str, file_format: str) -> 
             return np.divide(ticks.to_numpy(), per_second)
         return ticks.to_numpy(zero_copy_only=False).astype(np.float64) / per_second
     if pa.types.is_integer(typ) or pa.types.is_floating(typ):
-        return pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+        return _to_float64(column, where, "timestamp", file_format)
     # Text: numbers are Unix seconds, everything else must be RFC 3339 with an offset.
     text = pc.utf8_trim_whitespace(column)
     numeric_mask = pc.match_substring_regex(text, r"^[+-]?\d+(\.\d*)?([eE][+-]?\d+)?$")
@@ -380,9 +402,7 @@ def read_series(
         first = int(np.argmax(codes < 0))
         line = f"line {first + 2}" if file_format == "csv" else f"row {first}"
         raise BundleError(f"column {group_by!r} is empty", f"{path} {line} column {group_by}")
-    values = {
-        name: pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False) for name in numeric
-    }
+    values = {name: _to_float64(table.column(name), str(path), name, file_format) for name in numeric}
     del table
     row = np.arange(t.size, dtype=np.int64)
     if codes.size > 1 and (codes[1:] < codes[:-1]).any():
