@@ -121,8 +121,14 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     max_gap = Q_(m.power.max_gap).to("s").magnitude if m.power.max_gap else scheme.max_gap_seconds
 
     power, unit = energy_of(bundle.power, m.power, start, end, max_gap, "power")
-    it_hourly = as_array(power.per_hour.sum(axis=0), unit).to("kWh").magnitude
-    device_kwh = as_array(power.per_device, unit).to("kWh").magnitude
+    per_hour = power.per_hour
+    if m.attribution is not None:
+        # Shared GPUs: only this deployment's share of each device (docs/prometheus.md, Attribution).
+        from greencert.compute.attribution import attributed
+
+        per_hour = attributed(m.attribution, power.devices, per_hour, "manifest.yaml attribution")
+    it_hourly = as_array(per_hour.sum(axis=0), unit).to("kWh").magnitude
+    device_kwh = as_array(per_hour.sum(axis=1), unit).to("kWh").magnitude
     edges = power.edges
     node_parts = None
     if scheme.integrity is not None and scheme.integrity.add_unmetered_node_energy:

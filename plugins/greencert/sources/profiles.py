@@ -1,6 +1,7 @@
 """Prometheus source profiles: which PromQL selectors fill which series of an evidence bundle.
 
-Built-in profiles live in ``data/source_profiles.yaml`` (DCGM, Kepler, Redfish, vLLM, SGLang, TGI);
+Built-in profiles live in ``data/source_profiles.yaml`` (DCGM, Kepler 0.11, redfish_exporter, vLLM,
+SGLang, TGI);
 a fleet config adds or overrides profiles under ``source_profiles:`` with the same schema, so a new
 exporter needs no code change. A deployment combines profiles (``profile: [dcgm, vllm]``); each role
 (power, tokens, facility meters, a named meter) may come from one profile only.
@@ -150,6 +151,17 @@ class SourceProfile(_Strict):
     tokens: TokenSelectors | None = None
     meters: list[ProfileMeter] = Field(default_factory=list)
     facility: FacilitySelectors | None = None
+    # Metric names older releases of the exporter used (name -> why and what to do): when a query of
+    # this profile finds nothing, the pull looks for these and says so instead of "no samples".
+    retired_metrics: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("retired_metrics")
+    @classmethod
+    def _retired(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not METRIC_RE.match(name):
+                raise ValueError(f"{name!r} is not a Prometheus metric name")
+        return v
 
 
 @dataclass
@@ -161,6 +173,7 @@ class Plan:
     tokens: TokenSelectors
     meters: list[ProfileMeter] = field(default_factory=list)
     facility: FacilitySelectors | None = None
+    retired_metrics: dict[str, str] = field(default_factory=dict)
 
     def roles(self) -> list[str]:
         names = [ROLE_POWER, ROLE_TOKENS, *(m.name for m in self.meters)]
@@ -196,6 +209,7 @@ def resolve_plan(names: list[str], user_profiles: Mapping[str, Any], where: str)
     power = tokens = facility = None
     owner: dict[str, str] = {}
     meters: list[ProfileMeter] = []
+    retired: dict[str, str] = {}
 
     def claim(role: str, profile: str) -> None:
         if role in owner:
@@ -210,6 +224,7 @@ def resolve_plan(names: list[str], user_profiles: Mapping[str, Any], where: str)
         if name not in known:
             raise ConfigError(f"unknown source profile {name!r}; known: {', '.join(sorted(known))}", where)
         prof = known[name]
+        retired.update(prof.retired_metrics)
         if prof.power is not None:
             claim(ROLE_POWER, name)
             power = prof.power
@@ -231,7 +246,7 @@ def resolve_plan(names: list[str], user_profiles: Mapping[str, Any], where: str)
             "with a token profile (e.g. vllm)",
             where,
         )
-    return Plan(list(names), power, tokens, meters, facility)
+    return Plan(list(names), power, tokens, meters, facility, retired)
 
 
 def promql_string(value: str) -> str:
