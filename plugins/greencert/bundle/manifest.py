@@ -326,16 +326,6 @@ class Attribution(_Strict):
     detail: dict[str, object] = Field(default_factory=dict)
 
 
-class Attribution(_Strict):
-    """This deployment's share of each power device's energy and the rule behind it
-    (compute/attribution.py, docs/prometheus.md); the power samples themselves stay whole."""
-
-    rule: str
-    match: dict[str, str] = Field(default_factory=dict)
-    shares: dict[str, Annotated[float, Field(ge=0, le=1)]]
-    detail: dict[str, object] = Field(default_factory=dict)
-
-
 class Manifest(_Strict):
     format: Literal["greencert-bundle/1"] = FORMAT
     scope: Scope
@@ -352,8 +342,6 @@ class Manifest(_Strict):
     carbon: CarbonSpec | None = None
     # Running-requests gauge for the load-regime disclosure (docs/uncertainty.md).
     concurrency: ConcurrencySpec | None = None
-    # Shared GPUs (MIG slices): the share of each device's energy that is this deployment's.
-    attribution: Attribution | None = None
     # Shared GPUs (MIG slices): the share of each device's energy that is this deployment's.
     attribution: Attribution | None = None
     # A change of engine version, model or GPUs inside the period: each segment is certified apart.
