@@ -196,6 +196,40 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_OK if rows else 1
 
 
+# --- sources check / extract (issue 14): logic in greencert.sources.commands ---------------------
+def cmd_sources_check(args: argparse.Namespace) -> int:
+    from greencert.sources.commands import check_command
+
+    print(check_command(args.config, args.deployment, args.start, args.end, args.json))
+    return EXIT_OK
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from greencert.sources.commands import extract
+
+    print(extract(args.config, args.deployment, args.start, args.end, args.out))
+    return EXIT_OK
+
+
+def _add_sources_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sources", help="inspect where deployments' telemetry comes from")
+    action = p.add_subparsers(dest="sources_command", required=True)
+    c = action.add_parser("check", help="pull in memory and show devices, churn, MIG and attribution shares")
+    c.add_argument("config", help="fleet config YAML")
+    c.add_argument("--deployment", default=None, help="only this deployment")
+    c.add_argument("--start", default=None, help="RFC 3339 (default: one hour before --end)")
+    c.add_argument("--end", default=None, help="RFC 3339 (default: the last whole hour)")
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+    c.set_defaults(func=cmd_sources_check)
+    p = sub.add_parser("extract", help="write one deployment's evidence bundle, as the DAG's extract task")
+    p.add_argument("config", help="fleet config YAML")
+    p.add_argument("deployment")
+    p.add_argument("--start", required=True, help="RFC 3339, e.g. 2026-02-01T00:00:00Z")
+    p.add_argument("--end", required=True, help="RFC 3339")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.set_defaults(func=cmd_extract)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="greencert", description="Certify energy and carbon per million AI tokens."
@@ -281,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print a table of the certificates in a registry")
     p.add_argument("registry")
     p.set_defaults(func=cmd_summary)
+    _add_sources_commands(sub)
     return parser
 
 
