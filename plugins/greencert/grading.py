@@ -7,14 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from greencert.errors import ConfigError
+from greencert.errors import BundleError, ConfigError
 from greencert.units import Q_
+from greencert.yamlio import load_yaml_file
 
 SCHEME_DIR = Path(__file__).parent / "schemes"
 # 2026.2: grades at 95 % confidence (docs/uncertainty.md); 2026.1 stays loadable for verification.
 DEFAULT_SCHEME = SCHEME_DIR / "greencert-2026.2.yaml"
+# Code defaults of data-quality keys added after a scheme was published (a scheme YAML without the
+# key gets this value). Plausible output-token rate per GPU: ML.ENERGY leaderboard v3 measured
+# Llama-3.1-8B on one H100 at 9,806 output tokens/s (vLLM, max_num_seqs 512); ten times that leaves
+# room for smaller models and faster GPUs, and no GPU produces it (docs/methodology.md).
+DEFAULT_MAX_OUTPUT_TOKENS_PER_SECOND_PER_GPU = 100_000.0
+# A metered power device (a node) holds at most this many GPUs (HGX/DGX boards carry 8).
+MAX_GPUS_PER_POWER_DEVICE = 8
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Scheme:
     raw: dict[str, Any]
     path: Path
     integrity: Integrity | None = None
+    max_output_tokens_per_second_per_gpu: float = DEFAULT_MAX_OUTPUT_TOKENS_PER_SECOND_PER_GPU
 
     def size_class(self, active_params_billions: float) -> SizeClass:
         for cls in self.size_classes:
@@ -77,10 +84,7 @@ def band(value: float, edges: tuple[float, ...], grades: tuple[str, ...]) -> str
 @functools.cache
 def load_scheme(path: Path | str = DEFAULT_SCHEME) -> Scheme:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read grading scheme ({exc})", str(path)) from None
+    raw = load_yaml_file(path, ConfigError, "grading scheme")
     try:
         dq = raw["data_quality"]
         grades = tuple(raw["grades"])
@@ -112,8 +116,11 @@ def load_scheme(path: Path | str = DEFAULT_SCHEME) -> Scheme:
             raw=raw,
             path=path,
             integrity=_integrity(raw.get("measurement_integrity")),
+            max_output_tokens_per_second_per_gpu=float(
+                dq.get("max_output_tokens_per_second_per_gpu", DEFAULT_MAX_OUTPUT_TOKENS_PER_SECOND_PER_GPU)
+            ),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"grading scheme is incomplete or malformed ({exc!r})", str(path)) from None
 
 
@@ -139,6 +146,94 @@ def scheme_by_version(scheme_id: str, version: str) -> Scheme:
         if scheme.id == scheme_id and scheme.version == version:
             return scheme
     raise ConfigError(f"no grading scheme {scheme_id} version {version} in {SCHEME_DIR}")
+
+
+def latest_scheme_version(scheme_id: str) -> str | None:
+    """Newest version of ``scheme_id`` among the shipped schemes (versions are ``YYYY.N``), or None."""
+    versions = []
+    for candidate in sorted(SCHEME_DIR.glob("*.yaml")):
+        scheme = load_scheme(candidate)
+        if scheme.id == scheme_id:
+            versions.append(scheme.version)
+    return max(versions, key=_version_key) if versions else None
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (-1,)
+
+
+def is_superseded(scheme_id: str, version: str) -> bool:
+    latest = latest_scheme_version(scheme_id)
+    return latest is not None and _version_key(version) < _version_key(latest)
+
+
+# ---------------------------------------------------------------- tolerances: the scheme's, tightened only
+
+
+def _seconds(text: str) -> float:
+    return float(Q_(text).to("s").magnitude)
+
+
+def _watts(text: str) -> float:
+    return float(Q_(text).to("W").magnitude)
+
+
+def effective_max_gap(spec: Any, scheme: Scheme) -> float:
+    """Longest gap bridged for a series, in seconds: the manifest's ``max_gap`` if tighter, else the scheme's.
+
+    ``check_manifest_tolerances`` refuses a looser manifest value before anything is computed;
+    the min() here keeps every caller safe even without that check.
+    """
+    value = getattr(spec, "max_gap", None) if spec is not None else None
+    return min(_seconds(value), scheme.max_gap_seconds) if value else scheme.max_gap_seconds
+
+
+def effective_max_device_power(spec: Any, scheme: Scheme, graded_series: bool = True) -> float:
+    """Physical ceiling per device, in W. The certified ``power`` series is bound by the scheme's ceiling
+    (the manifest may tighten it); other meter layers (node meters, PDUs) have no scheme ceiling, only the
+    manifest's if it declares one."""
+    value = getattr(spec, "max_device_power", None) if spec is not None else None
+    ceiling = scheme.max_device_power_w if graded_series else float("inf")
+    return min(_watts(value), ceiling) if value else ceiling
+
+
+def check_manifest_tolerances(manifest: Any, scheme: Scheme, where: str) -> None:
+    """A manifest may tighten the scheme's tolerances, never loosen them: a looser value is a BundleError
+    naming the manifest key and the scheme's limit."""
+    series = [("power", manifest.power, True)]
+    facility = manifest.facility
+    series += [("facility.meter", facility.meter, False), ("facility.it_meter", facility.it_meter, False)]
+    series += [(f"meters.{m.name}", m, False) for m in manifest.meters]
+    limit_text = f"scheme {scheme.id} {scheme.version}"
+    for key, spec, graded in series:
+        if spec is None:
+            continue
+        if spec.max_gap and _seconds(spec.max_gap) > scheme.max_gap_seconds:
+            raise BundleError(
+                f"{key}.max_gap {spec.max_gap!r} is looser than the {limit_text} limit "
+                f"max_gap {scheme.max_gap_seconds:g} s (a manifest may tighten the scheme's tolerances, "
+                "never loosen them)",
+                where,
+            )
+        if graded and spec.max_device_power and _watts(spec.max_device_power) > scheme.max_device_power_w:
+            raise BundleError(
+                f"{key}.max_device_power {spec.max_device_power!r} is looser than the {limit_text} limit "
+                f"max_device_power {scheme.max_device_power_w:g} W (a manifest may tighten the scheme's "
+                "tolerances, never loosen them)",
+                where,
+            )
+
+
+def gpu_count(manifest: Any, power_devices: int) -> int:
+    """GPUs the token-rate ceiling allows for: the declared ``scope.gpu_count``, bounded by what the metered
+    power devices can hold; without a declaration, one GPU per metered power device."""
+    declared = getattr(manifest.scope, "gpu_count", None)
+    if declared is None:
+        return max(1, power_devices)
+    return max(1, min(int(declared), MAX_GPUS_PER_POWER_DEVICE * max(1, power_devices)))
 
 
 def grade(

@@ -20,8 +20,8 @@ import numpy as np
 
 from greencert.bundle.reader import Bundle
 from greencert.compute.metrics import energy_of
-from greencert.grading import Scheme
-from greencert.units import Q_, as_array
+from greencert.grading import Scheme, effective_max_gap
+from greencert.units import as_array
 
 DEFAULT_TOLERANCE = 0.05
 # Devices listed per finding; the counts cover all of them.
@@ -57,11 +57,11 @@ def crosscheck_meters(bundle: Bundle, scheme: Scheme) -> CrossChecks:
     if not specs:
         return out
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
-    power_gap = Q_(m.power.max_gap).to("s").magnitude if m.power.max_gap else scheme.max_gap_seconds
+    power_gap = effective_max_gap(m.power, scheme)
     p_devices, p_kwh = _kwh(bundle.power, m.power, start, end, power_gap, "power")
     power_by_device = dict(zip(p_devices, p_kwh, strict=True))
     for spec in specs:
-        gap = Q_(spec.max_gap).to("s").magnitude if spec.max_gap else scheme.max_gap_seconds
+        gap = effective_max_gap(spec, scheme)
         m_devices, m_kwh = _kwh(bundle.meters[spec.name], spec, start, end, gap, f"meters.{spec.name}")
         meter_by_device = dict(zip(m_devices, m_kwh, strict=True))
         common = [d for d in p_devices if d in meter_by_device]

@@ -36,7 +36,7 @@ from greencert.compute.uncertainty import (
     sampling_variance,
     simulate,
 )
-from greencert.grading import Scheme
+from greencert.grading import Scheme, effective_max_gap
 from greencert.units import Q_
 
 
@@ -92,7 +92,7 @@ def build_model(
     m = bundle.manifest
     spec = m.power
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
-    max_gap = Q_(spec.max_gap).to("s").magnitude if spec.max_gap else scheme.max_gap_seconds
+    max_gap = effective_max_gap(spec, scheme)
     edges = np.concatenate([fig.hour_starts, [end]])
     to_kwh = float(
         Q_(1.0, f"({spec.unit}) * second" if spec.kind == "gauge" else spec.unit).to("kWh").magnitude
@@ -373,7 +373,7 @@ def assess(
         "tokens": "output tokens are counter increases, taken as exact",
     }
     spec = bundle.manifest.power
-    max_gap = Q_(spec.max_gap).to("s").magnitude if spec.max_gap else scheme.max_gap_seconds
+    max_gap = effective_max_gap(spec, scheme)
     regime = load_regime(bundle, fig, max_gap)
     all_findings = list(figures.get("findings") or []) + findings
     return Assessment(

@@ -17,7 +17,7 @@ import numpy as np
 from greencert.bundle.reader import Bundle, Series
 from greencert.compute.integrate import Integrated, integrate
 from greencert.errors import BundleError
-from greencert.grading import Scheme
+from greencert.grading import Scheme, effective_max_gap
 from greencert.units import ENERGY, POWER, Q_, as_array, parse_unit, ureg
 
 
@@ -118,7 +118,7 @@ def _is_intensity(text: str) -> bool:
 def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     m = bundle.manifest
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
-    max_gap = Q_(m.power.max_gap).to("s").magnitude if m.power.max_gap else scheme.max_gap_seconds
+    max_gap = effective_max_gap(m.power, scheme)
 
     power, unit = energy_of(bundle.power, m.power, start, end, max_gap, "power")
     per_hour = power.per_hour

@@ -133,16 +133,13 @@ def day_partial(
     """The partial of a validated bundle (call while its arrays are loaded; integrals are reused)."""
     from greencert.compute.integrate import integrate
     from greencert.compute.metrics import compute_figures, energy_of
+    from greencert.grading import effective_max_gap
     from greencert.units import as_array
 
     m = bundle.manifest
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
     fig = compute_figures(bundle, scheme)
-    max_gap = scheme.max_gap_seconds
-    if m.power.max_gap:
-        from greencert.units import Q_
-
-        max_gap = Q_(m.power.max_gap).to("s").magnitude
+    max_gap = effective_max_gap(m.power, scheme)
     power, unit = energy_of(bundle.power, m.power, start, end, max_gap, "power")
     tokens_in = integrate(bundle.tokens, "input_tokens", "counter", start, end, np.inf)
     hours = power.hour_seconds

@@ -81,7 +81,8 @@ def integrate_layer(
     from greencert.compute.metrics import energy_of
     from greencert.compute.uncertainty import meter_accuracy
 
-    max_gap = Q_(spec.max_gap).to("s").magnitude if spec.max_gap else default_gap
+    # The scheme's gap (``default_gap``), tightened only by the manifest.
+    max_gap = min(Q_(spec.max_gap).to("s").magnitude, default_gap) if spec.max_gap else default_gap
     integ, unit = energy_of(series, spec, start, end, max_gap, source)
     hourly = as_array(integ.per_hour.sum(axis=0), unit).to("kWh").magnitude
     per_device = as_array(integ.per_device, unit).to("kWh").magnitude

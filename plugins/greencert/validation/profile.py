@@ -279,3 +279,30 @@ def locate(
         else f"{float(stamp):.15g} s, not a Unix time in seconds"
     )
     return f"{series.where_row(i)} (timestamp {when})"
+
+
+def implausible_token_rate(
+    series: Series, column: str, ceiling_per_second: float, min_step_seconds: float = 1.0
+) -> tuple[int, float, float, float] | None:
+    """The first step of a token counter whose increase implies more than ``ceiling_per_second``.
+
+    Increases follow Prometheus ``increase()``: after a drop (a counter reset) the new
+    value itself is the increase, so a "reset" to an absurd value is caught too. Steps
+    shorter than ``min_step_seconds`` are judged over that length (scrape jitter can put
+    two samples milliseconds apart). Non-finite values are left to the other checks.
+    Returns (grouped row index, increase, step seconds, rate) or None.
+    """
+    t, v = series.t, series.values[column]
+    if t.size < 2:
+        return None
+    same = series.device_codes[1:] == series.device_codes[:-1]
+    prev, cur = v[:-1], v[1:]
+    with np.errstate(invalid="ignore", over="ignore"):
+        increase = np.where(cur >= prev, cur - prev, cur)
+        step = t[1:] - t[:-1]
+        rate = increase / np.maximum(step, min_step_seconds)
+        bad = same & np.isfinite(rate) & (rate > ceiling_per_second)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    return i + 1, float(increase[i]), float(step[i]), float(rate[i])

@@ -20,10 +20,23 @@ import pandas as pd
 
 from greencert.bundle.reader import Bundle, Series
 from greencert.errors import ValidationFailed
-from greencert.grading import Scheme
+from greencert.grading import (
+    Scheme,
+    check_manifest_tolerances,
+    effective_max_device_power,
+    effective_max_gap,
+    gpu_count,
+)
 from greencert.units import ENERGY, POWER, Q_, parse_unit
 from greencert.validation.gx import SuiteResult, _clean_gx_result, _gx, expectations_dir
-from greencert.validation.profile import Profile, grid_profile, locate, meter_profile, token_profile
+from greencert.validation.profile import (
+    Profile,
+    grid_profile,
+    implausible_token_rate,
+    locate,
+    meter_profile,
+    token_profile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +140,8 @@ def _meter_params(
     else:
         unit = parse_unit(spec.unit, ENERGY, f"{where}.unit")
         to_base = Q_(1.0, unit).to("J").magnitude
-    max_gap = Q_(spec.max_gap).to("s").magnitude if spec.max_gap else scheme.max_gap_seconds
-    limit = (
-        Q_(spec.max_device_power).to("W").magnitude if spec.max_device_power else scheme.max_device_power_w
-    )
+    max_gap = effective_max_gap(spec, scheme)
+    limit = effective_max_device_power(spec, scheme, graded_series=where == "power")
     declared = list(spec.devices or [])
     params = {
         "earliest_allowed": start - max_gap,
@@ -169,6 +180,9 @@ def profile_bundle(bundle: Bundle, scheme: Scheme) -> tuple[list[SuiteInput], fl
     the same process does not integrate again.
     """
     m = bundle.manifest
+    # The scheme owns the tolerances: a manifest that loosens one is refused before any statistic.
+    check_manifest_tolerances(m, scheme, str(Path(bundle.path) / "manifest.yaml"))
+    check_token_rate(bundle, scheme)
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
     items: list[SuiteInput] = []
 
@@ -213,10 +227,35 @@ def profile_bundle(bundle: Bundle, scheme: Scheme) -> tuple[list[SuiteInput], fl
         if series is None or spec is None:
             continue
         p, base, gap = _meter_params(spec, scheme, start, end, name)
-        p["max_device_power_w"] = float("inf") if spec.max_device_power is None else p["max_device_power_w"]
         prof = meter_profile(series, spec.kind, base, start, end, gap)
         items.append(SuiteInput("power_profile", prof, series, "device", p, spec.kind))
     return items, coverage
+
+
+def check_token_rate(bundle: Bundle, scheme: Scheme) -> None:
+    """Refuse an output-token counter step no GPU could produce (scheme ceiling per GPU x GPUs).
+
+    One absurd sample would otherwise be integrated as tokens and improve the grade.
+    """
+    import datetime as dt
+
+    n_gpus = gpu_count(bundle.manifest, len(bundle.power.devices))
+    per_gpu = scheme.max_output_tokens_per_second_per_gpu
+    ceiling = per_gpu * n_gpus
+    series = bundle.tokens
+    hit = implausible_token_rate(series, "output_tokens", ceiling)
+    if hit is None:
+        return
+    index, increase, step, rate = hit
+    when = dt.datetime.fromtimestamp(float(series.t[index]), dt.UTC).isoformat()
+    instance = series.devices[int(series.device_codes[index])]
+    raise ValidationFailed(
+        f"implausible output token counter jump: +{increase:.6g} tokens in {step:g} s at {when} "
+        f"(instance {instance!r}) is {rate:.4g} tokens/s, above the scheme's plausible "
+        f"{ceiling:g} tokens/s ({per_gpu:g} per GPU x {n_gpus} GPU(s); "
+        f"{scheme.id} {scheme.version} max_output_tokens_per_second_per_gpu)",
+        f"{Path(bundle.path) / series.where_row(index)} column output_tokens",
+    )
 
 
 def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = None) -> ValidationReport:
