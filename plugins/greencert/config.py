@@ -7,12 +7,12 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from greencert.bundle.manifest import check_identifier
 from greencert.carbon.attach import SiteCarbonConfig
 from greencert.errors import ConfigError
+from greencert.yamlio import load_yaml_file
 
 
 class _Strict(BaseModel):
@@ -107,10 +107,8 @@ class FleetConfig(_Strict):
 @functools.cache
 def _load(path: str, mtime: float) -> FleetConfig:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read fleet config ({exc})", path) from None
+    # Strict: a duplicated key (two `registry:` lines) is an error naming both lines.
+    data = load_yaml_file(p, ConfigError, "fleet config")
     if not isinstance(data, dict):
         raise ConfigError("fleet config must be a YAML mapping", path)
     data.setdefault("base_dir", str(p.parent.resolve()))

@@ -38,6 +38,7 @@ from greencert.bundle.manifest import MANIFEST_NAME, Manifest, load_manifest, pa
 from greencert.bundle.reader import _times_to_seconds
 from greencert.errors import BundleError
 from greencert.units import Q_
+from greencert.yamlio import load_yaml_file
 
 SCOPE_FIELDS = (
     "model",
@@ -140,7 +141,7 @@ def split_bundle(bundle_dir: Path | str, target_root: Path | str, default_gap: f
     m = load_manifest(bundle_dir)
     if not m.segments:
         raise BundleError("the manifest declares no segments", str(bundle_dir / MANIFEST_NAME))
-    raw = yaml.safe_load((bundle_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    raw = load_yaml_file(bundle_dir / MANIFEST_NAME, BundleError, "manifest")  # load_manifest checked it
     parent_sha = _sha256(bundle_dir / MANIFEST_NAME)
     target_root.mkdir(parents=True, exist_ok=True)
     scope = m.scope.model_dump(mode="json", exclude_none=True)

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from greencert.errors import ConfigError
 from greencert.units import Q_
+from greencert.yamlio import load_yaml_file
 
 FACTORS_FILE = Path(__file__).resolve().parents[1] / "data" / "carbon_factors.yaml"
 FORMAT = "greencert-carbon-factors/1"
@@ -53,10 +52,7 @@ class AnnualFactor:
 
 @functools.cache
 def load_factors(path: Path = FACTORS_FILE) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read carbon factors ({exc})", str(path)) from None
+    data = load_yaml_file(Path(path), ConfigError, "carbon factors")  # strict: duplicate keys are errors
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ConfigError(f"not a {FORMAT} file", str(path))
     return data

@@ -22,7 +22,12 @@ def stamp(moment: dt.datetime) -> str:
 
 
 def certificate_id(site: str, deployment: str, start: dt.datetime, end: dt.datetime) -> str:
-    """Deterministic id from scope and period: a rerun of a period replaces, never duplicates."""
+    """Deterministic id from scope and period: a rerun of a period replaces, never duplicates.
+
+    Unambiguous because a site name has no '.' (greencert.names.check_site) and the period part
+    has none: the id splits at its first dot (site) and its last dot (period) in one way only.
+    Certificates issued before that rule keep their ids (they are inside the signed bytes).
+    """
     fmt = "%Y%m%dT%H%MZ"
     return f"{site}.{deployment}.{start.astimezone(dt.UTC):{fmt}}-{end.astimezone(dt.UTC):{fmt}}"
 

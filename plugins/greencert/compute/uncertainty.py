@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from greencert.bundle.reader import Series
 from greencert.errors import ConfigError
+from greencert.yamlio import load_yaml_file
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DEFAULTS_FORMAT = "greencert-uncertainty/1"
@@ -57,10 +57,7 @@ def load_defaults(name: str) -> dict[str, Any]:
     path = DATA_DIR / name
     if Path(name).name != name:
         raise ConfigError("uncertainty defaults must be a plain file name under greencert/data", name)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read uncertainty defaults ({exc})", str(path)) from None
+    data = load_yaml_file(path, ConfigError, "uncertainty defaults")  # strict: duplicate keys are errors
     if not isinstance(data, dict) or data.get("format") != DEFAULTS_FORMAT:
         raise ConfigError(f"not a {DEFAULTS_FORMAT} file", str(path))
     try:

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from greencert.bundle.manifest import check_identifier
 from greencert.errors import ConfigError, SourceError
+from greencert.yamlio import load_yaml_file
 
 PROFILES_FILE = Path(__file__).resolve().parents[1] / "data" / "source_profiles.yaml"
 
@@ -197,7 +197,7 @@ def parse_profile(name: str, data: object, where: str) -> SourceProfile:
 
 @functools.cache
 def builtin_profiles() -> dict[str, SourceProfile]:
-    raw = yaml.safe_load(PROFILES_FILE.read_text(encoding="utf-8"))
+    raw = load_yaml_file(PROFILES_FILE, ConfigError, "source profiles")  # strict: duplicate keys are errors
     return {name: parse_profile(name, data, str(PROFILES_FILE)) for name, data in raw.items()}
 
 
