@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -69,18 +70,51 @@ def cmd_certify_fleet(args: argparse.Namespace) -> int:
     return EXIT_OK if not run.failures else 1
 
 
+def _writable_registry(out: str) -> None:
+    """Create (or find) the local registry folder and prove it writable before any work starts.
+
+    A read-only file system, a regular file on the path or missing permissions end in a
+    PublishError naming the path, not in a traceback after minutes of validation.
+    URLs (s3://...) are checked by the registry code when it writes.
+    """
+    from greencert.errors import PublishError
+
+    if "://" in str(out):
+        return
+    root = Path(out)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".greencert-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PublishError(
+            f"registry folder cannot be written ({exc.strerror or exc}); nothing was published",
+            str(exc.filename or root),
+        ) from None
+
+
 def cmd_certify(args: argparse.Namespace) -> int:
+    from greencert.errors import PublishError
     from greencert.segments import certify_bundle
 
+    _writable_registry(args.out)
     # A bundle that declares segments (engine, model or GPU change) gives one certificate per segment.
-    paths = certify_bundle(
-        args.bundle,
-        args.out,
-        args.scheme,
-        args.work_dir,
-        signing_key=args.signing_key,
-        pdf=False if args.no_pdf else None,
-    )
+    try:
+        paths = certify_bundle(
+            args.bundle,
+            args.out,
+            args.scheme,
+            args.work_dir,
+            signing_key=args.signing_key,
+            pdf=False if args.no_pdf else None,
+        )
+    except OSError as exc:
+        # Bundle problems are BundleErrors already; an OSError left is the registry or the work folder.
+        raise PublishError(
+            f"cannot write ({exc.strerror or exc}); what was published before is kept",
+            str(exc.filename or args.out),
+        ) from None
     from greencert.certificate.registry import registry_root
 
     for path in paths:

@@ -27,6 +27,10 @@ MANIFEST_NAME = "manifest.yaml"
 # Manifests are small; anything bigger is not a manifest (and must not be parsed into memory).
 MAX_MANIFEST_BYTES = 1_000_000
 
+# Periods: the calendar years a certificate may cover (its expiry must still be a date) and the
+# longest period (hourly arrays of the whole period are held in memory).
+EARLIEST_YEAR, LATEST_YEAR = 1970, 9000
+MAX_PERIOD = dt.timedelta(days=1100)
 # The start of an HTML/XML tag, comment or processing instruction ("a < b" stays allowed).
 _MARKUP_RE = re.compile(r"<\s*[A-Za-z/!?][^>]{0,20}>?")
 
@@ -102,12 +106,23 @@ def _to_utc(value: object, where: str) -> dt.datetime:
         except ValueError:
             raise ValueError(f"{where} {value!r} is not an RFC 3339 timestamp") from None
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+        try:
+            stamp = dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"{where} {value!r} is not a Unix time a calendar can hold") from None
     else:
         raise ValueError(f"{where} {value!r} is not a timestamp")
     if stamp.tzinfo is None:
         raise ValueError(f"{where} {value!r} has no time zone offset (write Z or +00:00)")
-    return stamp.astimezone(dt.UTC)
+    try:
+        stamp = stamp.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"{where} {value!r} is beyond the calendar once converted to UTC") from None
+    if not EARLIEST_YEAR <= stamp.year <= LATEST_YEAR:
+        # The certificate's expiry (period end + the scheme's validity) and every hour of the period
+        # must be representable: year 9999 + 6 months is not a date.
+        raise ValueError(f"{where} {stamp.isoformat()} is outside the years {EARLIEST_YEAR}-{LATEST_YEAR}")
+    return stamp
 
 
 class Period(_Strict):
@@ -125,6 +140,12 @@ class Period(_Strict):
             raise ValueError(
                 f"period.end {self.end.isoformat()} is not after period.start {self.start.isoformat()} "
                 "(the period must have a positive length)"
+            )
+        if self.end - self.start > MAX_PERIOD:
+            # Every stage holds per-hour arrays of the period: a millennium would exhaust memory.
+            raise ValueError(
+                f"period from {self.start.isoformat()} to {self.end.isoformat()} is longer than "
+                f"{MAX_PERIOD.days} days (certify shorter periods)"
             )
         return self
 
