@@ -168,15 +168,24 @@ def generate() -> list[Sample]:
 
 
 # --- Prometheus range-query semantics, independently: which raw samples a pull must return ------------
-def expected_samples(t: np.ndarray, start: float, end: float, step: float, keep_from: float) -> np.ndarray:
-    """Indices of the samples that range queries at end, end-step, ... (first <= start) can see."""
+def expected_samples(
+    t: np.ndarray, start: float, end: float, step: float, keep_from: float, after: float = MAX_GAP
+) -> np.ndarray:
+    """Indices of the samples a pull must return: those that range queries at ..., end - step, end,
+    end + step, ... (first <= start, last >= end + after) can see, from keep_from to the period end,
+    plus the first sample after the end (within ``after``) when none lies on the end itself."""
+    n_after = int(np.ceil(after / step))
     n = int(np.ceil((end - start) / step)) + 1
-    evals = end - step * np.arange(n)[::-1]
+    evals = end - step * np.arange(-n_after, n)[::-1]
     latest = np.searchsorted(t, evals, side="right") - 1  # the last sample at or before each step
     ok = latest >= 0
     ok[ok] &= t[latest[ok]] >= evals[ok] - LOOKBACK  # ... if it is within the lookback window
     idx = np.unique(latest[ok])
-    return idx[t[idx] >= keep_from]
+    inside = idx[(t[idx] >= keep_from) & (t[idx] <= end)]
+    later = idx[(t[idx] > end) & (t[idx] <= end + after)]
+    if later.size and not (inside.size and t[inside[-1]] == end):
+        inside = np.append(inside, later[0])
+    return inside
 
 
 @pytest.fixture(scope="session")
@@ -276,11 +285,11 @@ def main_expectations() -> dict[str, float]:
     # the 5 s samples ramps across the one segment 11:59:55-12:00:00.
     joules = 300.0 * 86400 + 200.0 * (43200 - GPU_STEP) + 0.5 * (200 + 650) * GPU_STEP + 650.0 * 43200
     it_kwh = joules / 3.6e6
-    # Tokens: counters linear in time; the last scrape at or before the period end is at T0 + 86392
-    # and nothing is extrapolated past it. The restart follows a scrape, so no token is lost.
-    last = T0 + TOK_OFFSET + TOK_STEP * np.floor((T1 - (T0 + TOK_OFFSET)) / TOK_STEP)
-    out_tokens = OUT_RATE * (last - T0)
-    in_tokens = IN_RATE * (last - T0)
+    # Tokens: counters linear in time, interpolated at both edges between the scrapes around them
+    # (T0 - 8 / T0 + 7, T1 - 8 / T1 + 7): exactly the rate times the day. The restart follows a
+    # scrape, so no token is lost.
+    out_tokens = OUT_RATE * (T1 - T0)
+    in_tokens = IN_RATE * (T1 - T0)
     facility = it_kwh * PUE
     return {
         "it_energy": it_kwh,
