@@ -4,15 +4,18 @@ Scheduled on the ``greencert_certificates`` asset: each publish task of the
 certification DAG emits an event on it, naming the registry it wrote to. One
 run of this DAG handles every event queued since the previous run and rebuilds
 the index (``index.json`` + ``index.html``) of each registry named, so the
-index never disagrees with the certificate files. A manual run rebuilds the
-configured registry (``$GREENCERT_REGISTRY`` or the fleet config's).
+index never disagrees with the certificate files. It also runs hourly without
+events: with the issuer key, a rebuild re-signs the registry's status (the TUF
+timestamp, valid 24 h), so auditors always find a fresh one (docs/trust.md). A
+run without events rebuilds the configured registry (``$GREENCERT_REGISTRY`` or
+the fleet config's).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 from greencert.alerts import GreenCertAlert
 from greencert.assets import CERTIFICATES
@@ -20,7 +23,9 @@ from greencert.assets import CERTIFICATES
 
 @dag(
     dag_id="greencert_registry_index",
-    schedule=[CERTIFICATES],
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("17 * * * *", timezone="UTC"), assets=[CERTIFICATES]
+    ),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,

@@ -121,9 +121,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
         cert = json.loads(registry_root(path).read_bytes())  # the registry may be an fsspec URL
         m = cert["metrics"]
         e, c = m["energy_per_million_tokens"], m["carbon_per_million_tokens"]
-        interval = (
-            f" (95 % {e['interval95'][0]:.4g}-{e['interval95'][1]:.4g})" if "interval95" in e else ""
-        )
+        interval = f" (95 % {e['interval95'][0]:.4g}-{e['interval95'][1]:.4g})" if "interval95" in e else ""
         print(
             f"certificate {cert['certificate_id']}: grade {cert['grade']}, "
             f"{e['value']:.6g} kWh/Mtok{interval}, "
@@ -134,18 +132,82 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from greencert.certificate.verify import verify_certificate
+    from greencert.certificate.verify import TrustOptions, verify_certificate
 
     result = verify_certificate(
         Path(args.certificate),
         Path(args.bundle) if args.bundle else None,
-        public_key=Path(args.key) if args.key else None,
         at=args.at,
-        registry=Path(args.registry) if args.registry else None,
+        registry=args.registry,
+        options=TrustOptions(
+            keys=[Path(k) for k in args.key or []],
+            trust_store=Path(args.trust_store) if args.trust_store else None,
+            allow_development_key=args.allow_development_key,
+            offline=args.offline,
+            min_scheme=args.min_scheme,
+        ),
     )
     for line in result.lines:
         print(line)
     print(f"OK: {result.certificate_id} verified")
+    return EXIT_OK
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from greencert.trust import store
+
+    if args.action == "add":
+        if not args.target:
+            raise GreenCertError("trust add needs the issuer's public key PEM", "trust add")
+        anchor = store.add(args.target, args.name, args.development, args.trust_store)
+        print(f"trusted {anchor.describe()}")
+        return EXIT_OK
+    if args.action == "remove":
+        if not args.target:
+            raise GreenCertError("trust remove needs a key id (see `greencert trust list`)", "trust remove")
+        if not store.remove(args.target, args.trust_store):
+            raise GreenCertError(
+                f"key {args.target} is not in the trust store", str(store.store_path(args.trust_store))
+            )
+        print(f"no longer trusted: {args.target}")
+        return EXIT_OK
+    anchors = store.load_anchors(args.trust_store)
+    for a in anchors:
+        print(f"{a.key_id}  {a.name}{'  (development key)' if a.development else ''}")
+    print(f"{len(anchors)} trusted issuer key(s) in {store.store_path(args.trust_store)}")
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    """Check that the registry's current (or a given newer) tree head extends an older one."""
+    from greencert.files import registry_root
+    from greencert.trust import log as issuance_log
+    from greencert.trust.store import resolve_anchors
+
+    root = registry_root(args.registry)
+    old = issuance_log.read_tree_head(Path(args.old))
+    new = issuance_log.read_tree_head(Path(args.new)) if args.new else issuance_log.latest_tree_head(root)
+    if new is None:
+        raise GreenCertError("the registry has no issuance log", str(root))
+    anchors = {
+        a.key_id: a
+        for a in resolve_anchors([Path(k) for k in args.key or []], args.trust_store, use_store=not args.key)
+    }
+    anchor = anchors.get(new.document.get("key_id"))
+    if anchor is None:
+        raise GreenCertError(
+            f"tree head signed by key {new.document.get('key_id')}, which you do not trust", args.registry
+        )
+    proof = issuance_log.prove_consistency(root, old.size, new.size) if new.size > old.size else {}
+    try:
+        issuance_log.check_consistency(old, new, proof, anchor.public)
+    except issuance_log.LogProofError as exc:
+        print(f"error[log-inconsistent]: {args.registry}: {exc}", file=sys.stderr)
+        return 27
+    print(
+        f"log consistent: {old.size} entries ({old.document['timestamp']}) are a prefix of "
+        f"{new.size} entries ({new.document['timestamp']}), signed by {anchor.describe()}"
+    )
     return EXIT_OK
 
 
@@ -169,22 +231,66 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from greencert.certificate.registry import list_certificates, rebuild_index
+    from greencert.certificate.registry import list_certificates, rebuild_index, registry_lock, update_trust
+    from greencert.certificate.sign import load_key_file, load_signing_key
+    from greencert.files import registry_root
 
-    if args.action == "rebuild":
-        print(rebuild_index(args.registry, args.at))
+    if args.action in ("rebuild", "refresh"):
+        # refresh = rebuild with the issuer key: re-signs the status (TUF timestamp) and the log.
+        key = load_signing_key(args.signing_key) if (args.signing_key or args.action == "refresh") else None
+        print(rebuild_index(args.registry, args.at, signing_key=key))
         return EXIT_OK
-    rows = list_certificates(args.registry, args.at)
+    if args.action == "adopt":
+        key = load_signing_key(args.signing_key)
+        root = registry_root(args.registry)
+        with registry_lock(root):
+            update_trust(root, key, adopt=True)
+        print(rebuild_index(root, args.at, signing_key=key))
+        return EXIT_OK
+    if args.action == "rotate-key":
+        from greencert.trust.metadata import rotate_root
+
+        if not (args.old_key and args.new_key):
+            raise GreenCertError(
+                "rotate-key needs --old-key and --new-key (private key PEMs)", "registry rotate-key"
+            )
+        root = registry_root(args.registry)
+        with registry_lock(root):
+            version = rotate_root(root, load_key_file(args.old_key), load_key_file(args.new_key))
+        new_key = load_key_file(args.new_key)
+        rebuild_index(root, args.at, signing_key=new_key)
+        print(f"root v{version}: issuer key is now {new_key.key_id}")
+        return EXIT_OK
+    rows = list_certificates(args.registry, args.at, _reader_anchors(args))
     if args.json:
         print(json.dumps(rows, indent=1, sort_keys=True))
         return EXIT_OK
     for r in rows:
-        print(
-            f"{r['certificate_id']}  {r['grade']}  {r['energy_kwh_per_mtok']:.4g} kWh/Mtok  "
-            f"{r['carbon_gco2e_per_mtok']:.4g} gCO2e/Mtok  {r['status']}"
+        energy, carbon = r["energy_kwh_per_mtok"], r["carbon_gco2e_per_mtok"]
+        figures = (
+            f"{energy:.4g} kWh/Mtok  {carbon:.4g} gCO2e/Mtok"
+            if energy is not None and carbon is not None
+            else ""
         )
+        print(f"{r['certificate_id']}  {r['grade']}  {figures}  {_status_text(r)}")
     print(f"{len(rows)} certificate(s)")
     return EXIT_OK
+
+
+def _reader_anchors(args: argparse.Namespace) -> list:
+    from greencert.trust.store import resolve_anchors
+
+    keys = [Path(k) for k in getattr(args, "key", None) or []]
+    return resolve_anchors(keys, getattr(args, "trust_store", None), use_store=not keys)
+
+
+def _status_text(row: dict) -> str:
+    text = row["status"]
+    if row["status"] == "unverified":
+        text += f" ({row['verification']})"
+    elif row.get("development_key"):
+        text += " (development key)"
+    return text
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -200,32 +306,30 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from greencert.certificate.registry import list_certificates
+    from greencert.files import registry_root
+
+    root = registry_root(args.registry)
+    if not root.is_dir():
+        raise GreenCertError("no such registry folder", str(args.registry))
     rows = []
-    for path in sorted(Path(args.registry).glob("*/*/*.json")):
-        if path.name.endswith((".validation.json",)) or path.name.startswith("."):
-            continue
-        try:
-            cert = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if "certificate_id" not in cert:
-            continue
-        m = cert["metrics"]
+    for r in list_certificates(root, None, _reader_anchors(args)):
+        energy, carbon = r["energy_kwh_per_mtok"], r["carbon_gco2e_per_mtok"]
         rows.append(
             (
-                cert["scope"]["site"],
-                cert["scope"]["deployment"],
-                cert["period"]["start"][:10],
-                cert["grade"],
-                f"{m['energy_per_million_tokens']['value']:.4f}",
-                f"{m['carbon_per_million_tokens']['value']:.1f}",
-                f"{m['output_tokens']['value'] / 1e6:.1f}",
+                r["site"],
+                r["deployment"],
+                r["period"]["start"][:10],
+                r["grade"],
+                f"{energy:.4f}" if energy is not None else "",
+                f"{carbon:.1f}" if carbon is not None else "",
+                _status_text(r),
             )
         )
-    header = ("site", "deployment", "day", "grade", "kWh/Mtok", "gCO2e/Mtok", "Mtok out")
+    header = ("site", "deployment", "day", "grade", "kWh/Mtok", "gCO2e/Mtok", "status")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)))
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     print(f"{len(rows)} certificate(s) in {args.registry}")
     return EXIT_OK if rows else 1
 
@@ -312,19 +416,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pdf", action="store_true", help="skip the PDF label (no Chromium needed)")
     p.set_defaults(func=cmd_certify)
 
-    p = sub.add_parser("verify", help="check a certificate's hashes and recompute its figures")
+    p = sub.add_parser(
+        "verify",
+        help="check a certificate: trusted issuer, signed status, log inclusion, hashes, recomputed figures",
+    )
     p.add_argument("certificate")
     p.add_argument("--bundle", default=None, help="evidence bundle (default: the copy published beside it)")
     p.add_argument(
-        "--key", default=None, help="issuer public key PEM to trust (default: the one published beside it)"
+        "--key",
+        action="append",
+        default=None,
+        help="issuer public key PEM to trust (repeatable); without it, the trust store's keys are trusted",
     )
     p.add_argument(
-        "--registry", default=None, help="registry with the revocation list (default: 3 folders up)"
+        "--trust-store",
+        default=None,
+        help="trust store file (default: $GREENCERT_TRUST_STORE or $GREENCERT_HOME/trust.json)",
+    )
+    p.add_argument(
+        "--registry",
+        default=None,
+        help="registry (folder, fsspec or https:// URL) or a copy of its metadata/ (default: 3 folders up)",
     )
     p.add_argument(
         "--at", type=_moment, default=None, help="check expiry at this RFC 3339 time (default: now)"
     )
+    p.add_argument(
+        "--allow-development-key", action="store_true", help="accept a development-key certificate"
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="accept an unknown revocation status (no registry, or its status expired); the output says so",
+    )
+    p.add_argument(
+        "--min-scheme", default=None, help="fail if graded under an older scheme version (e.g. 2026.2)"
+    )
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "trust", help="manage the issuer keys you trust (add ISSUER.pem | list | remove KEY_ID)"
+    )
+    p.add_argument("action", choices=("add", "list", "remove"))
+    p.add_argument("target", nargs="?", default=None, help="add: public key PEM; remove: key id")
+    p.add_argument("--name", default=None, help="add: a name for the issuer")
+    p.add_argument("--development", action="store_true", help="add: the key is a development key")
+    p.add_argument(
+        "--trust-store",
+        default=None,
+        help="trust store file (default: $GREENCERT_TRUST_STORE or $GREENCERT_HOME/trust.json)",
+    )
+    p.set_defaults(func=cmd_trust)
+
+    p = sub.add_parser("log", help="check that the registry's issuance log extends an older signed tree head")
+    p.add_argument("action", choices=("consistency",))
+    p.add_argument("registry")
+    p.add_argument("--old", required=True, help="older tree head (tree-head.json with its .sig beside it)")
+    p.add_argument("--new", default=None, help="newer tree head (default: the registry's current one)")
+    p.add_argument("--key", action="append", default=None, help="issuer public key PEM to trust (repeatable)")
+    p.add_argument("--trust-store", default=None, help="trust store file")
+    p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("revoke", help="add a certificate to the registry's signed revocation list")
     p.add_argument("certificate_id")
@@ -334,11 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", type=_moment, default=None, help="revocation time (default: now)")
     p.set_defaults(func=cmd_revoke)
 
-    p = sub.add_parser("registry", help="list the registry or regenerate index.json/index.html")
-    p.add_argument("action", choices=("list", "rebuild"))
+    p = sub.add_parser(
+        "registry",
+        help="list the registry, rebuild its index, refresh its signed status, adopt it, or rotate its key",
+    )
+    p.add_argument("action", choices=("list", "rebuild", "refresh", "adopt", "rotate-key"))
     p.add_argument("registry")
     p.add_argument("--at", type=_moment, default=None, help="evaluate expiry at this time (default: now)")
     p.add_argument("--json", action="store_true", help="list as JSON")
+    p.add_argument("--key", action="append", default=None, help="list: issuer public key PEM to trust")
+    p.add_argument("--trust-store", default=None, help="list: trust store file")
+    p.add_argument(
+        "--signing-key",
+        default=None,
+        help="refresh/adopt (and rebuild, to re-sign): issuer private key PEM (default as for certify)",
+    )
+    p.add_argument("--old-key", default=None, help="rotate-key: current issuer private key PEM")
+    p.add_argument("--new-key", default=None, help="rotate-key: new issuer private key PEM")
     p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("report", help="write the SCI, EU EED and GB 40879 reports of a certificate")
@@ -346,8 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder (default: <certificate>.reports beside it)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("summary", help="print a table of the certificates in a registry")
+    p = sub.add_parser("summary", help="print a table of the certificates in a registry, with checked status")
     p.add_argument("registry")
+    p.add_argument("--key", action="append", default=None, help="issuer public key PEM to trust")
+    p.add_argument("--trust-store", default=None, help="trust store file")
     p.set_defaults(func=cmd_summary)
     _add_sources_commands(sub)
     return parser

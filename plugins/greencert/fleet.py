@@ -344,7 +344,7 @@ def certify_fleet_day(
     if run.certificates:
         from greencert.certificate.registry import rebuild_index
 
-        rebuild_index(registry)  # once for the whole fleet-day, not once per certificate
+        rebuild_index(registry, signing_key=key)  # once for the whole fleet-day: log, metadata, index
     run.seconds["publish"] = time.perf_counter() - mark
     run.seconds["helper_read"] = report.read_seconds
     run.seconds["helper_publish"] = report.publish_seconds
@@ -770,7 +770,7 @@ def certify_month_task(
     if certificates:
         from greencert.certificate.registry import rebuild_index
 
-        rebuild_index(registry)
+        rebuild_index(registry, signing_key=signing_key)
     if failures:
         raise GreenCertError(
             f"{len(failures)} deployment(s) without a certificate for {key}: "

@@ -131,10 +131,14 @@ def rebuild_registry_indexes(registries: list[str]) -> list[str]:
     import json
 
     from greencert.certificate.registry import rebuild_index
+    from greencert.certificate.sign import load_signing_key
 
+    # With the issuer key the rebuild also re-signs the registry's status (TUF timestamp): run
+    # often enough (the DAG's hourly schedule) that readers always find a fresh one.
+    key = load_signing_key()
     out = []
     for registry in sorted(set(registries)):
-        index = rebuild_index(Path(registry))
+        index = rebuild_index(Path(registry), signing_key=key)
         counts = json.loads(index.read_bytes()).get("counts", {})
         log.info(
             "rebuilt index of %s: %d certificate(s) (%s)",

@@ -34,15 +34,12 @@ from greencert.certificate.publish import swap_directory
 from greencert.certificate.registry import (
     ISSUER_PEM,
     KEYS_DIR,
-    REVOCATIONS,
-    is_local,
+    ensure_trust_metadata,
     rebuild_index,
-    registry_root,
     safe_child,
-    write_file,
-    write_revocations,
 )
 from greencert.errors import PublishError
+from greencert.files import is_local, registry_root, write_file
 
 log = logging.getLogger("greencert")
 
@@ -277,6 +274,9 @@ def publish_certificate(
     safe_child(root, cert["scope"]["site"], cert["scope"]["deployment"], f"{cert_id}.json")
 
     cert_path = folder / f"{cert_id}.json"
+    # Before anything is written: refuse a registry whose trust metadata is damaged or owned by
+    # another issuer key (the certificate would be published but could never be listed).
+    ensure_trust_metadata(root, key)
     try:
         with _certificate_lock(folder, cert_id):
             _remove_stale_temporaries(folder, cert_id)
@@ -298,10 +298,6 @@ def publish_certificate(
                 # Registry-wide files, shared by every certificate: written whole (atomically) now.
                 _write_if_changed(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
                 _write_if_changed(root / ISSUER_PEM, key.public_pem)
-                if not (root / REVOCATIONS).exists():
-                    # An empty signed list from the first publication on: a verifier that finds the
-                    # registry but no list knows something was removed.
-                    write_revocations(root, {}, key)
             except BaseException:
                 files.discard()
                 if staging is not None:
@@ -324,11 +320,12 @@ def publish_certificate(
         ) from None
     try:
         if index:
-            rebuild_index(root)
+            rebuild_index(root, signing_key=key)
     except OSError as exc:
         raise PublishError(
-            f"certificate {cert_id} is published, but the registry index could not be rebuilt "
-            f"({exc.strerror or exc}); run `greencert registry rebuild` once there is room",
+            f"certificate {cert_id} is published, but the registry's log, metadata and index could not "
+            f"be updated ({exc.strerror or exc}); run `greencert registry rebuild --signing-key KEY` "
+            "once there is room",
             _registry_file(exc, root),
         ) from None
 

@@ -5,78 +5,52 @@ Layout (all names derive from validated identifiers; see ``safe_child``)::
     <registry>/
       index.json                 machine-readable list of every certificate (regenerated after each publish)
       index.html                 sortable table linking to each label
-      issuer.pem                 public key of the current issuer (Ed25519, SubjectPublicKeyInfo PEM)
-      keys/<key_id>.pem          every issuer key that ever signed a certificate here
-      revocations.json (+ .sig)  revocation list, RFC 8785 canonical, signed by the issuer
+      issuer.pem                 public key of the current issuer (informative: never trusted from here)
+      keys/<key_id>.pem          every issuer key that ever signed a certificate here (informative)
+      metadata/                  TUF metadata: root, targets (every certificate's hash and status,
+                                 revocations included), snapshot, timestamp (greencert.trust.metadata)
+      log/                       the Merkle issuance log and its signed tree heads (greencert.trust.log)
       <site>/<deployment>/
         <certificate_id>.json        the certificate, RFC 8785 canonical bytes (exactly what is signed)
         <certificate_id>.json.sig    raw 64-byte Ed25519 signature of those bytes
-        <certificate_id>.issuer.pem  the public key that signed it
+        <certificate_id>.issuer.pem  the public key that signed it (informative)
+        <certificate_id>.log.json    its issuance-log entry, signed tree head and inclusion proof
         <certificate_id>.html        human label (self-contained)
         <certificate_id>.pdf         the same label as PDF (when Chromium is available)
         <certificate_id>.validation.json, <certificate_id>.evidence/   evidence for `greencert verify`
         <certificate_id>.reports/    SCI, EU EED and GB 40879 reports
 
-The index is derived data: it is rebuilt from the certificate files, so it can
-always be regenerated (``greencert registry rebuild``) and never disagrees with them.
+The index is derived data: it is rebuilt from the certificate files, and every row's status is
+checked against the registry's signed metadata under keys the reader trusts; anything that does
+not verify is listed as ``unverified``, never as valid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from greencert.errors import ConfigError
+from greencert.files import is_local, registry_root, write_file
 
 INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
 ISSUER_PEM = "issuer.pem"
 KEYS_DIR = "keys"
-REVOCATIONS = "revocations.json"
 INDEX_FORMAT = "greencert-registry-index/1"
-REVOCATIONS_FORMAT = "greencert-revocations/1"
 
 # Status precedence: a revoked certificate is revoked whatever else holds; an
 # expired one is no longer valid even if nothing replaced it.
-STATUSES = ("valid", "superseded", "expired", "revoked")
+STATUSES = ("valid", "superseded", "expired", "revoked", "unverified")
+LOCK = ".index.lock"
 
 
 def _utc(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
-
-
-def registry_root(target: str | Path) -> Path:
-    """The registry as a path object: a local ``Path``, or a ``UPath`` for any fsspec URL.
-
-    ``s3://bucket/registry``, ``gs://...``, ``memory://...``, ``file://...`` and
-    Airflow's ``ObjectStoragePath`` (a UPath) all work; a plain path stays local.
-    """
-    if hasattr(target, "protocol") and hasattr(target, "fs"):
-        return target  # type: ignore[return-value]  # UPath / ObjectStoragePath
-    text = str(target)
-    if "://" in text:
-        from upath import UPath
-
-        return UPath(text)
-    return Path(text)
-
-
-def is_local(root: Path) -> bool:
-    """Local folders get rename-based atomic writes; object stores write whole objects at once."""
-    return not hasattr(root, "protocol")
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically: temp file + rename locally, a single whole-object PUT on object stores."""
-    from greencert.certificate.publish import atomic_write_bytes
-
-    if is_local(path):
-        atomic_write_bytes(path, data)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 def safe_child(registry: Path, *parts: str) -> Path:
@@ -102,30 +76,27 @@ def certificate_files(registry: Path) -> list[Path]:
     """Every published certificate JSON (``<site>/<deployment>/<id>.json``), sorted."""
     out = []
     for path in sorted(registry_root(registry).glob("*/*/*.json"), key=str):
-        if path.name.startswith(".") or path.name.endswith(".validation.json"):
+        if path.name.startswith(".") or path.name.endswith((".validation.json", ".log.json")):
             continue
         out.append(path)
     return out
 
 
-def load_revocations(registry: Path) -> dict[str, dict[str, Any]]:
-    """Revoked certificate ids -> entry (reason, revoked_at). Empty if there is no list."""
-    path = registry_root(registry) / REVOCATIONS
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_bytes())
-        return {e["certificate_id"]: e for e in data["revoked"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"revocation list is unreadable ({exc!r})", str(path)) from None
+def target_path(cert: dict[str, Any]) -> str:
+    """Where a certificate lives in the registry, from its own signed content (not from where it was found)."""
+    return f"{cert['scope']['site']}/{cert['scope']['deployment']}/{cert['certificate_id']}.json"
 
 
-def _read_certificate(path: Path) -> dict[str, Any] | None:
+def _read_certificate(raw: bytes) -> dict[str, Any] | None:
     try:
-        cert = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        cert = json.loads(raw)
+    except ValueError:
         return None
     if not isinstance(cert, dict) or "certificate_id" not in cert or "certificate_format" not in cert:
+        return None
+    try:
+        target_path(cert)
+    except (KeyError, TypeError):
         return None
     return cert
 
@@ -134,27 +105,80 @@ def _rel(registry: Path, path: Path) -> str | None:
     return path.relative_to(registry).as_posix() if path.exists() else None
 
 
-def list_certificates(registry: Path, at: dt.datetime | None = None) -> list[dict[str, Any]]:
+def check_listed(
+    view: Any, rel: str, raw: bytes, cert: dict[str, Any], sig_path: Path
+) -> tuple[dict | None, str | None]:
+    """(signed status, None) when the certificate verifies against the trusted metadata, else (None, why)."""
+    import hashlib
+
+    from greencert.certificate.sign import signature_valid
+
+    if rel != target_path(cert):
+        return None, f"found at {rel}, but it names {target_path(cert)}"
+    status = view.status_of(rel)
+    if status is None:
+        return None, "not listed in the registry's signed metadata"
+    target = view.targets[rel]
+    if target.length != len(raw) or target.hashes.get("sha256") != hashlib.sha256(raw).hexdigest():
+        return None, "its bytes differ from those the registry's signed metadata lists"
+    kid = (cert.get("signing") or {}).get("key_id")
+    public = view.issuer_keys.get(kid)
+    if public is None:
+        return None, f"signed by key {kid}, which the registry's root does not authorise"
+    try:
+        signature = sig_path.read_bytes()
+    except OSError:
+        return None, "signature file missing"
+    if not signature_valid(public, signature, raw):
+        return None, "signature does not verify"
+    return status, None
+
+
+def list_certificates(
+    registry: Path, at: dt.datetime | None = None, anchors: list[Any] | None = None
+) -> list[dict[str, Any]]:
     """Summary rows of every certificate in ``registry``, with its status at time ``at`` (default now).
 
-    A certificate is ``superseded`` when a newer one (later period end) exists
-    for the same scope (site, deployment); ``expired`` after ``valid_until``;
-    ``revoked`` when listed in the revocation list. Paths are relative to the
-    registry root (POSIX separators) or None when that file was not published.
-    Rows are sorted by site, deployment and period start.
+    Each row is checked against the registry's TUF metadata, opened with python-tuf's client from a
+    root signed by one of ``anchors`` (default: the user's trust store). A certificate that is not
+    listed there, differs from what is listed, or whose signature does not verify is ``unverified``
+    (``verification`` says why) and takes no part in supersession. Otherwise: ``revoked`` (signed
+    status), ``expired`` (past ``valid_until``), ``superseded`` (a newer verified period of the same
+    site and deployment; ``superseded_by`` names it), else ``valid``. Rows are sorted by site,
+    deployment and period start; paths are relative to the registry root.
     """
+    from greencert.trust.metadata import StatusError, open_trusted
+    from greencert.trust.store import resolve_anchors
+
     registry = registry_root(registry)
     at = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    revoked = load_revocations(registry)
+    if anchors is None:
+        anchors = resolve_anchors()
+    view, registry_problem = None, None
+    try:
+        view = open_trusted(registry, anchors, cache=False)
+    except StatusError as exc:
+        registry_problem = f"{exc.reason}: {exc.problem}"
     rows: list[dict[str, Any]] = []
     for path in certificate_files(registry):
-        cert = _read_certificate(path)
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        cert = _read_certificate(raw)
         if cert is None:
             continue
         cid = cert["certificate_id"]
         stem = path.with_suffix("")
-        metrics = cert.get("metrics", {})
+        metrics = cert.get("metrics") or {}
         signing = cert.get("signing") or {}
+        rel = path.relative_to(registry).as_posix()
+        sig_path = path.with_name(path.name + ".sig")
+        if view is None:
+            signed, problem = None, registry_problem
+        else:
+            signed, problem = check_listed(view, rel, raw, cert, sig_path)
+        revoked = signed is not None and signed.get("status") == "revoked"
         rows.append(
             {
                 "certificate_id": cid,
@@ -165,33 +189,40 @@ def list_certificates(registry: Path, at: dt.datetime | None = None) -> list[dic
                 "issued_at": cert.get("issued_at"),
                 "valid_until": cert.get("valid_until"),
                 "grade": cert.get("grade"),
-                "energy_kwh_per_mtok": metrics.get("energy_per_million_tokens", {}).get("value"),
-                "carbon_gco2e_per_mtok": metrics.get("carbon_per_million_tokens", {}).get("value"),
+                "energy_kwh_per_mtok": (metrics.get("energy_per_million_tokens") or {}).get("value"),
+                "carbon_gco2e_per_mtok": (metrics.get("carbon_per_million_tokens") or {}).get("value"),
                 "scheme": cert.get("scheme"),
                 "key_id": signing.get("key_id"),
                 "development_key": signing.get("development_key"),
-                "revocation": revoked.get(cid),
+                "revocation": (
+                    {"reason": signed.get("reason"), "revoked_at": signed.get("revoked_at")}
+                    if revoked
+                    else None
+                ),
+                "verification": problem or "ok",
                 "superseded_by": None,
-                "status": "valid",
+                "status": "unverified" if problem else "valid",
                 "paths": {
-                    "json": _rel(registry, path),
-                    "sig": _rel(registry, path.with_name(path.name + ".sig")),
+                    "json": rel,
+                    "sig": _rel(registry, sig_path),
                     "public_key": _rel(registry, stem.with_name(stem.name + ".issuer.pem")),
+                    "log_proof": _rel(registry, stem.with_name(stem.name + ".log.json")),
                     "label": _rel(registry, stem.with_name(stem.name + ".html")),
                     "pdf": _rel(registry, stem.with_name(stem.name + ".pdf")),
                     "reports": _rel(registry, stem.with_name(stem.name + ".reports")),
                 },
             }
         )
-    # Supersession: within one scope, every certificate but the newest points at the newest.
+    # Supersession among verified certificates only: a dropped-in file must not retire a real one.
+    verified = [r for r in rows if r["status"] != "unverified"]
     newest: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
+    for row in verified:
         key = (row["site"], row["deployment"])
         rank = (row["period"]["end"], row["period"]["start"], row["certificate_id"])
         best = newest.get(key)
         if best is None or rank > (best["period"]["end"], best["period"]["start"], best["certificate_id"]):
             newest[key] = row
-    for row in rows:
+    for row in verified:
         best = newest[(row["site"], row["deployment"])]
         if best is not row:
             row["superseded_by"] = best["certificate_id"]
@@ -205,62 +236,208 @@ def list_certificates(registry: Path, at: dt.datetime | None = None) -> list[dic
     return rows
 
 
-def _issuer_key_id(registry: Path) -> str | None:
-    from greencert.certificate.sign import key_id, load_public_key_bytes
-
-    path = registry / ISSUER_PEM
-    return key_id(load_public_key_bytes(path.read_bytes(), str(path))) if path.exists() else None
-
-
-def render_index_html(rows: list[dict[str, Any]], status_at: str) -> str:
+def render_index_html(rows: list[dict[str, Any]], status_at: str, trust: dict[str, Any]) -> str:
     from greencert.certificate.render import GRADE_COLOURS
     from greencert.certificate.templates import template
 
-    return template("registry_index.html.j2").render(rows=rows, status_at=status_at, colours=GRADE_COLOURS)
+    return template("registry_index.html.j2").render(
+        rows=rows, status_at=status_at, colours=GRADE_COLOURS, trust=trust
+    )
 
 
-def rebuild_index(registry: Path, at: dt.datetime | None = None) -> Path:
-    """Regenerate ``index.json`` and ``index.html`` from the certificate files (atomic writes).
+@contextlib.contextmanager
+def registry_lock(registry: Path) -> Generator[None, None, None]:
+    """Serialise registry-wide writes (index, trust metadata, log) of local registries."""
+    if not is_local(registry):
+        yield
+        return
+    import fcntl
 
-    Returns the path of ``index.json``. Statuses are evaluated at ``at`` (default now).
+    registry.mkdir(parents=True, exist_ok=True)
+    with open(registry / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def rebuild_index(registry: Path, at: dt.datetime | None = None, signing_key: Any = None) -> Path:
+    """Regenerate ``index.json`` and ``index.html`` (atomic writes); return the path of ``index.json``.
+
+    With ``signing_key`` (the issuer's), first bring the trust metadata and the issuance log up to
+    date with the certificate files (:func:`update_trust`), and check the rows against that key;
+    without it, rows are checked against the user's trust store. Statuses are evaluated at ``at``.
     """
     registry = registry_root(registry)
     registry.mkdir(parents=True, exist_ok=True)
-    if is_local(registry):
-        # Parallel publishers (mapped Airflow tasks) must not overwrite a newer index with
-        # an older listing: serialise the list-and-write under an advisory lock.
-        import fcntl
+    with registry_lock(registry):
+        if is_local(registry):
+            # Registry-wide files are only written under this lock: a temporary of one found now was
+            # left by a killed run (hidden, never read, but it should not pile up).
+            for pattern in (
+                f".{INDEX_JSON}.*.tmp",
+                f".{INDEX_HTML}.*.tmp",
+                "metadata/.*.tmp",
+                "log/.*.tmp",
+                "log/tree-heads/.*.tmp",
+                f".{ISSUER_PEM}.*.tmp",
+                f"{KEYS_DIR}/.*.tmp",
+            ):
+                for stale in registry.glob(pattern):
+                    stale.unlink(missing_ok=True)
+        anchors = None
+        if signing_key is not None:
+            from greencert.certificate.sign import load_signing_key
 
-        with open(registry / ".index.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            # The index is only written under this lock: a temporary of it found now was left by a
-            # killed run (hidden, never read, but it should not pile up).
-            for stale in (*registry.glob(f".{INDEX_JSON}.*.tmp"), *registry.glob(f".{INDEX_HTML}.*.tmp")):
-                stale.unlink(missing_ok=True)
-            return _write_index(registry, at)
-    return _write_index(registry, at)
+            key = load_signing_key(signing_key)
+            update_trust(registry, key)
+            anchors = _issuer_anchor(key)
+        return _write_index(registry, at, anchors)
 
 
-def _write_index(registry: Path, at: dt.datetime | None) -> Path:
+def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | None) -> Path:
     from greencert.certificate.build import stamp
+    from greencert.trust.metadata import StatusError, open_trusted
+    from greencert.trust.store import resolve_anchors
 
     moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    rows = list_certificates(registry, moment)
+    anchors = resolve_anchors() if anchors is None else anchors
+    rows = list_certificates(registry, moment, anchors)
+    try:
+        view = open_trusted(registry, anchors, cache=False)
+        trust = {
+            "checked_against": view.anchor.describe(),
+            "issuer_key_ids": sorted(view.issuer_keys),
+            "root_version": view.root_version,
+            "status_version": view.timestamp_version,
+            "status_expires": stamp(view.status_expires),
+            "problem": None,
+        }
+    except StatusError as exc:
+        trust = {"checked_against": None, "problem": f"{exc.reason}: {exc.problem}"}
     index = {
         "format": INDEX_FORMAT,
         "status_at": stamp(moment),
-        "issuer_public_key": ISSUER_PEM if (registry / ISSUER_PEM).exists() else None,
-        "issuer_key_id": _issuer_key_id(registry),
-        "revocation_list": REVOCATIONS if (registry / REVOCATIONS).exists() else None,
+        "trust": trust,
+        "metadata": "metadata/",
+        "log": "log/",
         "counts": {s: sum(r["status"] == s for r in rows) for s in STATUSES},
         "certificates": rows,
     }
     index_path = registry / INDEX_JSON
     # The HTML goes first: index.json is what machines poll, and it must never
     # announce a certificate whose row the page does not yet show.
-    write_file(registry / INDEX_HTML, render_index_html(rows, index["status_at"]).encode())
+    write_file(registry / INDEX_HTML, render_index_html(rows, index["status_at"], trust).encode())
     write_file(index_path, json.dumps(index, indent=1, sort_keys=True).encode())
     return index_path
+
+
+def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, adopt: bool = False) -> None:
+    """Bring the registry's issuance log and TUF metadata up to date with its certificate files.
+
+    Caller holds :func:`registry_lock`. Only certificates signed by ``key`` (valid signature) or
+    already listed with the same bytes are listed: a file dropped into the registry is never
+    adopted. Listing is sticky (a listed certificate whose file disappears stays listed) and so is
+    revocation: it is taken from the previous signed targets and from the log's revoke entries, so
+    deleting or rolling back either does not undo it. New certificate bytes get an issuance entry in
+    the log and ``<id>.log.json`` beside them. ``adopt`` creates metadata for a registry that has
+    certificates but none (made before trust metadata existed).
+    """
+    import hashlib
+
+    from greencert.certificate.build import stamp
+    from greencert.certificate.sign import signature_valid
+    from greencert.trust import log as issuance_log
+    from greencert.trust.metadata import CUSTOM_KEY, check_writable, target_file, write_metadata
+    from greencert.trust.store import trust_signing_key
+
+    moment = (moment or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
+    files = certificate_files(registry)
+    state = check_writable(registry, key, has_certificates=bool(files) and not adopt)
+    previous = state.target_files() if state is not None else {}
+    issuance_log.checked_log(registry, key.public)
+    logged = issuance_log.latest_entries(registry)
+    statuses = {rel: dict((t.custom or {}).get(CUSTOM_KEY) or {}) for rel, t in previous.items()}
+    changed: dict[str, bytes] = {}
+    new_entries: list[dict[str, Any]] = []
+    new_paths: dict[str, Path] = {}
+    for path in files:
+        try:
+            raw = path.read_bytes()
+            signature = path.with_name(path.name + ".sig").read_bytes()
+        except OSError:
+            continue
+        cert = _read_certificate(raw)
+        rel = path.relative_to(registry).as_posix()
+        digest = hashlib.sha256(raw).hexdigest()
+        old = previous.get(rel)
+        if cert is None or (old is not None and old.hashes.get("sha256") == digest):
+            continue
+        if (
+            rel != target_path(cert)
+            or (cert.get("signing") or {}).get("key_id") != key.key_id
+            or not signature_valid(key.public, signature, raw)
+        ):
+            continue  # not this issuer's: shown as unverified, never listed
+        cid = cert["certificate_id"]
+        issue = logged.get(cid, {}).get("issue") or {}
+        if issue.get("sha256") != digest:
+            new_entries.append(
+                {
+                    "type": "issue",
+                    "certificate_id": cid,
+                    "path": rel,
+                    "sha256": digest,
+                    "key_id": key.key_id,
+                    "logged_at": stamp(moment),
+                }
+            )
+            new_paths[cid] = path
+        changed[rel] = raw
+        statuses[rel] = {
+            **statuses.get(rel, {}),
+            "certificate_id": cid,
+            "status": statuses.get(rel, {}).get("status", "issued"),
+            "log_index": issue.get("leaf_index"),
+        }
+    _, records = issuance_log.append(registry, key, new_entries, moment)
+    for cid, record in records.items():
+        stem = new_paths[cid].with_suffix("")
+        write_file(stem.with_name(stem.name + ".log.json"), json.dumps(record, sort_keys=True).encode())
+        statuses[record["entry"]["path"]]["log_index"] = record["leaf_index"]
+    for cid, entries in issuance_log.latest_entries(registry).items():
+        revoke = entries.get("revoke")
+        if revoke is None:
+            continue
+        for status in statuses.values():
+            if status.get("certificate_id") == cid:
+                status.update(status="revoked", revoked_at=revoke["revoked_at"], reason=revoke["reason"])
+    final = {}
+    for rel, status in statuses.items():
+        if rel in changed:
+            final[rel] = target_file(rel, changed[rel], status)
+        else:
+            final[rel] = target_file(rel, None, status, like=previous[rel])
+    write_metadata(registry, key, final, moment, state)
+    trust_signing_key(key)
+
+
+def ensure_trust_metadata(registry: Path, key: Any) -> None:
+    """Check the registry's metadata before a publication; create it (root v1) for a new, empty registry.
+
+    A registry that has certificates but no metadata is refused (see :func:`update_trust`): the
+    metadata must exist before the first certificate, so that its later absence means deletion.
+    """
+    from greencert.trust.metadata import check_writable
+
+    registry = registry_root(registry)
+    with registry_lock(registry):
+        if check_writable(registry, key, has_certificates=bool(certificate_files(registry))) is None:
+            update_trust(registry, key)
+
+
+def _issuer_anchor(key: Any) -> list[Any]:
+    from greencert.trust.store import TrustAnchor
+
+    return [TrustAnchor(key.key_id, key.public, "issuer", "the signing key", key.development)]
 
 
 def revoke(
@@ -270,15 +447,16 @@ def revoke(
     signing_key: str | Path | None = None,
     at: dt.datetime | None = None,
 ) -> Path:
-    """Add ``certificate_id`` to the signed revocation list and regenerate the index.
+    """Revoke ``certificate_id``: a revoke entry in the issuance log, then signed metadata and index.
 
-    Revoking twice keeps the first entry (its time and reason stand). The list
-    is RFC 8785 canonical JSON signed like a certificate (``revocations.json.sig``),
-    with the issuer key; ``greencert verify`` checks that signature before trusting it.
+    Revoking twice keeps the first entry (its time and reason stand). The revocation is part of the
+    registry's TUF targets metadata, which every reader checks (``greencert verify`` fails with
+    ``revoked``); it cannot be undone by deleting or rolling back a file (docs/trust.md).
     """
     from greencert.bundle.manifest import check_label
     from greencert.certificate.build import stamp
     from greencert.certificate.sign import load_signing_key
+    from greencert.trust import log as issuance_log
 
     root = registry_root(registry)
     try:
@@ -287,34 +465,31 @@ def revoke(
         raise ConfigError(str(exc), "--reason") from None
     if not reason:
         raise ConfigError("a revocation needs a reason", "--reason")
-    known = {r["certificate_id"] for r in list_certificates(root)}
-    if certificate_id not in known:
-        raise ConfigError(f"no certificate {certificate_id!r} in this registry", str(root))
     key = load_signing_key(signing_key)
-    entries = load_revocations(root)
-    if certificate_id not in entries:
-        moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-        entries[certificate_id] = {
-            "certificate_id": certificate_id,
-            "reason": reason,
-            "revoked_at": stamp(moment),
-        }
-    path = write_revocations(root, entries, key)
-    rebuild_index(root)
-    return path
-
-
-def write_revocations(root: Path, entries: dict[str, dict[str, Any]], key: Any) -> Path:
-    """Write the signed revocation list (signature first, like a certificate)."""
-    from greencert.certificate.build import canonical_bytes
-
-    document = {
-        "format": REVOCATIONS_FORMAT,
-        "signing": key.signing_section(),
-        "revoked": [entries[k] for k in sorted(entries)],
-    }
-    body = canonical_bytes(document)
-    write_file(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
-    write_file(root / (REVOCATIONS + ".sig"), key.sign(body))
-    write_file(root / REVOCATIONS, body)
-    return root / REVOCATIONS
+    with registry_lock(root):
+        logged = issuance_log.latest_entries(root)
+        if "issue" not in logged.get(certificate_id, {}):
+            raise ConfigError(f"no certificate {certificate_id!r} was issued in this registry", str(root))
+        if "revoke" not in logged[certificate_id]:
+            moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+            issue = logged[certificate_id]["issue"]
+            issuance_log.append(
+                root,
+                key,
+                [
+                    {
+                        "type": "revoke",
+                        "certificate_id": certificate_id,
+                        "path": issue["path"],
+                        "sha256": issue["sha256"],
+                        "key_id": key.key_id,
+                        "reason": reason,
+                        "revoked_at": stamp(moment),
+                        "logged_at": stamp(moment),
+                    }
+                ],
+                moment,
+            )
+        update_trust(root, key)
+        _write_index(root, None, _issuer_anchor(key))
+    return root / "metadata"

@@ -1,12 +1,12 @@
-"""``greencert verify``: check a published certificate against its evidence.
+"""``greencert verify``: check a published certificate against trust anchors, status, log and evidence.
 
-Checks, in order, each with its own reason code and exit status so scripts can
-tell them apart: the Ed25519 signature over the file's exact bytes (by the
-expected key: ``wrong-key``; not matching: ``bad-signature``); the file is in
-RFC 8785 canonical form; the certificate has not expired (``--at`` to check at
-another time); it is not on the issuer's signed revocation list; the evidence
-files hash to the recorded sha256; and every figure recomputed from the
-evidence (validation, computation, grading) equals the certificate's.
+Checks, in order, each with its own reason code and exit status (``EXIT_CODES``, docs/trust.md):
+the issuer is trusted (pinned with ``--key`` or in the trust store; a development key only with
+``--allow-development-key``), the registry's signed status is fresh and verifies (python-tuf's
+client), the Ed25519 signature covers the file's exact bytes, the file is RFC 8785 canonical, the
+scheme is recent enough, the certificate has not expired, the signed status lists exactly these
+bytes and does not revoke them, the issuance-log inclusion proof verifies, the evidence files hash
+to the recorded sha256, and every figure recomputed from the evidence equals the certificate's.
 """
 
 from __future__ import annotations
@@ -31,6 +31,15 @@ EXIT_CODES = {
     "input-hash-mismatch": 17,
     "figure-mismatch": 18,
     "evidence-invalid": 19,
+    "untrusted-issuer": 20,
+    "development-key": 21,
+    "status-unknown": 22,
+    "not-listed": 23,
+    "metadata-mismatch": 24,
+    "rollback": 25,
+    "bad-metadata": 26,
+    "log-inclusion": 27,
+    "scheme-too-old": 28,
 }
 
 
@@ -74,61 +83,6 @@ def _utc(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
-def _public_key_candidates(path: Path, cert: dict[str, Any], registry: Path | None) -> list[tuple[Path, str]]:
-    """Where the issuer key may be, in order: beside the certificate, then the registry."""
-    from greencert.certificate.registry import ISSUER_PEM, KEYS_DIR
-
-    stem = path.name.removesuffix(".json")
-    out = [(path.with_name(f"{stem}.issuer.pem"), "published beside the certificate")]
-    if registry is not None:
-        key_id = (cert.get("signing") or {}).get("key_id")
-        if isinstance(key_id, str) and key_id.isalnum():
-            out.append((registry / KEYS_DIR / f"{key_id}.pem", "registry key archive"))
-        out.append((registry / ISSUER_PEM, "registry issuer key"))
-    return out
-
-
-def check_signature(
-    path: Path, raw: bytes, cert: dict[str, Any], public_key: Path | None, registry: Path | None
-) -> tuple[Any, str]:
-    """Verify ``<path>.sig`` over ``raw``; return (public key, description of where the key came from)."""
-    from greencert.certificate.sign import key_id, load_public_key, signature_valid
-    from greencert.errors import ConfigError
-
-    signing = cert.get("signing")
-    if not isinstance(signing, dict) or "key_id" not in signing:
-        raise fail("bad-signature", "certificate is unsigned (no signing section)", str(path))
-    sig_path = path.with_name(path.name + ".sig")
-    try:
-        signature = sig_path.read_bytes()
-    except OSError:
-        raise fail("bad-signature", "signature file is missing", str(sig_path)) from None
-    if public_key is not None:
-        candidates = [(public_key, "pinned with --key")]
-    else:
-        candidates = [(p, why) for p, why in _public_key_candidates(path, cert, registry) if p.is_file()]
-        if not candidates:
-            raise fail("bad-signature", "no issuer public key found (pass --key ISSUER.pem)", str(path))
-    key_path, origin = candidates[0]
-    try:
-        public = load_public_key(key_path)
-    except ConfigError as exc:
-        raise fail("unreadable", exc.problem, str(key_path)) from None
-    if key_id(public) != signing["key_id"]:
-        raise fail(
-            "wrong-key",
-            f"certificate names signing key {signing['key_id']}, but the key given is {key_id(public)}",
-            str(key_path),
-        )
-    if len(signature) != 64 or not signature_valid(public, signature, raw):
-        raise fail(
-            "bad-signature",
-            "Ed25519 signature does not match the file's bytes (certificate or signature altered)",
-            str(path),
-        )
-    return public, f"{key_path} ({origin})"
-
-
 def check_expiry(cert: dict[str, Any], at: dt.datetime, path: Path) -> None:
     valid_until = _utc(cert["valid_until"])
     if at >= valid_until:
@@ -137,42 +91,6 @@ def check_expiry(cert: dict[str, Any], at: dt.datetime, path: Path) -> None:
             f"certificate expired at {cert['valid_until']} (checked at {at.strftime('%Y-%m-%dT%H:%M:%SZ')})",
             str(path),
         )
-
-
-def check_revocation(cert: dict[str, Any], public: Any, registry: Path | None, path: Path) -> str:
-    """Fail if the issuer's signed revocation list names the certificate; return a status line."""
-    from greencert.certificate.registry import REVOCATIONS
-    from greencert.certificate.sign import key_id, signature_valid
-
-    if registry is None:
-        return "revocation list: no registry found (pass --registry to check its list)"
-    if not (registry / REVOCATIONS).is_file():
-        return f"WARNING: revocation list: the registry {registry} has none (every publication writes one)"
-    list_path = registry / REVOCATIONS
-    try:
-        body = list_path.read_bytes()
-        signature = list_path.with_name(REVOCATIONS + ".sig").read_bytes()
-        document = json.loads(body)
-        entries = {e["certificate_id"]: e for e in document["revoked"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise fail(
-            "unreadable", f"revocation list or its signature is unreadable ({exc!r})", str(list_path)
-        ) from None
-    # Only the certificate's issuer may revoke it: the list must verify with the same key.
-    if (document.get("signing") or {}).get("key_id") != key_id(public) or not signature_valid(
-        public, signature, body
-    ):
-        raise fail(
-            "bad-signature", "revocation list is not signed by the certificate's issuer", str(list_path)
-        )
-    entry = entries.get(cert["certificate_id"])
-    if entry is not None:
-        raise fail(
-            "revoked",
-            f"certificate was revoked at {entry.get('revoked_at')}: {entry.get('reason')}",
-            str(list_path),
-        )
-    return f"revocation list: not revoked ({len(entries)} revoked certificate(s) listed)"
 
 
 def _diff(expected: Any, actual: Any, prefix: str = "") -> list[str]:
@@ -203,47 +121,250 @@ def recompute(bundle_dir: Path, scheme_id: str, scheme_version: str) -> dict[str
 
 
 def _default_registry(path: Path) -> Path | None:
-    """``<registry>/<site>/<deployment>/<id>.json``: the registry is three levels up, if it looks like one."""
-    from greencert.certificate.registry import INDEX_JSON, ISSUER_PEM, REVOCATIONS
+    """``<registry>/<site>/<deployment>/<id>.json``: the registry is three levels up, if it has metadata."""
+    from greencert.trust.metadata import METADATA_DIR
 
     root = path.resolve().parent.parent.parent
-    return root if any((root / n).is_file() for n in (INDEX_JSON, ISSUER_PEM, REVOCATIONS)) else None
+    return root if (root / METADATA_DIR).is_dir() else None
+
+
+REQUIRED = ("certificate_id", "signing", "valid_until", "scope", "period", "scheme", "inputs", "evidence")
+
+
+def check_fields(cert: dict[str, Any], path: Path) -> None:
+    """A signed document can still be malformed (an issuer's bug, or a re-signed forgery): say what is missing."""
+    missing = [k for k in REQUIRED if k not in cert]
+    if missing:
+        raise fail("unreadable", f"certificate lacks {', '.join(missing)}", str(path))
+    try:
+        _utc(cert["valid_until"])
+        for k in ("site", "deployment"):
+            if not isinstance(cert["scope"][k], str):
+                raise TypeError(k)
+        str(cert["scheme"]["id"]), str(cert["scheme"]["version"])
+        [(str(i["file"]), str(i["sha256"])) for i in cert["inputs"]]
+        str(cert["evidence"]["bundle"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise fail("unreadable", f"certificate field is malformed ({exc!r})", str(path)) from None
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in str(version).split("."))
+    except ValueError:
+        return (0,)
+
+
+def scheme_versions(scheme_id: str) -> list[str]:
+    """Versions of ``scheme_id`` this GreenCert ships, oldest first."""
+    from greencert.grading import SCHEME_DIR
+
+    prefix = "greencert-"
+    found = [p.stem[len(prefix) :] for p in SCHEME_DIR.glob(f"{prefix}*.yaml")]
+    del scheme_id  # one scheme family today: greencert-inference, one file per version
+    return sorted(found, key=_version_key)
+
+
+@dataclass
+class TrustOptions:
+    """What the verifier trusts; nothing here comes from the certificate or the registry."""
+
+    keys: list[Path] = field(default_factory=list)  # pinned issuer keys (--key): only these, if any
+    trust_store: Path | None = None  # default: $GREENCERT_TRUST_STORE or $GREENCERT_HOME/trust.json
+    allow_development_key: bool = False
+    offline: bool = False  # accept an unknown revocation status (the output says so)
+    min_scheme: str | None = None
+
+
+def _issuer(cert: dict[str, Any], anchors: list[Any], view: Any, path: Path) -> tuple[Any, str, bool]:
+    """The public key to check the certificate with, a description, and whether it is a development key."""
+    kid = cert["signing"].get("key_id")
+    anchor = next((a for a in anchors if a.key_id == kid), None)
+    if view is not None:
+        public = view.issuer_keys.get(kid)
+        if public is None:
+            known = ", ".join(sorted(view.issuer_keys))
+            raise fail(
+                "untrusted-issuer",
+                f"certificate is signed by key {kid}, which the registry's trusted root does not authorise "
+                f"(issuer keys: {known})",
+                str(path),
+            )
+        how = (
+            anchor.describe()
+            if anchor is not None
+            else f"key {kid}, authorised by root v{view.root_version} reached from {view.anchor.describe()}"
+        )
+        return public, how, bool(anchor and anchor.development)
+    if anchor is None:
+        trusted = ", ".join(a.key_id for a in anchors) or "none"
+        raise fail(
+            "untrusted-issuer",
+            f"certificate is signed by key {kid}, which you do not trust (trusted: {trusted}); "
+            "pin the issuer's key with --key ISSUER.pem or add it with `greencert trust add`",
+            str(path),
+        )
+    return anchor.public, anchor.describe(), anchor.development
 
 
 def verify_certificate(
     path: Path,
     bundle_dir: Path | None = None,
-    public_key: Path | None = None,
+    public_key: Path | list[Path] | None = None,
     at: dt.datetime | None = None,
-    registry: Path | None = None,
+    registry: str | Path | None = None,
+    options: TrustOptions | None = None,
 ) -> VerifyResult:
-    """Run every check (module docstring); raise VerificationFailed with the first failing reason."""
-    from greencert.bundle.reader import sha256_file
+    """Run every check (docs/trust.md); raise VerificationFailed with the first failing reason.
 
+    Trust comes only from ``options`` (pinned keys or the trust store): never from a key found
+    beside the certificate or in the registry. The registry (a folder, an fsspec URL or an https://
+    URL; default: three folders up) supplies the signed status through python-tuf's client.
+    """
+    import hashlib
+
+    from greencert.bundle.reader import sha256_file
+    from greencert.certificate.build import stamp
+    from greencert.certificate.registry import target_path
+    from greencert.errors import ConfigError
+    from greencert.trust import log as issuance_log
+    from greencert.trust.metadata import StatusError, open_trusted
+    from greencert.trust.store import resolve_anchors
+
+    options = options or TrustOptions()
+    if public_key is not None:
+        options.keys = [*options.keys, *([public_key] if isinstance(public_key, Path | str) else public_key)]
     path = Path(path)
-    registry = Path(registry) if registry is not None else _default_registry(path)
     moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     cert, raw = read_certificate(path)
+    check_fields(cert, path)
     result = VerifyResult(cert["certificate_id"])
-    public, origin = check_signature(path, raw, cert, public_key, registry)
-    signing = cert["signing"]
-    result.lines.append(f"signature: ok (Ed25519, key {signing['key_id']} from {origin})")
-    if signing.get("development_key"):
-        result.lines.append("WARNING: signed with a development key: not an issued certificate")
-    if public_key is None:
-        result.lines.append(
-            "note: key not pinned; pass --key with the issuer's published key to rule out a swap"
+    try:
+        anchors = resolve_anchors(options.keys, options.trust_store, use_store=not options.keys)
+    except ConfigError as exc:
+        raise fail("unreadable", exc.problem, exc.where) from None
+    location = registry if registry is not None else _default_registry(path)
+    view = None
+    if location is None:
+        status_problem = (
+            "no registry status found beside the certificate (pass --registry PATH-or-URL of the registry "
+            "or of a copy of its metadata)"
         )
+    else:
+        try:
+            view = open_trusted(location, anchors)
+            status_problem = None
+        except StatusError as exc:
+            if exc.reason not in ("status-unknown",) or not options.offline:
+                raise fail(exc.reason, exc.problem, exc.where) from None
+            status_problem = exc.problem
+    public, how, development = _issuer(cert, anchors, view, path)
+    signing = cert["signing"]
+    development = development or bool(signing.get("development_key"))
+    if development and not options.allow_development_key:
+        raise fail(
+            "development-key",
+            f"signed with a development key ({signing.get('key_id')}): not an issued certificate "
+            "(pass --allow-development-key to check it anyway)",
+            str(path),
+        )
+    from greencert.certificate.sign import signature_valid
+
+    sig_path = path.with_name(path.name + ".sig")
+    try:
+        signature = sig_path.read_bytes()
+    except OSError:
+        raise fail("bad-signature", "signature file is missing", str(sig_path)) from None
+    if len(signature) != 64 or not signature_valid(public, signature, raw):
+        raise fail(
+            "bad-signature",
+            "Ed25519 signature does not match the file's bytes (certificate or signature altered)",
+            str(path),
+        )
+    result.lines.append(f"issuer: trusted {how}")
+    result.lines.append(f"signature: ok (Ed25519, key {signing.get('key_id')})")
+    if development:
+        result.lines.append("WARNING: signed with a development key: not an issued certificate")
     check_canonical(cert, raw, path)
     result.lines.append("canonical form: ok")
+    scheme = cert["scheme"]
+    versions = scheme_versions(scheme["id"])
+    if options.min_scheme and _version_key(scheme["version"]) < _version_key(options.min_scheme):
+        raise fail(
+            "scheme-too-old",
+            f"graded under scheme {scheme['version']}, older than the required {options.min_scheme}",
+            str(path),
+        )
+    if versions and _version_key(scheme["version"]) < _version_key(versions[-1]):
+        result.lines.append(f"scheme: {scheme['version']} (superseded by {versions[-1]})")
+    else:
+        result.lines.append(f"scheme: {scheme['version']} (current)")
     check_expiry(cert, moment, path)
     result.lines.append(f"expiry: valid until {cert['valid_until']}")
-    result.lines.append(check_revocation(cert, public, registry, path))
+    digest = hashlib.sha256(raw).hexdigest()
+    rel = target_path(cert)
+    if view is not None:
+        target = view.targets.get(rel)
+        if target is None:
+            raise fail(
+                "not-listed",
+                f"{rel} is not in the registry's signed metadata (not issued there, or removed)",
+                view.location,
+            )
+        if target.length != len(raw) or target.hashes.get("sha256") != digest:
+            raise fail(
+                "metadata-mismatch",
+                f"the registry's signed metadata lists other bytes for {rel} (mixed or replaced files)",
+                str(path),
+            )
+        status = view.status_of(rel) or {}
+        if status.get("status") == "revoked":
+            raise fail(
+                "revoked",
+                f"certificate was revoked at {status.get('revoked_at')}: {status.get('reason')}",
+                view.location,
+            )
+        result.lines.append(
+            f"status: issued, not revoked (signed registry status v{view.timestamp_version}, fresh until "
+            f"{stamp(view.status_expires)})"
+        )
+    else:
+        result.lines.append(
+            f"WARNING: revocation status UNKNOWN, accepted because of --offline: {status_problem}"
+        )
+    proof_path = path.with_name(path.name.removesuffix(".json") + ".log.json")
+    try:
+        record = json.loads(proof_path.read_bytes())
+        head = issuance_log.check_inclusion(record, public, digest)
+    except OSError:
+        raise fail(
+            "log-inclusion", "no issuance-log inclusion proof beside the certificate", str(proof_path)
+        ) from None
+    except (ValueError, issuance_log.LogProofError) as exc:
+        raise fail("log-inclusion", str(exc), str(proof_path)) from None
+    if view is not None:
+        index = (view.status_of(rel) or {}).get("log_index")
+        if index is not None and index != record["leaf_index"]:
+            raise fail(
+                "log-inclusion",
+                f"proof is for log entry {record['leaf_index']}, the signed status names entry {index}",
+                str(proof_path),
+            )
+    result.lines.append(
+        f"issuance log: entry {record['leaf_index']} of {head.size}, logged {record['entry'].get('logged_at')} "
+        "(inclusion proof ok)"
+    )
     bundle = bundle_dir or path.parent / cert["evidence"]["bundle"]
     if not bundle.is_dir():
         raise fail("bundle-missing", "evidence bundle not found (pass --bundle)", str(bundle))
+    if bundle.is_symlink():
+        raise fail("bundle-missing", "evidence bundle is a symbolic link (not followed)", str(bundle))
     for item in cert["inputs"]:
         f = bundle / item["file"]
+        if f.is_symlink():
+            raise fail(
+                "bundle-missing", f"evidence file {item['file']} is a symbolic link (not followed)", str(f)
+            )
         if not f.is_file():
             raise fail("bundle-missing", f"evidence file {item['file']} is missing", str(bundle))
         if sha256_file(f) != item["sha256"]:
