@@ -188,3 +188,155 @@ def test_hook_base_url_forms():
         url("https://prom.example.com/prometheus/", None, None, "http")
         == "https://prom.example.com/prometheus"
     )
+
+
+# --- period edges through the Puller, against the range-evaluation reference above -------------------
+class ReferenceHook:
+    """A stand-in for the server that evaluates range queries with the reference above."""
+
+    def __init__(self, t: np.ndarray, v: np.ndarray):
+        self.t, self.v = t, v
+
+    def query_range(self, query: str, start: float, end: float, step: float) -> list[dict]:
+        first, last, step_ms = round(start * 1000), round(end * 1000), round(step * 1000)
+        values, times = range_query(self.t, self.v, first, last, step_ms)
+        if not values:
+            return []
+        if query.startswith("timestamp("):
+            return [answer({"gpu": "0"}, times)]
+        return [answer({"__name__": "m", "gpu": "0"}, values)]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    interval=st.integers(5_000, 30_000),
+    start_offset=st.integers(0, 10**7),
+    span=st.integers(60_000, 3_600_000),
+    gap=st.integers(0, 120_000),
+)
+def test_pull_keeps_the_samples_around_both_edges(interval, start_offset, span, gap):
+    import datetime as dt
+
+    from greencert.sources.prometheus import Puller
+
+    t0 = 1_767_225_600_000
+    t = t0 + interval * np.arange(2 + (start_offset + span + 300_000) // interval)
+    v = np.arange(t.size, dtype=float)
+    start, end = t0 + 150_000 + start_offset, t0 + 150_000 + start_offset + span
+    when = [dt.datetime.fromtimestamp(x / 1000, dt.UTC) for x in (start, end)]
+    puller = Puller(ReferenceHook(t, v), when[0], when[1], interval / 1000, gap / 1000)
+    got = puller.pull("m", start - gap, keep_after_ms=gap).series
+    (samples,) = got.values()
+    # Reference: from the last sample at or before the grid's first step (end - k * step, the first
+    # at or before the start), if within the gap, every sample up to the end, plus the first after
+    # the end when no sample is on the end and it lies within the gap.
+    first_step = end - -(-(end - start) // interval) * interval
+    last_before = t[t <= first_step][-1]
+    want = t[(t >= max(last_before, start - gap)) & (t <= end)]
+    after = t[t > end]
+    if (want.size == 0 or want[-1] != end) and after.size and after[0] <= end + gap:
+        want = np.append(want, after[0])
+    np.testing.assert_array_equal(samples[0], want)
+
+
+# --- identity: churn stitched, MIG repeats once, genuine overlaps refused ---------------------------
+def _device(members):
+    from greencert.sources.prometheus import _stitch_device
+
+    keyed = [
+        (tuple(sorted(labels.items())), np.asarray(t, np.int64), np.asarray(v, float))
+        for labels, t, v in members
+    ]
+    return _stitch_device("h:gpu0", keyed, "query q")
+
+
+def test_label_churn_is_stitched_in_time_order():
+    a = {"UUID": "GPU-1", "pod": "old"}
+    b = {"UUID": "GPU-1", "pod": "new"}
+    d = _device([(b, [30, 45], [2.0, 2.0]), (a, [0, 15], [1.0, 1.0])])
+    np.testing.assert_array_equal(d.t, [0, 15, 30, 45])
+    np.testing.assert_array_equal(d.v, [1.0, 1.0, 2.0, 2.0])
+    assert [c["changed"] for c in d.label_changes()] == [{"pod": ["old", "new"]}]
+
+
+def test_mig_repeats_count_once_and_record_instances():
+    base = {"UUID": "GPU-1", "GPU_I_PROFILE": "3g.40gb", "GPU_I_ID": "1", "namespace": "a"}
+    other = base | {"GPU_I_PROFILE": "4g.40gb", "GPU_I_ID": "2", "namespace": "b"}
+    d = _device([(base, [0, 15, 30], [5.0, 6.0, 7.0]), (other, [0, 15, 30], [5.0, 6.0, 7.0])])
+    assert d.t.size == 3 and d.repeated == 3
+    assert {(m.gpu_instance, m.profile) for m in d.mig.values()} == {("1", "3g.40gb"), ("2", "4g.40gb")}
+
+
+@pytest.mark.parametrize(
+    ("t_b", "v_b", "message"),
+    [([0, 15, 30], [5.0, 6.5, 7.0], "one reads 6.0, the other 6.5"), ([7, 22], [5.0, 6.0], "interleave")],
+)
+def test_genuine_overlap_is_refused(t_b, v_b, message):
+    a = {"UUID": "GPU-1", "job": "one"}
+    b = {"UUID": "GPU-1", "job": "two"}
+    with pytest.raises(SourceError) as err:
+        _device([(a, [0, 15, 30], [5.0, 6.0, 7.0]), (b, t_b, v_b)])
+    assert "{UUID=GPU-1,job=one}" in str(err.value) and "{UUID=GPU-1,job=two}" in str(err.value)
+    assert message in str(err.value)
+
+
+def test_two_uuids_under_one_name_are_refused():
+    with pytest.raises(SourceError, match="2 physical GPUs"):
+        _device([({"UUID": "GPU-1"}, [0], [1.0]), ({"UUID": "GPU-2"}, [15], [1.0])])
+
+
+# --- token chains ----------------------------------------------------------------------------------
+def _pulled(query, series):
+    from greencert.sources.prometheus import Pulled
+
+    return Pulled(
+        query,
+        {tuple(sorted(k.items())): (np.asarray(t, np.int64), np.asarray(v, float)) for k, t, v in series},
+        2,
+    )
+
+
+def test_replaced_pod_continues_its_chain_and_parallel_engines_stay_apart():
+    from greencert.sources.prometheus import chain_token_series, token_union_coverage
+
+    old, new, par = {"pod": "a", "engine": "0"}, {"pod": "b", "engine": "0"}, {"pod": "a", "engine": "1"}
+    out = _pulled("o", [(old, [0, 10], [100, 110]), (new, [20, 30], [5, 15]), (par, [0, 30], [0, 30])])
+    inp = _pulled("i", [(old, [0, 10], [300, 330]), (new, [20, 30], [15, 45]), (par, [0, 30], [0, 90])])
+    o, i, chains = chain_token_series(out, inp, None)
+    assert sorted(len(c.members) for c in chains) == [1, 2]
+    joined = next(c for c in chains if len(c.members) == 2)
+    np.testing.assert_array_equal(o[joined.name][1], [100, 110, 5, 15])
+    np.testing.assert_array_equal(i[joined.name][1], [300, 330, 15, 45])
+    assert token_union_coverage(chains, 0, 40) == pytest.approx(30 / 40)
+
+
+def test_hand_over_without_a_drop_is_refused():
+    from greencert.sources.prometheus import chain_token_series
+
+    out = _pulled("o", [({"pod": "a"}, [0, 10], [1, 2]), ({"pod": "b"}, [20, 30], [5, 6])])
+    inp = _pulled("i", [({"pod": "a"}, [0, 10], [1, 2]), ({"pod": "b"}, [20, 30], [0, 1])])
+    with pytest.raises(SourceError, match="would read as a continuation"):
+        chain_token_series(out, inp, None)
+
+
+# --- attribution ------------------------------------------------------------------------------------
+def test_mig_slice_shares_are_exact_fractions():
+    from greencert.compute.attribution import mig_slice_shares, slices
+
+    assert [slices(p, "x") for p in ("1g.10gb", "3g.40gb", "7g.80gb", "1g.20gb+me")] == [1, 3, 7, 1]
+    with pytest.raises(SourceError, match="slice count is unknown"):
+        slices("MIG-strange", "x")
+    instances = [
+        {"gpu_instance": "1", "profile": "1g.10gb", "holders": [{"namespace": "a"}]},
+        {"gpu_instance": "2", "profile": "2g.20gb", "holders": [{"namespace": "b"}]},
+        {"gpu_instance": "3", "profile": "3g.40gb", "holders": [{"namespace": "a"}]},
+    ]
+    devices = {"h:gpu0": {"labels": [], "mig": instances}}
+    a = mig_slice_shares(devices, {"namespace": "a"}, "x")
+    b = mig_slice_shares(devices, {"namespace": "b"}, "x")
+    assert a["detail"]["h:gpu0"]["fraction"] == "2/3" and b["detail"]["h:gpu0"]["fraction"] == "1/3"
+    changed = [
+        {"gpu_instance": "1", "profile": "1g.10gb", "holders": [{"namespace": "a"}, {"namespace": "b"}]}
+    ]
+    with pytest.raises(SourceError, match="changed hands"):
+        mig_slice_shares({"h:gpu0": {"labels": [], "mig": changed}}, {"namespace": "a"}, "x")
