@@ -99,7 +99,7 @@ def _check_shape(root: Node) -> None:
             continue
         if depth > MAX_DEPTH:
             raise ConstructorError(
-                None, None, f"nested more than {MAX_DEPTH} levels deep (not a GreenCert document)", node.start_mark
+                None, None, f"exceeded maximum nesting depth of {MAX_DEPTH} levels (not a GreenCert document)", node.start_mark
             )
         children = [c for pair in node.value for c in pair] if isinstance(node, MappingNode) else list(node.value)
         if done:

@@ -122,6 +122,10 @@ class Case:
     build: Callable[[Path], None]
     problem: str
     where: tuple[str, ...]
+    # The documented exit status (errors.py: 2 malformed bundle, 3 failed validation); None: either.
+    exit_code: int | None = None
+    # Text that must never appear in the message (bytes of a file outside the bundle).
+    absent: tuple[str, ...] = ()
 
     def write(self, target: Path) -> Path:
         self.build(target)
@@ -131,12 +135,14 @@ class Case:
 CASES: dict[str, Case] = {}
 
 
-def case(problem: str, *where: str) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
+def case(
+    problem: str, *where: str, exit_code: int | None = None, absent: tuple[str, ...] = ()
+) -> Callable[[Callable[[Path], None]], Callable[[Path], None]]:
     """Register a case: the error must contain ``problem`` and every ``where`` fragment."""
 
     def register(fn: Callable[[Path], None]) -> Callable[[Path], None]:
         what = (fn.__doc__ or fn.__name__).strip().splitlines()[0]
-        CASES[fn.__name__] = Case(fn.__name__, what, fn, problem, where)
+        CASES[fn.__name__] = Case(fn.__name__, what, fn, problem, where, exit_code, absent)
         return fn
 
     return register
@@ -530,6 +536,304 @@ def deployment_with_parent_directory(target: Path) -> None:
     """A deployment name 'x/../../y' that would write outside the registry."""
     write_good_bundle(target)
     _edit_manifest(target, lambda m: m["scope"].update(deployment="x/../../y"))
+
+
+# ---------------------------------------------------------------- issue 13: the scheme owns the rules
+
+# Exit statuses (greencert.errors): BundleError 2 (the bundle is malformed or breaks a rule before
+# any statistic), ValidationFailed 3 (the data fail a data-quality rule).
+MALFORMED, FAILED_VALIDATION = 2, 3
+
+
+def _append_manifest(target: Path, text: str) -> None:
+    path = target / "manifest.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + text, encoding="utf-8")
+
+
+def _manifest_line(target: Path, key: str) -> int:
+    lines = (target / "manifest.yaml").read_text(encoding="utf-8").splitlines()
+    return next(i + 1 for i, line in enumerate(lines) if line.startswith(key))
+
+
+@case("duplicate key 'facility'", "manifest.yaml:25:1", "first at line 19", exit_code=MALFORMED)
+def manifest_duplicate_key(target: Path) -> None:
+    """A second 'facility:' section at the end (declaring a PUE of 1.0) would silently replace the first."""
+    write_good_bundle(target)
+    # The writer's manifest has 24 lines (facility: on line 19), so the duplicate lands on line 25.
+    assert _manifest_line(target, "facility:") == 19
+    assert len((target / "manifest.yaml").read_text(encoding="utf-8").splitlines()) == 24
+    _append_manifest(target, "facility:\n  pue: 1.0\n")
+
+
+@case("power.max_gap '1 h' is looser than", "max_gap 120 s", "manifest.yaml", exit_code=MALFORMED)
+def manifest_loosens_max_gap(target: Path) -> None:
+    """The manifest bridges one-hour gaps where the scheme allows 120 s: a loosened tolerance."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["power"].update(max_gap="1 h"))
+
+
+@case("power.max_gap 'inf s' is looser than", "manifest.yaml", exit_code=MALFORMED)
+def manifest_infinite_max_gap(target: Path) -> None:
+    """An infinite max_gap: every gap would be bridged."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["power"].update(max_gap="inf s"))
+
+
+@case("power.max_device_power '5 kW' is looser than", "max_device_power 1500 W", exit_code=MALFORMED)
+def manifest_loosens_max_device_power(target: Path) -> None:
+    """The manifest raises the physical ceiling per GPU to 5 kW, above the scheme's 1500 W."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["power"].update(max_device_power="5 kW"))
+
+
+# The good bundle counts 400 output tokens/s from 2 GPUs; the scheme's ceiling is 100,000 tokens/s per
+# GPU (docs/methodology.md), so 200,000 tokens/s here. Sample 600 (file line 602) jumps by 10**12 tokens
+# in 60 s: 1.7e10 tokens/s, which would multiply the day's tokens by ~29,000 and lift the grade.
+@case(
+    "implausible output token counter jump",
+    "tokens.csv line 602 column output_tokens",
+    _sample_time(600),
+    "above the scheme's plausible 200000 tokens/s",
+    exit_code=FAILED_VALIDATION,
+)
+def token_counter_absurd_jump(target: Path) -> None:
+    """One token-counter sample 10**12 above its neighbours (a rate no GPU can produce)."""
+    write_good_bundle(target)
+    _set_cell(target / "tokens.csv", 602, "output_tokens", str(1_000_000 + 400 * 60 * 600 + 10**12))
+
+
+@case("implausible output token counter jump", "tokens.csv line 902", exit_code=FAILED_VALIDATION)
+def token_counter_resets_to_an_absurd_value(target: Path) -> None:
+    """The counter 'resets' (drops) and restarts at 10**15: as Prometheus increase(), the new value is the rise."""
+    write_good_bundle(target)
+    path = target / "tokens.csv"
+    rows = _rows(path)
+    for line in range(902, len(rows) + 1):  # from sample 900 on, a restarted counter at 10**15 - 1e9
+        rows[line - 1][1] = str(float(rows[line - 1][1]) - 10**9 + 10**15 - 10**12)
+    rows[901 - 1][1] = "5"  # the drop
+    _write_rows(path, rows)
+
+
+# ---------------------------------------------------------------- issue 13: evidence hygiene
+
+OUTSIDE_SECRET = "timestamp,device,value-OTHER-TENANT-SECRET"
+
+
+def _outside_file(target: Path) -> Path:
+    """A file beside the bundle (another tenant's data, say), whose bytes must never be read or quoted."""
+    outside = target.parent / f"{target.name}.outside.csv"
+    outside.write_text(OUTSIDE_SECRET + "\n2026-01-01T00:00:00Z,gpu0,1\n", encoding="utf-8")
+    return outside
+
+
+@case("power file is a symbolic link", "power.csv", exit_code=MALFORMED, absent=("OTHER-TENANT",))
+def power_file_is_a_symlink_outside(target: Path) -> None:
+    """power.csv is a symbolic link to a file outside the bundle folder."""
+    write_good_bundle(target)
+    (target / "power.csv").unlink()
+    (target / "power.csv").symlink_to(_outside_file(target))
+
+
+@case("tokens file is a symbolic link", "tokens.csv", exit_code=MALFORMED)
+def tokens_file_is_a_symlink_inside(target: Path) -> None:
+    """tokens.csv is a symbolic link to a file inside the bundle: refused too (the bytes must be the file's own)."""
+    write_good_bundle(target)
+    (target / "tokens.csv").rename(target / "tokens-real.csv")
+    (target / "tokens.csv").symlink_to("tokens-real.csv")
+
+
+@case("manifest file is a symbolic link", "manifest.yaml", exit_code=MALFORMED, absent=("OTHER-TENANT",))
+def manifest_is_a_symlink(target: Path) -> None:
+    """manifest.yaml is a symbolic link to a file outside the bundle."""
+    write_good_bundle(target)
+    outside = target.parent / f"{target.name}.outside.yaml"
+    outside.write_text((target / "manifest.yaml").read_text(encoding="utf-8") + "# OTHER-TENANT\n")
+    (target / "manifest.yaml").unlink()
+    (target / "manifest.yaml").symlink_to(outside)
+
+
+@case("tokens file is a directory, not a file", "tokens.csv", exit_code=MALFORMED)
+def tokens_file_is_a_directory(target: Path) -> None:
+    """tokens.csv is a folder."""
+    write_good_bundle(target)
+    (target / "tokens.csv").unlink()
+    (target / "tokens.csv").mkdir()
+
+
+@case("not a safe identifier", "scope.site", "'dc-corpus-1\\n'", exit_code=MALFORMED)
+def site_with_trailing_newline(target: Path) -> None:
+    """A site 'dc-corpus-1\\n': the old check matched up to the newline."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["scope"].update(site="dc-corpus-1\n"))
+
+
+@case("not a safe identifier", "scope.deployment", exit_code=MALFORMED)
+def deployment_with_trailing_newline(target: Path) -> None:
+    """A deployment 'corpus-8b\\n'."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["scope"].update(deployment="corpus-8b\n"))
+
+
+@case("scope.site 'keys' is the name of a registry file or folder", exit_code=MALFORMED)
+def site_named_keys(target: Path) -> None:
+    """A site named 'keys', the registry's public-key folder."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["scope"].update(site="keys"))
+
+
+@case("scope.site 'Revocations.json' is the name of a registry file or folder", exit_code=MALFORMED)
+def site_named_revocations(target: Path) -> None:
+    """A site 'Revocations.json' (the same file as revocations.json on a case-insensitive file system)."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["scope"].update(site="Revocations.json"))
+
+
+@case("scope.deployment 'index.json' is the name of a registry file or folder", exit_code=MALFORMED)
+def deployment_named_index(target: Path) -> None:
+    """A deployment named 'index.json'."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["scope"].update(deployment="index.json"))
+
+
+@case("is not a safe site name", "scope.site 'dc.corpus'", exit_code=MALFORMED)
+def site_with_a_dot(target: Path) -> None:
+    """Site 'dc.corpus' + deployment '1' would have the id of site 'dc' + deployment 'corpus.1'."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["scope"].update(site="dc.corpus", deployment="1"))
+
+
+# ---------------------------------------------------------------- issue 13: no traceback for any input
+
+
+@case("exceeded maximum nesting depth", "manifest.yaml:25:", exit_code=MALFORMED)
+def manifest_deeply_nested(target: Path) -> None:
+    """provenance nested 10,000 levels deep (a RecursionError in a recursive loader or validator)."""
+    write_good_bundle(target)
+    _append_manifest(target, "provenance: " + "[" * 10_000 + "]" * 10_000 + "\n")
+
+
+@case("exceeded maximum nesting depth of 64 levels", "manifest.yaml:25:", exit_code=MALFORMED)
+def manifest_nested_100_levels(target: Path) -> None:
+    """provenance nested 100 levels deep: within libyaml's limit, beyond GreenCert's."""
+    write_good_bundle(target)
+    _append_manifest(target, "provenance: " + "{a: " * 100 + "1" + "}" * 100 + "\n")
+
+
+@case("expands to more than 2,000,000 values", "manifest.yaml:", exit_code=MALFORMED)
+def manifest_billion_laughs(target: Path) -> None:
+    """Nine levels of aliases, each repeating the previous ten times: 10**9 values once expanded."""
+    write_good_bundle(target)
+    lines = ["provenance:", "  l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    _append_manifest(target, "\n".join(lines) + "\n")
+
+
+@case("outside the years 1970-9000", "manifest.yaml", "period.end", exit_code=MALFORMED)
+def period_in_year_9999(target: Path) -> None:
+    """A period ending 9999-12-31: its expiry (end + 6 months) is not a date."""
+    write_good_bundle(target)
+    _edit_manifest(
+        target, lambda m: m["period"].update(start="9999-12-30T00:00:00Z", end="9999-12-31T00:00:00Z")
+    )
+
+
+@case("is not a Unix time a calendar can hold", "manifest.yaml", "period.start", exit_code=MALFORMED)
+def period_start_huge_unix_time(target: Path) -> None:
+    """period.start given as Unix seconds 1e300."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["period"].update(start=1e300))
+
+
+@case("cannot be read", "manifest.yaml:", "'2026-13-45'", exit_code=MALFORMED)
+def manifest_impossible_date(target: Path) -> None:
+    """An unquoted YAML date 2026-13-45 (month 13): the YAML constructor itself fails."""
+    write_good_bundle(target)
+    path = target / "manifest.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("start: '2026-01-01T00:00:00Z'", "start: 2026-13-45"), encoding="utf-8")
+    assert "2026-13-45" in path.read_text(encoding="utf-8")
+
+
+@case("for integer string conversion", "manifest.yaml:", exit_code=MALFORMED)
+def manifest_integer_of_10000_digits(target: Path) -> None:
+    """scope.gpu_count written with 10,000 digits (beyond Python's integer-string limit)."""
+    write_good_bundle(target)
+    path = target / "manifest.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace(
+            "  active_params_billions: 8\n",
+            "  active_params_billions: 8\n  gpu_count: " + "9" * 10_000 + "\n",
+        ),
+        encoding="utf-8",
+    )
+
+
+@case("facility.pue", "manifest.yaml", exit_code=MALFORMED)
+def manifest_pue_nan(target: Path) -> None:
+    """facility.pue: .nan (NaN compares false with every bound)."""
+    write_good_bundle(target)
+    path = target / "manifest.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("pue: 1.2", "pue: .nan"), encoding="utf-8")
+
+
+@case("could not determine a constructor", "manifest.yaml:", exit_code=MALFORMED)
+def manifest_python_object_tag(target: Path) -> None:
+    """A !!python/object tag (code execution with an unsafe loader)."""
+    write_good_bundle(target)
+    _append_manifest(target, "provenance: !!python/object/apply:os.system ['true']\n")
+
+
+@case("manifest is not UTF-8 text", "manifest.yaml", exit_code=MALFORMED)
+def manifest_not_utf8(target: Path) -> None:
+    """manifest.yaml in Latin-1 with an accented site comment."""
+    write_good_bundle(target)
+    path = target / "manifest.yaml"
+    path.write_bytes(path.read_bytes() + "# caf\u00e9\n".encode("latin-1"))
+
+
+@case("manifest is empty", "manifest.yaml", exit_code=MALFORMED)
+def manifest_empty(target: Path) -> None:
+    """manifest.yaml is zero bytes."""
+    write_good_bundle(target)
+    (target / "manifest.yaml").write_bytes(b"")
+
+
+@case("manifest file is a directory", "manifest.yaml", exit_code=MALFORMED)
+def manifest_is_a_directory(target: Path) -> None:
+    """manifest.yaml is a folder."""
+    write_good_bundle(target)
+    (target / "manifest.yaml").unlink()
+    (target / "manifest.yaml").mkdir()
+
+
+@case("power above the physical limit", f"power.csv line {power_line(0, 50)}", exit_code=FAILED_VALIDATION)
+def power_value_of_1e308(target: Path) -> None:
+    """A power sample of 1e308 W (float64's edge: integrals overflow to inf)."""
+    write_good_bundle(target)
+    _set_cell(target / "power.csv", power_line(0, 50), "value", "1e308")
+
+
+@case("value is missing, NaN or infinite", "tokens.csv line 102", exit_code=FAILED_VALIDATION)
+def token_counter_nan(target: Path) -> None:
+    """An output-token sample that is NaN."""
+    write_good_bundle(target)
+    _set_cell(target / "tokens.csv", 102, "output_tokens", "nan")
+
+
+@case("is beyond 2**53", "tokens.parquet row 700 column output_tokens", "uint64", exit_code=MALFORMED)
+def parquet_uint64_token_counter(target: Path) -> None:
+    """tokens.parquet stores the counter as uint64 with one value near 2**64 (float64 cannot hold it)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_good_bundle(target, ext="parquet")
+    path = target / "tokens.parquet"
+    table = pq.read_table(path)
+    values = table.column("output_tokens").to_numpy().astype(np.uint64)
+    values[700] = np.uint64(2**64 - 1)
+    column = pa.array(values, pa.uint64())
+    pq.write_table(table.set_column(table.column_names.index("output_tokens"), "output_tokens", column), path)
 
 
 def write_corpus(out: Path) -> dict[str, Path]:

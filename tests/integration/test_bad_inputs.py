@@ -108,11 +108,15 @@ def test_cli_rejects_with_problem_and_place_and_publishes_nothing(name: str, cli
     case = CASES[name]
     code, message, out = cli_runs[name]
     assert code in HANDLED_EXIT, f"exit {code}\n{message[-3000:]}"
+    if case.exit_code is not None:
+        assert code == case.exit_code, f"exit {code}, documented {case.exit_code}\n{message[-3000:]}"
     assert "Traceback" not in message
     assert message.startswith("error: "), message
     assert case.problem in message, message
     for fragment in case.where:
         assert fragment in message, f"{fragment!r} not in {message}"
+    for fragment in case.absent:
+        assert fragment not in message, f"{fragment!r} (bytes outside the bundle) quoted in {message}"
     assert published_files(out) == []
 
 
@@ -129,6 +133,17 @@ def test_the_corpus_covers_the_issue_list() -> None:
         "parquet_wrong_column_types", "empty_file", "garbage_file_of_2_gb", "manifest_not_yaml",
         "manifest_unknown_key", "label_with_control_character", "label_with_markup",
         "site_with_parent_directory", "deployment_with_parent_directory",
+    }  # fmt: skip
+    assert required <= set(CASES)
+
+
+def test_the_corpus_covers_the_hostile_inputs_of_issue_13() -> None:
+    required = {
+        "manifest_duplicate_key", "manifest_loosens_max_gap", "manifest_loosens_max_device_power",
+        "token_counter_absurd_jump", "power_file_is_a_symlink_outside", "manifest_is_a_symlink",
+        "site_with_trailing_newline", "site_named_keys", "deployment_named_index", "site_with_a_dot",
+        "manifest_deeply_nested", "period_in_year_9999", "parquet_uint64_token_counter",
+        "manifest_not_utf8", "tokens_file_is_a_directory", "empty_file",
     }  # fmt: skip
     assert required <= set(CASES)
 
