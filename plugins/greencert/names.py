@@ -38,7 +38,9 @@ RESERVED_NAMES = frozenset(
 )
 
 IDENTIFIER_RULE = "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit, no '..'"
-SITE_RULE = "1-64 of A-Z a-z 0-9 _ -, starting with a letter or digit (no '.': it separates the certificate id)"
+SITE_RULE = (
+    "1-64 of A-Z a-z 0-9 _ -, starting with a letter or digit (no '.': it separates the certificate id)"
+)
 
 
 def is_reserved(name: str) -> bool:

@@ -70,7 +70,10 @@ class _StrictMixin:
                     hash(key)
                 except TypeError:
                     raise ConstructorError(
-                        "while reading a mapping", node.start_mark, "found an unhashable key", key_node.start_mark
+                        "while reading a mapping",
+                        node.start_mark,
+                        "found an unhashable key",
+                        key_node.start_mark,
                     ) from None
                 if key in first:
                     raise ConstructorError(
@@ -99,9 +102,14 @@ def _check_shape(root: Node) -> None:
             continue
         if depth > MAX_DEPTH:
             raise ConstructorError(
-                None, None, f"exceeded maximum nesting depth of {MAX_DEPTH} levels (not a GreenCert document)", node.start_mark
+                None,
+                None,
+                f"exceeded maximum nesting depth of {MAX_DEPTH} levels (not a GreenCert document)",
+                node.start_mark,
             )
-        children = [c for pair in node.value for c in pair] if isinstance(node, MappingNode) else list(node.value)
+        children = (
+            [c for pair in node.value for c in pair] if isinstance(node, MappingNode) else list(node.value)
+        )
         if done:
             on_path.discard(key)
             sizes[key] = 1 + sum(sizes[id(c)] for c in children)
@@ -122,7 +130,9 @@ def _check_shape(root: Node) -> None:
         stack.append((node, depth, True))
         for child in children:
             if isinstance(child, MappingNode | SequenceNode) and id(child) in on_path:
-                raise ConstructorError(None, None, "recursive alias (a node contains itself)", child.start_mark)
+                raise ConstructorError(
+                    None, None, "recursive alias (a node contains itself)", child.start_mark
+                )
             stack.append((child, depth + 1, False))
 
 
@@ -164,7 +174,10 @@ def parse_yaml(text: str, where: str, error: type[GreenCertError] = ConfigError,
 
 
 def load_yaml_file(
-    path: Path | str, error: type[GreenCertError] = ConfigError, what: str = "file", max_bytes: int | None = None
+    path: Path | str,
+    error: type[GreenCertError] = ConfigError,
+    what: str = "file",
+    max_bytes: int | None = None,
 ) -> Any:
     """Read and parse a YAML file strictly: missing, unreadable, oversized or non-UTF-8 files raise ``error``."""
     path = Path(path)

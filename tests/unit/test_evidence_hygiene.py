@@ -27,7 +27,9 @@ SECRET = "OTHER-TENANT-SECRET"
 # ---------------------------------------------------------------- names
 
 
-@pytest.mark.parametrize("value", ["dc-1\n", "dc-1\r\n", "\ndc-1", "dc 1", "", "-dc", "a" * 65, "a..b", "a/b"])
+@pytest.mark.parametrize(
+    "value", ["dc-1\n", "dc-1\r\n", "\ndc-1", "dc 1", "", "-dc", "a" * 65, "a..b", "a/b"]
+)
 def test_identifiers_match_whole_strings_only(value: str) -> None:
     with pytest.raises(ValueError, match="not a safe identifier"):
         check_identifier(value, "scope.deployment")
@@ -59,7 +61,9 @@ def test_a_site_has_no_dot_so_ids_cannot_collide() -> None:
 
 
 _site = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,10}", fullmatch=True)
-_deployment = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,10}", fullmatch=True).filter(lambda s: ".." not in s)
+_deployment = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,10}", fullmatch=True).filter(
+    lambda s: ".." not in s
+)
 
 
 @given(site=_site, deployment=_deployment, hours=st.integers(1, 10_000))
@@ -131,7 +135,9 @@ def _parquet_power(path: Path, values: pa.Array) -> None:
     t = pa.array(np.arange(values.__len__(), dtype=np.int64) * 1_000_000 + 1_767_225_600_000_000).cast(
         pa.timestamp("us", tz="UTC")
     )
-    pq.write_table(pa.table({"timestamp": t, "device": pa.array(["gpu0"] * len(values)), "value": values}), path)
+    pq.write_table(
+        pa.table({"timestamp": t, "device": pa.array(["gpu0"] * len(values)), "value": values}), path
+    )
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,9 @@ SCHEME = load_scheme()
 
 
 def _manifest(**power: object):
-    return parse_manifest(make_manifest(power={"file": "power.csv", "kind": "gauge", "unit": "W", **power}), "m")
+    return parse_manifest(
+        make_manifest(power={"file": "power.csv", "kind": "gauge", "unit": "W", **power}), "m"
+    )
 
 
 def test_the_scheme_gap_applies_unless_the_manifest_is_tighter() -> None:
@@ -66,7 +68,9 @@ def test_a_looser_manifest_value_is_an_error_naming_the_key_and_the_scheme_limit
     assert err.value.where == "b/manifest.yaml"
 
 
-@pytest.mark.parametrize("power", [{}, {"max_gap": "120 s"}, {"max_gap": "15 s", "max_device_power": "700 W"}])
+@pytest.mark.parametrize(
+    "power", [{}, {"max_gap": "120 s"}, {"max_gap": "15 s", "max_device_power": "700 W"}]
+)
 def test_equal_or_tighter_values_are_accepted(power: dict) -> None:
     check_manifest_tolerances(_manifest(**power), SCHEME, "m")
 
@@ -94,7 +98,9 @@ def _counter(t: list[float], v: list[float], instances: list[int] | None = None)
 
 def test_a_rise_at_the_ceiling_passes_and_just_above_fails() -> None:
     # 60 s steps, ceiling 1000 tokens/s: +60,000 is exactly the ceiling, +60,001 is above it.
-    assert implausible_token_rate(_counter([0, 60, 120], [0, 60_000, 120_000]), "output_tokens", 1000.0) is None
+    assert (
+        implausible_token_rate(_counter([0, 60, 120], [0, 60_000, 120_000]), "output_tokens", 1000.0) is None
+    )
     hit = implausible_token_rate(_counter([0, 60, 120], [0, 60_000, 120_001]), "output_tokens", 1000.0)
     assert hit is not None
     index, increase, step, rate = hit
@@ -136,7 +142,10 @@ def test_the_token_rate_ceiling_is_a_scheme_key_with_a_code_default(tmp_path: Pa
     raw["data_quality"].pop("max_output_tokens_per_second_per_gpu", None)
     without = tmp_path / "without.yaml"
     without.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    assert load_scheme(without).max_output_tokens_per_second_per_gpu == DEFAULT_MAX_OUTPUT_TOKENS_PER_SECOND_PER_GPU
+    assert (
+        load_scheme(without).max_output_tokens_per_second_per_gpu
+        == DEFAULT_MAX_OUTPUT_TOKENS_PER_SECOND_PER_GPU
+    )
     raw["data_quality"]["max_output_tokens_per_second_per_gpu"] = 20_000
     stricter = tmp_path / "stricter.yaml"
     stricter.write_text(yaml.safe_dump(raw), encoding="utf-8")

@@ -103,7 +103,10 @@ def test_no_yaml_safe_load_is_left_in_the_package() -> None:
         str(p.relative_to(root))
         for p in root.rglob("*.py")
         if p.name != "yamlio.py"
-        and any(call in p.read_text(encoding="utf-8") for call in ("yaml.safe_load(", "yaml.load(", "yaml.full_load("))
+        and any(
+            call in p.read_text(encoding="utf-8")
+            for call in ("yaml.safe_load(", "yaml.load(", "yaml.full_load(")
+        )
     ]
     assert offenders == []
 
@@ -116,19 +119,25 @@ _scalars = st.one_of(
     st.integers(min_value=-(10**30), max_value=10**30),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=20),
-    st.sampled_from(["2026-01-01T00:00:00Z", "2026-13-45", "9999-12-31T23:59:59Z", "1 h", "inf W", "W", "../x"]),
+    st.sampled_from(
+        ["2026-01-01T00:00:00Z", "2026-13-45", "9999-12-31T23:59:59Z", "1 h", "inf W", "W", "../x"]
+    ),
 )
 _values = st.recursive(
     _scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=25,
 )
-_keys = st.sampled_from(["scope", "period", "power", "tokens", "facility", "grid", "meters", "segments", "provenance"])
+_keys = st.sampled_from(
+    ["scope", "period", "power", "tokens", "facility", "grid", "meters", "segments", "provenance"]
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=st.dictionaries(_keys, _values, max_size=7), noise=st.text(max_size=30))
-def test_fuzzed_manifests_end_in_a_greencert_error_or_a_manifest(tmp_path: Path, doc: dict, noise: str) -> None:
+def test_fuzzed_manifests_end_in_a_greencert_error_or_a_manifest(
+    tmp_path: Path, doc: dict, noise: str
+) -> None:
     text = yaml.safe_dump(doc, allow_unicode=True) + noise
     bundle = tmp_path / "fuzz"
     bundle.mkdir(exist_ok=True)
