@@ -15,9 +15,9 @@ certificates are the ``greencert_certificates`` asset). Unauthenticated page req
 the auth manager's login page; API requests get 401.
 
 The registry is ``$GREENCERT_REGISTRY``, else the ``registry`` of the fleet config
-``$GREENCERT_CONFIG`` (default: the sample fleet). Rows come from the registry's ``index.json`` when
-it is at least as new as every deployment folder (the registry-index DAG keeps it so), otherwise from
-the certificate files themselves. "Which run issued it" comes from Airflow's asset events, never
+``$GREENCERT_CONFIG`` (default: the sample fleet). Rows come from the certificate files, each checked
+against the registry's signed TUF metadata under the installation's trust store (never from
+``index.json``, which any registry writer could edit); what does not verify shows as unverified. "Which run issued it" comes from Airflow's asset events, never
 from the certificate (certificates stay byte-identical across reruns).
 """
 
@@ -41,7 +41,7 @@ log = logging.getLogger("greencert.webui")
 MOUNT_PREFIX = "/greencert"
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
-STATUSES = ("valid", "superseded", "expired", "revoked")
+STATUSES = ("valid", "superseded", "expired", "revoked", "unverified")
 # Registry files the page may serve, by suffix; anything else (work files, keys folder listings) is 404.
 SERVABLE = {
     ".html": "text/html; charset=utf-8",
@@ -67,39 +67,44 @@ def registry_root() -> Path:
     return load_config(os.environ.get("GREENCERT_CONFIG") or DEFAULT_CONFIG).registry_path
 
 
-def _index_is_fresh(registry: Path, index: Path) -> bool:
-    """True when index.json is at least as new as every ``<site>/<deployment>`` folder.
+_ROWS_CACHE: dict[str, tuple[tuple[Any, ...], list[dict[str, Any]]]] = {}
 
-    Publishing renames files into a deployment folder, which updates that folder's mtime, so
-    an index older than a folder may miss a certificate.
-    """
-    if not index.is_file():
-        return False
-    stamp = index.stat().st_mtime
-    return all(d.stat().st_mtime <= stamp for d in registry.glob("*/*") if d.is_dir())
+
+def _registry_signature(registry: Path) -> tuple[Any, ...]:
+    """Changes whenever a certificate or the signed status changes (renames touch folder mtimes)."""
+    stamp = registry / "metadata" / "timestamp.json"
+    status = (stamp.stat().st_mtime_ns, stamp.stat().st_size) if stamp.exists() else None
+    folders = tuple(sorted((str(d), d.stat().st_mtime_ns) for d in registry.glob("*/*") if d.is_dir()))
+    return status, folders
 
 
 def load_rows(registry: Path, now: dt.datetime | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Every certificate row of ``registry`` and where the rows came from ("index" or "files")."""
-    from greencert.certificate.registry import INDEX_JSON, list_certificates
+    """Every certificate row of ``registry``, each checked against its signed metadata ("verified").
+
+    The page never takes a status from ``index.json`` (anyone who can write the registry can write
+    that file): rows are checked with the trust store of the API server's installation
+    (``$GREENCERT_TRUST_STORE`` or ``$GREENCERT_HOME/trust.json``); what does not verify shows as
+    ``unverified``. The checked rows are kept until the registry changes.
+    """
+    from greencert.certificate.registry import list_certificates
 
     now = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    index = registry / INDEX_JSON
-    if _index_is_fresh(registry, index):
-        try:
-            rows = json.loads(index.read_bytes())["certificates"]
-        except (OSError, ValueError, KeyError):
-            rows = None
-        if rows is not None:
-            # The index evaluated statuses when it was built; a certificate may have expired since.
-            for row in rows:
-                until = row.get("valid_until")
-                if row.get("status") in ("valid", "superseded") and until and _utc(until) <= now:
-                    row["status"] = "expired"
-            return rows, "index"
     if not registry.is_dir():
-        return [], "files"
-    return list_certificates(registry, now), "files"
+        return [], "verified"
+    key = str(registry)
+    signature = _registry_signature(registry)
+    cached = _ROWS_CACHE.get(key)
+    if cached is not None and cached[0] == signature:
+        rows = json.loads(json.dumps(cached[1]))
+        # A certificate may have expired since the rows were checked.
+        for row in rows:
+            until = row.get("valid_until")
+            if row.get("status") in ("valid", "superseded") and until and _utc(until) <= now:
+                row["status"] = "expired"
+        return rows, "verified"
+    rows = list_certificates(registry, now)
+    _ROWS_CACHE[key] = (signature, json.loads(json.dumps(rows)))
+    return rows, "verified"
 
 
 def _utc(text: str) -> dt.datetime:

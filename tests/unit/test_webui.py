@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import types
 from pathlib import Path
 
 import pytest
 
 from greencert.webui import _roots, _when, load_rows, render_page, select_rows
+from trust_helpers import new_registry, publish_all, put
 
 NOW = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
@@ -35,25 +35,26 @@ def write_cert(
             "carbon_per_million_tokens": {"value": 40.0 * day, "unit": "gCO2e/Mtok"},
         },
     }
-    path = registry / site / deployment / f"{cid}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cert))
-    return path
+    return put(registry, cert)
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Path:
-    reg = tmp_path / "registry"
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GREENCERT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("GREENCERT_SIGNING_KEY", raising=False)
+    monkeypatch.delenv("GREENCERT_TRUST_STORE", raising=False)
+    reg = new_registry(tmp_path / "registry")
     for day in (1, 2, 3):
         write_cert(reg, "dc-a", "chat-8b", day)
         write_cert(reg, "dc-b", "code-32b", day, grade="D")
     write_cert(reg, "dc-a", "assist-14b", 2, grade="A")
+    publish_all(reg, NOW)
     return reg
 
 
 def test_rows_come_from_the_files_with_statuses(registry: Path) -> None:
     rows, source = load_rows(registry, NOW)
-    assert source == "files"
+    assert source == "verified"
     assert len(rows) == 7
     # Per scope the newest period is valid, older ones superseded (nothing expired before July).
     status = {(r["deployment"], r["period"]["start"][:10]): r["status"] for r in rows}
@@ -91,25 +92,35 @@ def test_filters_order_and_paging_match_a_reference(registry: Path) -> None:
     assert select_rows(rows, deployment="nope") == (0, [])
 
 
-def test_a_fresh_index_is_used_and_a_stale_one_is_not(registry: Path) -> None:
-    from greencert.certificate.registry import rebuild_index
+def test_rows_never_come_from_the_index_and_are_checked_again_when_the_registry_changes(
+    registry: Path,
+) -> None:
+    """Attack: a registry writer edits index.json to show a revoked or forged certificate as valid.
+    The page takes no status from index.json; a file dropped in after the last check is unverified."""
+    from greencert.certificate.registry import INDEX_JSON
 
-    index = rebuild_index(registry, NOW)
+    index_path = registry / INDEX_JSON
+    index = json.loads(index_path.read_bytes())
+    for row in index["certificates"]:
+        row["status"], row["grade"] = "valid", "A"
+    index_path.write_text(json.dumps(index))
     rows, source = load_rows(registry, NOW)
-    assert source == "index" and len(rows) == 7
+    assert source == "verified" and len(rows) == 7
+    assert sum(r["status"] == "superseded" for r in rows) == 4  # not what the edited index says
+    assert {r["grade"] for r in rows} == {"A", "B", "D"}  # grades from the certificates: assist-14b is A
     # Expiry is re-evaluated at read time: by August every certificate has expired.
     rows, _ = load_rows(registry, dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
     assert {r["status"] for r in rows} == {"expired"}
-    # A certificate published after the index was built: its folder is newer than the index.
-    old = index.stat().st_mtime - 60
-    os.utime(index, (old, old))
-    write_cert(registry, "dc-c", "new-1b", 4)
-    rows, source = load_rows(registry, NOW)
-    assert source == "files" and len(rows) == 8
+    dropped = write_cert(registry, "dc-c", "new-1b", 4)
+    dropped.with_name(dropped.name + ".sig").unlink()
+    dropped.write_bytes(dropped.read_bytes().replace(b'"grade":"B"', b'"grade":"A"'))
+    rows, _ = load_rows(registry, NOW)
+    assert len(rows) == 8
+    assert [r["status"] for r in rows if r["site"] == "dc-c"] == ["unverified"]
 
 
 def test_missing_registry_lists_nothing(tmp_path: Path) -> None:
-    assert load_rows(tmp_path / "absent", NOW) == ([], "files")
+    assert load_rows(tmp_path / "absent", NOW) == ([], "verified")
 
 
 def test_period_display() -> None:
@@ -127,6 +138,7 @@ def test_roots_follow_the_mount_and_base_url() -> None:
 
 def test_page_escapes_data_and_links_label_and_run(registry: Path) -> None:
     write_cert(registry, "dc-x", "evil", 5, model="<script>alert(1)</script>")
+    publish_all(registry, NOW)
     rows, source = load_rows(registry, NOW)
     total, page = select_rows(rows, limit=2)
     items = []

@@ -338,8 +338,9 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
     adopted. Listing is sticky (a listed certificate whose file disappears stays listed) and so is
     revocation: it is taken from the previous signed targets and from the log's revoke entries, so
     deleting or rolling back either does not undo it. New certificate bytes get an issuance entry in
-    the log and ``<id>.log.json`` beside them. ``adopt`` creates metadata for a registry that has
-    certificates but none (made before trust metadata existed).
+    the log; every listed certificate gets ``<id>.log.json`` beside it when it lacks a current one
+    (so a run killed between log and proof is completed by the next). ``adopt`` creates metadata for
+    a registry that has certificates but none (made before trust metadata existed).
     """
     import hashlib
 
@@ -357,8 +358,8 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
     logged = issuance_log.latest_entries(registry)
     statuses = {rel: dict((t.custom or {}).get(CUSTOM_KEY) or {}) for rel, t in previous.items()}
     changed: dict[str, bytes] = {}
+    listed: dict[str, tuple[Path, str, str]] = {}  # rel -> (path, sha256, certificate id)
     new_entries: list[dict[str, Any]] = []
-    new_paths: dict[str, Path] = {}
     for path in files:
         try:
             raw = path.read_bytes()
@@ -366,10 +367,14 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
         except OSError:
             continue
         cert = _read_certificate(raw)
+        if cert is None:
+            continue
         rel = path.relative_to(registry).as_posix()
         digest = hashlib.sha256(raw).hexdigest()
+        cid = cert["certificate_id"]
         old = previous.get(rel)
-        if cert is None or (old is not None and old.hashes.get("sha256") == digest):
+        if old is not None and old.hashes.get("sha256") == digest:
+            listed[rel] = (path, digest, cid)
             continue
         if (
             rel != target_path(cert)
@@ -377,9 +382,7 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
             or not signature_valid(key.public, signature, raw)
         ):
             continue  # not this issuer's: shown as unverified, never listed
-        cid = cert["certificate_id"]
-        issue = logged.get(cid, {}).get("issue") or {}
-        if issue.get("sha256") != digest:
+        if (logged.get(cid, {}).get("issue") or {}).get("sha256") != digest:
             new_entries.append(
                 {
                     "type": "issue",
@@ -390,26 +393,33 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
                     "logged_at": stamp(moment),
                 }
             )
-            new_paths[cid] = path
         changed[rel] = raw
+        listed[rel] = (path, digest, cid)
         statuses[rel] = {
             **statuses.get(rel, {}),
             "certificate_id": cid,
             "status": statuses.get(rel, {}).get("status", "issued"),
-            "log_index": issue.get("leaf_index"),
         }
-    _, records = issuance_log.append(registry, key, new_entries, moment)
-    for cid, record in records.items():
-        stem = new_paths[cid].with_suffix("")
-        write_file(stem.with_name(stem.name + ".log.json"), json.dumps(record, sort_keys=True).encode())
-        statuses[record["entry"]["path"]]["log_index"] = record["leaf_index"]
-    for cid, entries in issuance_log.latest_entries(registry).items():
-        revoke = entries.get("revoke")
-        if revoke is None:
-            continue
-        for status in statuses.values():
-            if status.get("certificate_id") == cid:
-                status.update(status="revoked", revoked_at=revoke["revoked_at"], reason=revoke["reason"])
+    head, tree = issuance_log.append(registry, key, new_entries, moment)
+    logged = issuance_log.latest_entries(registry)
+    for rel, (path, digest, cid) in listed.items():
+        issue = logged.get(cid, {}).get("issue")
+        if issue is None or issue["sha256"] != digest:
+            continue  # listed before this log existed (adopted registry): no proof to give
+        statuses[rel]["log_index"] = issue["leaf_index"]
+        stem = path.with_suffix("")
+        proof_path = stem.with_name(stem.name + ".log.json")
+        try:
+            current = json.loads(proof_path.read_bytes()).get("leaf_index") == issue["leaf_index"]
+        except (OSError, ValueError, AttributeError):
+            current = False
+        if not current:
+            record = issuance_log.inclusion_record(tree, head, issue["leaf_index"], issue)
+            write_file(proof_path, json.dumps(record, sort_keys=True).encode())
+    for status in statuses.values():  # listed or not (a revoked certificate's file may be gone)
+        revoke = logged.get(status.get("certificate_id"), {}).get("revoke")
+        if revoke is not None:
+            status.update(status="revoked", revoked_at=revoke["revoked_at"], reason=revoke["reason"])
     final = {}
     for rel, status in statuses.items():
         if rel in changed:

@@ -160,18 +160,17 @@ def checked_log(registry: Path, public: Any) -> tuple[list[bytes], Any]:
 
 def append(
     registry: Path, key: Any, entries: list[dict[str, Any]], moment: dt.datetime
-) -> tuple[SignedTreeHead, dict[str, dict[str, Any]]]:
-    """Append ``entries`` and sign the new tree head; return it and an inclusion record per certificate id.
+) -> tuple[SignedTreeHead, Any]:
+    """Append ``entries``, sign the new tree head and return it with the tree (caller holds the lock).
 
-    Caller holds the registry lock. Each record (for ``<id>.log.json``) proves the entry is in the
-    tree of the returned head.
+    The tree head is signed even when nothing was appended: entries a killed run appended without
+    signing are covered then.
     """
     from greencert.certificate.build import canonical_bytes
     from greencert.files import write_file
 
     leaves, tree = checked_log(registry, key.public)
     new_leaves = [canonical_bytes(e) for e in entries]
-    first = len(leaves) + 1
     for leaf in new_leaves:
         tree.append_entry(leaf)
     head = _sign_tree_head(tree, key, moment)
@@ -183,18 +182,18 @@ def append(
     write_file(heads / f"{head.size}.json", head.body)
     write_file(folder / (TREE_HEAD + ".sig"), head.signature)
     write_file(folder / TREE_HEAD, head.body)
-    records = {}
-    for offset, entry in enumerate(entries):
-        index = first + offset
-        proof = tree.prove_inclusion(index, head.size)
-        records[entry["certificate_id"]] = {
-            "format": INCLUSION_FORMAT,
-            "entry": entry,
-            "leaf_index": index,
-            **head.to_json(),
-            "proof": proof.serialize(),
-        }
-    return head, records
+    return head, tree
+
+
+def inclusion_record(tree: Any, head: SignedTreeHead, index: int, entry: dict[str, Any]) -> dict[str, Any]:
+    """What ``<id>.log.json`` holds: the entry, the signed tree head and the inclusion proof of leaf ``index``."""
+    return {
+        "format": INCLUSION_FORMAT,
+        "entry": {k: v for k, v in entry.items() if k != "leaf_index"},
+        "leaf_index": index,
+        **head.to_json(),
+        "proof": tree.prove_inclusion(index, head.size).serialize(),
+    }
 
 
 def latest_entries(registry: Path) -> dict[str, dict[str, Any]]:
