@@ -109,6 +109,21 @@ def churn_series() -> list[Sample]:
     return out
 
 
+# --- scale-out and in: a second vLLM pod serves 01:00 to 02:00 beside the first -------------------
+SCALE_IN, SCALE_OUT = S0 + 3600.0, S0 + 7200.0
+
+
+def scale_series() -> list[Sample]:
+    t = grid(S0 - 600, S1 + 600)
+    labels = dcgm("sc-1", "0", "GPU-12121212-3434-5656-7878-909090909090", "scale")
+    second = t[(t >= SCALE_IN) & (t <= SCALE_OUT)]
+    return [
+        Sample("DCGM_FI_DEV_POWER_USAGE", labels, t, np.full(t.size, 400.0)),
+        *tokens(vllm("s-0", "10.7.0.1", "scale"), t, S0 - 3600),
+        *tokens(vllm("s-1", "10.7.0.2", "scale"), second, SCALE_IN - 5),
+    ]
+
+
 # --- MIG: one A100 split 3g.40gb + 4g.40gb, two teams; power repeated per GPU instance ----------------
 # dcgm-exporter with MIG adds GPU_I_PROFILE and GPU_I_ID and repeats device power per instance
 # (NVIDIA/dcgm-exporter issue #317).
@@ -223,7 +238,7 @@ def edge_reference_joules(a: float, b: float) -> float:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("churn-data")
-    series = churn_series() + mig_series() + dup_series() + node_series() + edge_series()
+    series = churn_series() + scale_series() + mig_series() + dup_series() + node_series() + edge_series()
     blocks = create_blocks(write_openmetrics(series, root / "backfill.om"), root / "blocks")
     prom = PrometheusServer(blocks, tmp_path_factory.mktemp("churn-prometheus"))
     yield prom
@@ -309,6 +324,21 @@ def test_genuine_overlap_names_both_label_sets(conn, tmp_path):
     assert "job=dcgm-exporter," in message and "job=dcgm-exporter-2," in message
     assert "both measure device 'dup-1:gpu0'" in message and "one reads 300.0, the other 302.0" in message
     assert not (tmp_path / "work" / "bundles" / "dup").exists()
+
+
+# --- 3. scale-out/in: the union of instances over time ---------------------------------------------
+def test_scale_out_and_in_keeps_parallel_instances_apart_with_their_union(conn, tmp_path):
+    config = write_config(tmp_path, {"scale": source("scale", ["dcgm", "vllm"])})
+    bundle = Path(extract_stage(config, "scale", START, END))
+    tok = read(bundle, "tokens.parquet")
+    assert len(set(tok["instance"])) == 2  # alive at the same time: two counters, never joined
+    prov = manifest_of(bundle)["provenance"]
+    assert "replaced_instances" not in prov["queries"][2]
+    assert prov["token_union_coverage"] == pytest.approx(1.0)
+    # Both counters' increases over the period, each from its own samples (the second pod's first
+    # reading, 5 s after its start, is its increase since zero).
+    second = tok["instance"] == sorted(set(tok["instance"]))[1]
+    assert tok["output_tokens"][second][-1] == OUT_RATE * (SCALE_OUT - (SCALE_IN - 5))
 
 
 # --- 2. MIG: power once per physical GPU, energy split by slices -----------------------------------
