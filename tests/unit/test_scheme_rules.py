@@ -163,3 +163,37 @@ def test_old_schemes_still_load_and_the_latest_version_is_the_highest() -> None:
     assert is_superseded("greencert-inference", "2026.1")
     assert not is_superseded("greencert-inference", versions[-1])
     assert latest_scheme_version("no-such-scheme") is None
+
+
+# ---------------------------------------------------------------- the threat, end to end
+
+
+def test_one_absurd_token_sample_would_lift_the_grade_and_is_refused(tmp_path: Path) -> None:
+    from corpus.bad_bundles import CASES, write_good_bundle
+    from greencert.bundle.reader import open_bundle
+    from greencert.compute.metrics import compute_figures
+    from greencert.errors import ValidationFailed
+    from greencert.grading import grade
+    from greencert.validation.run import profile_bundle
+
+    def point_grade(bundle_dir: Path) -> tuple[str, float]:
+        fig = compute_figures(open_bundle(bundle_dir), SCHEME).metrics()
+        energy = fig["energy_per_million_tokens"]["value"]
+        return grade(energy, fig["carbon_per_million_tokens"]["value"], 8, SCHEME)["overall"], energy
+
+    # The corpus's good bundle: 2 GPUs averaging exactly 450 W over the day (a sine over one full
+    # period) = 21.6 kWh IT, x PUE 1.2 = 25.92 kWh; 400 tokens/s x 86,400 s = 34.56 Mtok ->
+    # 0.75 kWh/Mtok, band F of the <=20B class (0.5 < x <= 1.0).
+    write_good_bundle(tmp_path / "good")
+    overall, energy = point_grade(tmp_path / "good")
+    assert energy == pytest.approx(25.92 / 34.56, rel=1e-3)
+    assert overall == "F"
+    # One sample 10**12 higher: computed without the check, the day would count over 10**12 tokens,
+    # 25.92 kWh / 10**6 Mtok = 2.6e-5 kWh/Mtok, band A.
+    CASES["token_counter_absurd_jump"].write(tmp_path / "absurd")
+    overall, energy = point_grade(tmp_path / "absurd")
+    assert overall == "A" and energy < 0.03
+    # Validation refuses it before any figure is computed.
+    with pytest.raises(ValidationFailed, match="implausible output token counter jump"):
+        profile_bundle(open_bundle(tmp_path / "absurd"), SCHEME)
+    profile_bundle(open_bundle(tmp_path / "good"), SCHEME)  # and the honest day passes the check
