@@ -362,10 +362,6 @@ def identify(pulled: Pulled, template: str | None) -> dict[str, Device]:
     return {name: _stitch_device(name, groups[name], where) for name in sorted(groups)}
 
 
-def _named(pulled: Pulled, template: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    return {name: (d.t, d.v) for name, d in identify(pulled, template).items()}
-
-
 def device_report(devices: Mapping[str, Device]) -> list[dict[str, Any]]:
     """What ``sources check`` and the provenance show per physical device."""
     out = []
