@@ -190,3 +190,11 @@ def test_out_on_a_file_system_that_refuses_writes_is_a_publish_error(tmp_path: P
     assert code == 5
     assert "registry folder cannot be written" in message and "/sys/greencert-registry" in message
     assert not Path("/sys/greencert-registry").exists()
+
+
+def test_prometheus_metric_and_label_names_match_whole_strings() -> None:
+    # A metric name goes into a PromQL query: 'name\n' must not pass as 'name'.
+    from greencert.sources.profiles import LABEL_RE, METRIC_RE
+
+    assert METRIC_RE.fullmatch("DCGM_FI_DEV_POWER_USAGE") and LABEL_RE.fullmatch("gpu")
+    assert not METRIC_RE.fullmatch("DCGM_FI_DEV_POWER_USAGE\n") and not LABEL_RE.fullmatch("gpu\n")

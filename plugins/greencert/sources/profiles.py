@@ -54,7 +54,7 @@ def _check_template(value: str | None) -> str | None:
     for group in names:
         alternatives = group.split("|")
         for alt in alternatives[:-1] if alternatives[-1] == "" else alternatives:
-            if not LABEL_RE.match(alt):
+            if not LABEL_RE.fullmatch(alt):
                 raise ValueError(f"name template {value!r}: {alt!r} is not a label name")
     return value
 
@@ -68,14 +68,14 @@ class Selector(_Strict):
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        if not METRIC_RE.match(v):
+        if not METRIC_RE.fullmatch(v):
             raise ValueError(f"{v!r} is not a Prometheus metric name (a plain selector is required)")
         return v
 
     @field_validator("matchers")
     @classmethod
     def _matchers(cls, v: str | None) -> str | None:
-        if v is not None and not MATCHERS_RE.match(v):
+        if v is not None and not MATCHERS_RE.fullmatch(v):
             raise ValueError(
                 f'{v!r} is not a list of PromQL label matchers such as zone="package", gpu=~"0|1"'
             )
@@ -159,7 +159,7 @@ class SourceProfile(_Strict):
     @classmethod
     def _retired(cls, v: dict[str, str]) -> dict[str, str]:
         for name in v:
-            if not METRIC_RE.match(name):
+            if not METRIC_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a Prometheus metric name")
         return v
 
@@ -258,7 +258,7 @@ def build_selector(sel: Selector, labels: Mapping[str, str]) -> str:
     """``metric{profile matchers, deployment labels}`` with exact-match deployment labels."""
     parts = [sel.matchers.strip().rstrip(",").strip()] if sel.matchers else []
     for name, value in labels.items():
-        if not LABEL_RE.match(name):
+        if not LABEL_RE.fullmatch(name):
             raise ConfigError(f"{name!r} is not a Prometheus label name", "source labels")
         parts.append(f"{name}={promql_string(str(value))}")
     return f"{sel.metric}{{{', '.join(parts)}}}" if parts else sel.metric
