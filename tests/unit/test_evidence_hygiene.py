@@ -194,7 +194,10 @@ def test_out_on_a_file_system_that_refuses_writes_is_a_publish_error(tmp_path: P
 
 def test_prometheus_metric_and_label_names_match_whole_strings() -> None:
     # A metric name goes into a PromQL query: 'name\n' must not pass as 'name'.
-    from greencert.sources.profiles import LABEL_RE, METRIC_RE
+    from pydantic import ValidationError
 
-    assert METRIC_RE.fullmatch("DCGM_FI_DEV_POWER_USAGE") and LABEL_RE.fullmatch("gpu")
-    assert not METRIC_RE.fullmatch("DCGM_FI_DEV_POWER_USAGE\n") and not LABEL_RE.fullmatch("gpu\n")
+    from greencert.sources.profiles import Selector
+
+    assert Selector(metric="DCGM_FI_DEV_POWER_USAGE").metric == "DCGM_FI_DEV_POWER_USAGE"
+    with pytest.raises(ValidationError, match="is not a Prometheus metric name"):
+        Selector(metric="DCGM_FI_DEV_POWER_USAGE\n")
