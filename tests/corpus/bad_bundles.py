@@ -769,6 +769,20 @@ def manifest_integer_of_10000_digits(target: Path) -> None:
     )
 
 
+@case("scope.gpu_count: Input should be less than or equal to 10000000", "manifest.yaml", exit_code=MALFORMED)
+def scope_gpu_count_beyond_json(target: Path) -> None:
+    """scope.gpu_count 10**20: beyond the integers canonical JSON (RFC 8785) can hold, so signing would fail."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["scope"].update(gpu_count=10**20))
+
+
+@case("grid.year", "manifest.yaml", exit_code=MALFORMED)
+def grid_year_huge(target: Path) -> None:
+    """grid.year 10**30."""
+    write_good_bundle(target)
+    _edit_manifest(target, lambda m: m["grid"].update(year=10**30))
+
+
 @case("facility.pue", "manifest.yaml", exit_code=MALFORMED)
 def manifest_pue_nan(target: Path) -> None:
     """facility.pue: .nan (NaN compares false with every bound)."""

@@ -65,7 +65,7 @@ class Scope(_Strict):
     hardware: str
     active_params_billions: Annotated[float, Field(gt=0, le=100_000)]
     gpu_type: str | None = None
-    gpu_count: Annotated[int, Field(ge=1)] | None = None
+    gpu_count: Annotated[int, Field(ge=1, le=10_000_000)] | None = None  # JSON-safe integer
     serving_engine: str | None = None
     engine_version: str | None = None
     precision: str | None = None
@@ -250,7 +250,7 @@ class ScopeChange(_Strict):
     hardware: str | None = None
     active_params_billions: Annotated[float, Field(gt=0, le=100_000)] | None = None
     gpu_type: str | None = None
-    gpu_count: Annotated[int, Field(ge=1)] | None = None
+    gpu_count: Annotated[int, Field(ge=1, le=10_000_000)] | None = None  # JSON-safe integer
     serving_engine: str | None = None
     engine_version: str | None = None
     precision: str | None = None
@@ -310,7 +310,7 @@ class Grid(_Strict):
     file: str | None = None
     annual: Annotated[float, Field(ge=0, le=5000)] | None = None
     source: str | None = None
-    year: int | None = None
+    year: Annotated[int, Field(ge=1900, le=9000)] | None = None
     zone: str | None = None
 
     @field_validator("file")
