@@ -200,7 +200,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         )
     proof = issuance_log.prove_consistency(root, old.size, new.size) if new.size > old.size else {}
     try:
-        issuance_log.check_consistency(old, new, proof, anchor.public)
+        issuance_log.check_consistency(old, new, proof, [a.public for a in anchors.values()])
     except issuance_log.LogProofError as exc:
         print(f"error[log-inconsistent]: {args.registry}: {exc}", file=sys.stderr)
         return 27
@@ -256,7 +256,9 @@ def cmd_registry(args: argparse.Namespace) -> int:
             )
         root = registry_root(args.registry)
         with registry_lock(root):
-            version = rotate_root(root, load_key_file(args.old_key), load_key_file(args.new_key))
+            version = rotate_root(
+                root, load_key_file(args.old_key), load_key_file(args.new_key), compromised=args.compromised
+            )
         new_key = load_key_file(args.new_key)
         rebuild_index(root, args.at, signing_key=new_key)
         print(f"root v{version}: issuer key is now {new_key.key_id}")
@@ -502,6 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--old-key", default=None, help="rotate-key: current issuer private key PEM")
     p.add_argument("--new-key", default=None, help="rotate-key: new issuer private key PEM")
+    p.add_argument(
+        "--compromised",
+        action="store_true",
+        help="rotate-key: the old key is compromised: certificates it signed stop verifying",
+    )
     p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("report", help="write the SCI, EU EED and GB 40879 reports of a certificate")

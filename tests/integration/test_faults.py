@@ -37,7 +37,14 @@ T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 INDEX_FILES = ("index.json", "index.html")
 # Registry-wide files every publication rewrites (atomically, outside the certificate's lock): a
 # process killed while writing one leaves its hidden temporary, which no reader ever opens.
-SHARED_TEMPORARIES = (".issuer.pem.", "keys/.", ".revocations.json.")
+SHARED_TEMPORARIES = (".issuer.pem.", "keys/.", "metadata/.", "log/.", "log/tree-heads/.")
+
+
+def is_registry_state(rel: str) -> bool:
+    """Registry-wide signed state (TUF metadata, issuance log, log proofs) and the index: rewritten by
+    every publication with the time it was signed, so never byte-equal across runs; they are checked by
+    verification instead (:func:`assert_trusted`)."""
+    return rel in INDEX_FILES or rel.startswith(("metadata/", "log/")) or rel.endswith(".log.json")
 
 
 def hour_bundle(target: Path, hour: int = 0, watts: float = 500.0) -> Path:
@@ -58,10 +65,17 @@ def write_signing_key(path: Path) -> Path:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    pem = Ed25519PrivateKey.generate().private_bytes(
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     path.write_bytes(pem)
+    # The public half, as the issuer hands it to auditors (verify pins it).
+    Path(f"{path}.pub").write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return path
 
 
@@ -120,10 +134,12 @@ def certificates(registry: Path) -> list[Path]:
 def assert_whole(cert_path: Path, registry: Path) -> dict:
     """Signature over the exact bytes, canonical form, evidence hashes, label and report present."""
     from greencert.bundle.reader import sha256_file
-    from greencert.certificate.verify import check_canonical, check_signature, read_certificate
+    from greencert.certificate.sign import load_public_key, signature_valid
+    from greencert.certificate.verify import check_canonical, read_certificate
 
     cert, raw = read_certificate(cert_path)
-    check_signature(cert_path, raw, cert, None, registry)
+    public = load_public_key(cert_path.with_name(cert_path.name.removesuffix(".json") + ".issuer.pem"))
+    assert signature_valid(public, cert_path.with_name(cert_path.name + ".sig").read_bytes(), raw), cert_path
     check_canonical(cert, raw, cert_path)
     evidence = cert_path.parent / cert["evidence"]["bundle"]
     for item in cert["inputs"]:
@@ -141,6 +157,26 @@ def assert_index_consistent(registry: Path) -> None:
     rows = json.loads(index.read_bytes())["certificates"]
     for row in rows:
         assert (registry / row["paths"]["json"]).is_file(), row["paths"]["json"]
+
+
+def assert_trusted(registry: Path, key_file: str) -> None:
+    """Every certificate is listed in the signed metadata (status checked, not unverified) and its
+    issuance-log inclusion proof verifies against the issuer's signed tree head."""
+    import hashlib
+
+    from greencert.certificate.registry import list_certificates
+    from greencert.certificate.sign import load_key_file
+    from greencert.trust.log import check_inclusion
+    from greencert.trust.store import TrustAnchor
+
+    key = load_key_file(key_file)
+    anchors = [TrustAnchor(key.key_id, key.public, "issuer", "test key")]
+    rows = list_certificates(registry, T0 + dt.timedelta(days=1), anchors)
+    for row in rows:
+        assert row["status"] != "unverified", row["verification"]
+        cert = registry / row["paths"]["json"]
+        record = json.loads((registry / row["paths"]["log_proof"]).read_bytes())
+        check_inclusion(record, key.public, hashlib.sha256(cert.read_bytes()).hexdigest())
 
 
 def assert_only_expected_hidden(registry: Path) -> None:
@@ -263,7 +299,7 @@ def test_killed_at_every_write_the_registry_stays_whole_and_the_rerun_completes_
         assert point["signal"] == signal.SIGKILL, point
         # Every visible file is the old version or the new one, never partial or mixed.
         for rel, data in visible_files(killed).items():
-            if rel in INDEX_FILES:
+            if is_registry_state(rel):
                 assert rel != "index.json" or json.loads(data)["format"]
                 continue
             assert data in (before_files.get(rel), after_files.get(rel)), (point["n"], rel)
@@ -279,16 +315,17 @@ def test_killed_at_every_write_the_registry_stays_whole_and_the_rerun_completes_
         rerun = runs / str(point["n"]) / "registry"
         assert point["rerun_exit"] == 0, point
         done = visible_files(rerun)
-        assert {k: v for k, v in done.items() if k not in INDEX_FILES} == {
-            k: v for k, v in after_files.items() if k not in INDEX_FILES
+        assert {k: v for k, v in done.items() if not is_registry_state(k)} == {
+            k: v for k, v in after_files.items() if not is_registry_state(k)
         }, point["n"]
+        assert_trusted(rerun, stages["key"])
         assert_index_consistent(rerun)
         assert_only_expected_hidden(rerun)
     # And the result of a rerun passes the full `greencert verify` (figures recomputed from the evidence).
     from greencert.certificate.verify import verify_certificate
 
     [cert] = certificates(runs / str(result["events"]) / "registry")
-    verify_certificate(cert, at=T0 + dt.timedelta(days=1))
+    verify_certificate(cert, at=T0 + dt.timedelta(days=1), public_key=Path(stages["key"] + ".pub"))
 
 
 # ---------------------------------------------------------------- two runs of the same period at once
@@ -357,8 +394,8 @@ def test_two_runs_of_the_same_period_leave_one_certificate_from_one_run(stages: 
     [cert] = certificates(registry)
     assert_whole(cert, registry)
     # Every file comes from B, the run that published last: nothing of A's is mixed in.
-    got = {k: v for k, v in visible_files(registry).items() if k not in INDEX_FILES}
-    want = {k: v for k, v in visible_files(reference).items() if k not in INDEX_FILES}
+    got = {k: v for k, v in visible_files(registry).items() if not is_registry_state(k)}
+    want = {k: v for k, v in visible_files(reference).items() if not is_registry_state(k)}
     assert got == want
     assert_index_consistent(registry)
     assert [h for h in hidden_files(registry) if not h.endswith(".lock")] == []
@@ -478,8 +515,8 @@ def test_full_disk_is_a_clear_error_and_earlier_certificates_stay_intact(
             assert str(registry) in r["error"], r  # names where it could not write
             # Nothing changed: every certificate and every file of it is exactly as before.
             now = visible_files(state)
-            assert {k: v for k, v in now.items() if k not in INDEX_FILES} == {
-                k: v for k, v in published.items() if k not in INDEX_FILES
+            assert {k: v for k, v in now.items() if not is_registry_state(k)} == {
+                k: v for k, v in published.items() if not is_registry_state(k)
             }, (slack, name)
     print(f"full disk: {failures} of {2 * len(slacks)} publications refused, registry unchanged each time")
     # With no room at all both publications fail; with room enough, they go through.

@@ -289,7 +289,7 @@ def test_bad_carbon_section_is_rejected_by_key(tmp_path, carbon, message):
 
 
 def test_certificate_carries_carbon_figures_and_verifies(tmp_path):
-    from greencert.certificate.verify import verify_certificate
+    from greencert.certificate.verify import TrustOptions, verify_certificate
     from greencert.errors import VerificationFailed
     from greencert.pipeline import certify
 
@@ -323,13 +323,13 @@ def test_certificate_carries_carbon_figures_and_verifies(tmp_path):
     assert cert["carbon"]["location_based"]["used_for_grade"] is True
     assert cert["carbon"]["market_based"]["used_for_grade"] is False
     assert "ppa_solar.csv" in {i["file"] for i in cert["inputs"]}
-    assert verify_certificate(path).lines[-1].startswith("recomputed figures: ok")
+    assert verify_certificate(path, options=TrustOptions(allow_development_key=True)).lines[-1].startswith("recomputed figures: ok")
     # The delivery profile is evidence: changing it breaks verification.
     evidence = path.parent / cert["evidence"]["bundle"] / "ppa_solar.csv"
     lines = evidence.read_text().splitlines()
     lines[8] = lines[8].rsplit(",", 1)[0] + ",3"  # 07:00 delivery 2 -> 3 kWh
     evidence.write_text("\n".join(lines) + "\n")
     with pytest.raises(VerificationFailed) as err:
-        verify_certificate(path)
+        verify_certificate(path, options=TrustOptions(allow_development_key=True))
     assert err.value.reason == "input-hash-mismatch"
     assert math.isclose(cert["metrics"]["cfe_hourly_share"]["value"], 0.5)

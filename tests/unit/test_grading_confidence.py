@@ -68,7 +68,7 @@ def test_certificates_of_both_schemes_verify(tmp_path) -> None:
     import json
     from pathlib import Path
 
-    from greencert.certificate.verify import verify_certificate
+    from greencert.certificate.verify import TrustOptions, verify_certificate
     from greencert.pipeline import certify
     from integrity_bundles import build
 
@@ -82,5 +82,7 @@ def test_certificates_of_both_schemes_verify(tmp_path) -> None:
     assert new["metrics"]["it_energy"]["value"] == pytest.approx(0.5 * 1.45)
     assert new["grading"]["confidence"]["level"] == 0.95
     for path in (old_path, new_path):
-        checked = verify_certificate(path, at=dt.datetime(2026, 2, 1, tzinfo=dt.UTC))
+        checked = verify_certificate(
+            path, at=dt.datetime(2026, 2, 1, tzinfo=dt.UTC), options=TrustOptions(allow_development_key=True)
+        )
         assert checked.lines[-1].startswith("recomputed figures: ok")

@@ -47,6 +47,8 @@ INDEX_FORMAT = "greencert-registry-index/1"
 # expired one is no longer valid even if nothing replaced it.
 STATUSES = ("valid", "superseded", "expired", "revoked", "unverified")
 LOCK = ".index.lock"
+# Registry-wide folders (names no site may take: greencert.names refuses them)
+REGISTRY_FOLDERS = (KEYS_DIR, "metadata", "log")
 
 
 def _utc(text: str) -> dt.datetime:
@@ -78,6 +80,8 @@ def certificate_files(registry: Path) -> list[Path]:
     for path in sorted(registry_root(registry).glob("*/*/*.json"), key=str):
         if path.name.startswith(".") or path.name.endswith((".validation.json", ".log.json")):
             continue
+        if path.parent.parent.name in REGISTRY_FOLDERS and path.parent.parent.parent == registry_root(registry):
+            continue  # the issuance log's tree heads (log/tree-heads/N.json) are not certificates
         out.append(path)
     return out
 
@@ -354,7 +358,8 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
     files = certificate_files(registry)
     state = check_writable(registry, key, has_certificates=bool(files) and not adopt)
     previous = state.target_files() if state is not None else {}
-    issuance_log.checked_log(registry, key.public)
+    authorised = list(issuer_publics(state).values()) if state is not None else []
+    issuance_log.checked_log(registry, key.public, authorised)
     logged = issuance_log.latest_entries(registry)
     statuses = {rel: dict((t.custom or {}).get(CUSTOM_KEY) or {}) for rel, t in previous.items()}
     changed: dict[str, bytes] = {}
@@ -400,7 +405,7 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
             "certificate_id": cid,
             "status": statuses.get(rel, {}).get("status", "issued"),
         }
-    head, tree = issuance_log.append(registry, key, new_entries, moment)
+    head, tree = issuance_log.append(registry, key, new_entries, moment, authorised)
     logged = issuance_log.latest_entries(registry)
     for rel, (path, digest, cid) in listed.items():
         issue = logged.get(cid, {}).get("issue")
@@ -428,6 +433,15 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
             final[rel] = target_file(rel, None, status, like=previous[rel])
     write_metadata(registry, key, final, moment, state)
     trust_signing_key(key)
+
+
+def issuer_publics(state: Any) -> dict[str, Any]:
+    """GreenCert key id -> public key of every key the registry's current root lets sign targets."""
+    from greencert.certificate.sign import key_id
+    from greencert.trust.metadata import public_of
+
+    root = state.root.signed
+    return {key_id(p): p for p in (public_of(root.get_key(k)) for k in root.roles["targets"].keyids)}
 
 
 def ensure_trust_metadata(registry: Path, key: Any) -> None:
@@ -481,6 +495,10 @@ def revoke(
         if "issue" not in logged.get(certificate_id, {}):
             raise ConfigError(f"no certificate {certificate_id!r} was issued in this registry", str(root))
         if "revoke" not in logged[certificate_id]:
+            from greencert.trust.metadata import load_state
+
+            state = load_state(root)
+            also = list(issuer_publics(state).values()) if state is not None else []
             moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
             issue = logged[certificate_id]["issue"]
             issuance_log.append(
@@ -499,6 +517,7 @@ def revoke(
                     }
                 ],
                 moment,
+                also,
             )
         update_trust(root, key)
         _write_index(root, None, _issuer_anchor(key))

@@ -24,7 +24,6 @@ EXIT_CODES = {
     "unreadable": 10,
     "not-canonical": 11,
     "bad-signature": 12,
-    "wrong-key": 13,
     "expired": 14,
     "revoked": 15,
     "bundle-missing": 16,
@@ -248,8 +247,10 @@ def verify_certificate(
     if location is None:
         status_problem = (
             "no registry status found beside the certificate (pass --registry PATH-or-URL of the registry "
-            "or of a copy of its metadata)"
+            "or of a copy of its metadata, or --offline to accept an unknown status)"
         )
+        if not options.offline:
+            raise fail("status-unknown", status_problem, str(path))
     else:
         try:
             view = open_trusted(location, anchors)

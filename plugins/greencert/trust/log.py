@@ -136,8 +136,9 @@ def _sign_tree_head(tree: Any, key: Any, moment: dt.datetime) -> SignedTreeHead:
     return SignedTreeHead(document, body, key.sign(body))
 
 
-def checked_log(registry: Path, public: Any) -> tuple[list[bytes], Any]:
-    """The log's entries and tree, after checking they match the latest tree head signed by ``public``.
+def checked_log(registry: Path, public: Any, also: list[Any] | None = None) -> tuple[list[bytes], Any]:
+    """The log's entries and tree, after checking they match the latest tree head, signed by ``public``
+    or one of ``also`` (keys the registry's root still authorises, after a rotation).
 
     Refuses (PublishError) a log whose entries were cut or rewritten since the issuer last signed.
     """
@@ -148,7 +149,7 @@ def checked_log(registry: Path, public: Any) -> tuple[list[bytes], Any]:
         if leaves:
             raise PublishError("issuance log has entries but no signed tree head", str(_log_dir(registry)))
         return leaves, tree
-    if not head.verify(public):
+    if not any(head.verify(k) for k in [public, *(also or [])]):
         raise PublishError("issuance log tree head is not signed by this issuer", str(_log_dir(registry)))
     if head.size > tree.get_size() or tree.get_root(head.size) != head.root_hash:
         raise PublishError(
@@ -159,7 +160,7 @@ def checked_log(registry: Path, public: Any) -> tuple[list[bytes], Any]:
 
 
 def append(
-    registry: Path, key: Any, entries: list[dict[str, Any]], moment: dt.datetime
+    registry: Path, key: Any, entries: list[dict[str, Any]], moment: dt.datetime, also: list[Any] | None = None
 ) -> tuple[SignedTreeHead, Any]:
     """Append ``entries``, sign the new tree head and return it with the tree (caller holds the lock).
 
@@ -169,7 +170,7 @@ def append(
     from greencert.certificate.build import canonical_bytes
     from greencert.files import write_file
 
-    leaves, tree = checked_log(registry, key.public)
+    leaves, tree = checked_log(registry, key.public, also)
     new_leaves = [canonical_bytes(e) for e in entries]
     for leaf in new_leaves:
         tree.append_entry(leaf)
@@ -257,13 +258,14 @@ def prove_consistency(registry: Path, old_size: int, new_size: int) -> dict[str,
 
 
 def check_consistency(
-    old: SignedTreeHead, new: SignedTreeHead, proof_data: dict[str, Any], public: Any
+    old: SignedTreeHead, new: SignedTreeHead, proof_data: dict[str, Any], publics: list[Any]
 ) -> None:
+    """Both heads signed by a trusted key (``publics``), and the older tree a prefix of the newer."""
     from pymerkle import InvalidProof, MerkleProof, verify_consistency
 
     for name, head in (("older", old), ("newer", new)):
-        if not head.verify(public):
-            raise LogProofError(f"the {name} tree head is not signed by the issuer key")
+        if not any(head.verify(k) for k in publics):
+            raise LogProofError(f"the {name} tree head is not signed by a trusted issuer key")
     if new.size < old.size:
         raise LogProofError(
             f"the newer tree head is smaller ({new.size} < {old.size} entries): entries removed"

@@ -161,6 +161,8 @@ def load_state(registry: Path) -> RepositoryState | None:
     """
     from tuf.api.metadata import Metadata, Snapshot, Targets, Timestamp
 
+    from greencert.trust import log as issuance_log
+
     registry = registry_root(registry)
     roots = _load_roots(registry)
     if not roots:
@@ -179,6 +181,10 @@ def load_state(registry: Path) -> RepositoryState | None:
             raise PublishError(f"{name} does not verify ({exc})", where) from None
         return md
 
+    if _read(_meta_dir(registry) / "timestamp.json") is None and not issuance_log.read_entries(registry):
+        # No timestamp yet and nothing ever logged: the registry's initialisation (root, then targets,
+        # snapshot, timestamp, before any certificate) was interrupted; it is simply completed.
+        return RepositoryState(root, None, None, None)
     timestamp = load(Timestamp, "timestamp.json", "timestamp")
     snapshot = load(Snapshot, f"{timestamp.signed.snapshot_meta.version}.snapshot.json", "snapshot")
     targets = load(Targets, f"{snapshot.signed.meta['targets.json'].version}.targets.json", "targets")
@@ -304,11 +310,15 @@ def _prune(folder: Path, role: str, current: int) -> None:
             pass
 
 
-def rotate_root(registry: Path, old_key: Any, new_key: Any, moment: dt.datetime | None = None) -> int:
-    """Root N+1 listing ``new_key`` for every role, signed by the old and the new key (TUF rotation).
+def rotate_root(
+    registry: Path, old_key: Any, new_key: Any, moment: dt.datetime | None = None, compromised: bool = False
+) -> int:
+    """Root N+1 with ``new_key`` for every role, signed by the old and the new key (TUF rotation).
 
-    Returns the new root version. The next publication must be signed with ``new_key``; readers
-    that trust either key follow the chain (an old key alone cannot sign root N+2).
+    A routine rotation keeps the old key in the targets role, so certificates it signed still
+    verify; ``compromised`` drops it everywhere, so every certificate it signed stops verifying
+    (``untrusted-issuer``) and must be re-issued. Readers that trust either key follow the root
+    chain; the old key alone can never sign root N+2. Returns the new root version.
     """
     registry = registry_root(registry)
     state = load_state(registry)
@@ -319,9 +329,24 @@ def rotate_root(registry: Path, old_key: Any, new_key: Any, moment: dt.datetime 
         raise PublishError(f"key {old_key.key_id} is not a root key of this registry", str(registry))
     moment = (moment or _now()).astimezone(dt.UTC).replace(microsecond=0)
     new = _new_root(new_key, moment, state.root.signed.version + 1)
+    if not compromised:
+        new.signed.add_key(tuf_key(old_key.public), "targets")
     new.sign(_signer(old_key), append=True)
     new.sign(_signer(new_key), append=True)
     write_file(_meta_dir(registry) / f"{new.signed.version}.root.json", _serialize(new))
+    # The issuance log continues under the new key: its current head (checked against the old key)
+    # is signed again by the new one, so a compromised key's later heads are never accepted.
+    from greencert.trust import log as issuance_log
+
+    issuance_log.append(registry, new_key, [], moment, also=[old_key.public])
+    # The other roles are re-signed at once under the new root (the old ones no longer verify).
+    write_metadata(
+        registry,
+        new_key,
+        state.target_files(),
+        moment,
+        RepositoryState(new, state.targets, state.snapshot, state.timestamp),
+    )
     return int(new.signed.version)
 
 
