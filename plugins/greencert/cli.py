@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("log", help="check that the registry's issuance log extends an older signed tree head")
     p.add_argument("action", choices=("consistency",))
     p.add_argument("registry")
-    p.add_argument("--old", required=True, help="older tree head (tree-head.json with its .sig beside it)")
+    p.add_argument("--old", required=True, help="older tree head you kept (a copy of log/tree-head.json)")
     p.add_argument("--new", default=None, help="newer tree head (default: the registry's current one)")
     p.add_argument("--key", action="append", default=None, help="issuer public key PEM to trust (repeatable)")
     p.add_argument("--trust-store", default=None, help="trust store file")

@@ -10,8 +10,9 @@ so nothing was removed or rewritten in between).
 Files, under ``<registry>/log/``::
 
     entries.jsonl               one RFC 8785 canonical JSON entry per line (the leaf bytes)
-    tree-head.json (+ .sig)     the latest signed tree head
-    tree-heads/<size>.json(.sig) every signed tree head, kept so that monitors can ask for proofs
+    tree-head.json              the latest signed tree head: {"tree_head": {...}, "signature": base64}
+                                (one file, so head and signature are replaced together)
+    tree-heads/<size>.json      every signed tree head, kept so that monitors can ask for proofs
 
 and beside each certificate ``<id>.log.json``: its entry, the signed tree head right after it was
 logged, and the inclusion proof, so that the proof travels with a copied certificate.
@@ -102,19 +103,11 @@ def read_entries(registry: Path) -> list[bytes]:
 
 
 def read_tree_head(path: Path) -> SignedTreeHead:
+    """A signed tree head file (``tree-head.json``, ``tree-heads/<size>.json``, or one kept by a monitor)."""
     try:
-        body = path.read_bytes()
-        signature = path.with_name(path.name + ".sig").read_bytes()
-        document = json.loads(body)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"tree head is unreadable ({exc})", str(path)) from None
-    if not isinstance(document, dict) or document.get("format") != TREE_HEAD_FORMAT:
-        raise ConfigError("not a GreenCert tree head", str(path))
-    from greencert.certificate.build import canonical_bytes
-
-    if canonical_bytes(document) != body:
-        raise ConfigError("tree head is not in canonical form", str(path))
-    return SignedTreeHead(document, body, signature)
+        return SignedTreeHead.from_json(json.loads(path.read_bytes()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"not a readable GreenCert tree head ({exc})", str(path)) from None
 
 
 def latest_tree_head(registry: Path) -> SignedTreeHead | None:
@@ -178,11 +171,9 @@ def append(
     folder = _log_dir(registry)
     if new_leaves:
         write_file(folder / ENTRIES, b"".join(line + b"\n" for line in [*leaves, *new_leaves]))
-    heads = folder / TREE_HEADS
-    write_file(heads / f"{head.size}.json.sig", head.signature)
-    write_file(heads / f"{head.size}.json", head.body)
-    write_file(folder / (TREE_HEAD + ".sig"), head.signature)
-    write_file(folder / TREE_HEAD, head.body)
+    data = json.dumps(head.to_json(), sort_keys=True).encode()
+    write_file(folder / TREE_HEADS / f"{head.size}.json", data)
+    write_file(folder / TREE_HEAD, data)
     return head, tree
 
 
