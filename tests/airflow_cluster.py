@@ -68,10 +68,15 @@ def signing_key(folder: Path) -> Path:
 
 def certificate_files(registry: Path) -> dict[str, bytes]:
     """Relative path -> bytes of every signed certificate and its signature."""
+    from trust_helpers import is_registry_state
+
     out = {}
     for path in sorted(registry.glob("*/*/*")):
-        if path.name.endswith((".json", ".json.sig")) and not path.name.endswith(".validation.json"):
-            out[path.relative_to(registry).as_posix()] = path.read_bytes()
+        rel = path.relative_to(registry).as_posix()
+        if is_registry_state(rel) or path.name.endswith(".validation.json"):
+            continue
+        if path.name.endswith((".json", ".json.sig")):
+            out[rel] = path.read_bytes()
     return out
 
 

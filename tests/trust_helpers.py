@@ -41,3 +41,15 @@ def publish_all(root: Path, at: dt.datetime | None = None) -> Path:
     from greencert.certificate.sign import load_signing_key
 
     return reg.rebuild_index(root, at, signing_key=load_signing_key())
+
+
+def is_registry_state(rel: str) -> bool:
+    """Registry-wide signed state (TUF metadata, issuance log and its proofs) and the index: rewritten by
+    every publication with the time it was signed, so never byte-equal across runs; verification
+    checks them instead."""
+    name = rel.rsplit("/", 1)[-1]
+    return (
+        name in ("index.json", "index.html")
+        or rel.startswith(("metadata/", "log/"))
+        or rel.endswith(".log.json")
+    )

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_manifest
+from trust_helpers import is_registry_state
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +39,6 @@ INDEX_FILES = ("index.json", "index.html")
 # Registry-wide files every publication rewrites (atomically, outside the certificate's lock): a
 # process killed while writing one leaves its hidden temporary, which no reader ever opens.
 SHARED_TEMPORARIES = (".issuer.pem.", "keys/.", "metadata/.", "log/.", "log/tree-heads/.")
-
-
-def is_registry_state(rel: str) -> bool:
-    """Registry-wide signed state (TUF metadata, issuance log, log proofs) and the index: rewritten by
-    every publication with the time it was signed, so never byte-equal across runs; they are checked by
-    verification instead (:func:`assert_trusted`)."""
-    return rel in INDEX_FILES or rel.startswith(("metadata/", "log/")) or rel.endswith(".log.json")
 
 
 def hour_bundle(target: Path, hour: int = 0, watts: float = 500.0) -> Path:
