@@ -138,7 +138,7 @@ def figures_document(bundle: Any, scheme: Any, report: dict[str, Any]) -> dict[s
         )
     fig = compute_figures(bundle, scheme)
     m = bundle.manifest
-    figures = {
+    figures: dict[str, Any] = {
         "scope": m.scope.model_dump(mode="json", exclude_none=True),
         "period": {"start": m.period.start.isoformat(), "end": m.period.end.isoformat()},
         "metrics": fig.metrics(),
@@ -195,6 +195,13 @@ def figures_document(bundle: Any, scheme: Any, report: dict[str, Any]) -> dict[s
             figures["metrics"][name]["interval95"] = interval
         figures["methodology"].update(integrity.methodology)
         figures.update(integrity.sections)
+    if m.attribution is not None:
+        # Shared GPUs: the certificate states this deployment's share of each device and the rule.
+        figures["methodology"]["attribution"] = {
+            "rule": m.attribution.rule,
+            "shares": dict(sorted(m.attribution.shares.items())),
+            **({"match": dict(m.attribution.match)} if m.attribution.match else {}),
+        }
     return figures
 
 

@@ -339,6 +339,13 @@ def test_scale_out_and_in_keeps_parallel_instances_apart_with_their_union(conn, 
     # reading, 5 s after its start, is its increase since zero).
     second = tok["instance"] == sorted(set(tok["instance"]))[1]
     assert tok["output_tokens"][second][-1] == OUT_RATE * (SCALE_OUT - (SCALE_IN - 5))
+    # Certified on the union of its instances (each alone covers 100 % and 33 % of the period):
+    # the tokens are both counters' increases within the period, the first over 3 h, the second
+    # from its first to its last sample (increase() semantics: its first reading is not counted).
+    figures = certify_bundle(bundle, tmp_path / "work")
+    assert figures["metrics"]["output_tokens"]["value"] == pytest.approx(
+        OUT_RATE * (S1 - S0) + OUT_RATE * (SCALE_OUT - SCALE_IN), rel=1e-12
+    )
 
 
 # --- 2. MIG: power once per physical GPU, energy split by slices -----------------------------------
@@ -382,6 +389,9 @@ def test_mig_slice_shares_add_up_to_the_gpu(conn, tmp_path):
         assert attribution["detail"]["mig-1:gpu0"]["fraction"] == str(slices)
         assert attribution["shares"] == {"mig-1:gpu0": float(slices)}
         cert = certify_bundle(bundle, tmp_path / f"registry-{team}", SCHEME)
+        # The certificate states its share and the rule (not only the evidence manifest).
+        assert cert["methodology"]["attribution"]["rule"] == "mig_slice_share"
+        assert cert["methodology"]["attribution"]["shares"] == {"mig-1:gpu0": float(slices)}
         energy[team] = cert["metrics"]["it_energy"]["value"]
         assert energy[team] == pytest.approx(kwh(MIG_JOULES) * float(slices), rel=1e-11)
     assert energy["team-a"] + energy["team-b"] == pytest.approx(kwh(MIG_JOULES), rel=1e-11)

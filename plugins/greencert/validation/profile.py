@@ -189,6 +189,22 @@ def meter_profile(
     return Profile(pd.DataFrame(frame), integrated)
 
 
+def _union_coverage(series: Series, start: float, end: float) -> float:
+    """Share of [start, end) inside the union of the instances' sample spans (times increase within
+    an instance here: :func:`_usable` held)."""
+    starts, ends = series.device_bounds()
+    lo = np.clip(series.t[starts], start, end)
+    hi = np.clip(series.t[ends - 1], start, end)
+    order = np.argsort(lo, kind="stable")
+    covered, reach = 0.0, start
+    for a, b in zip(lo[order], hi[order], strict=True):
+        a = max(a, reach)
+        if b > a:
+            covered += b - a
+            reach = b
+    return covered / (end - start)
+
+
 def token_profile(series: Series, start: float, end: float) -> Profile:
     frame, starts = _base_columns(series, ("output_tokens", "input_tokens"), "instance")
     n_rows = frame["n_rows"]
@@ -200,6 +216,10 @@ def token_profile(series: Series, start: float, end: float) -> Profile:
     if _usable(frame):
         integrated = integrate(series, "output_tokens", "counter", start, end, np.inf)
         frame["coverage"] = integrated.covered_seconds.sum(axis=1) / (end - start)
+        if starts.size > 1:
+            # Replaced pods and scale-out/in: the deployment is covered where ANY of its instances
+            # counts (docs/prometheus.md, token chains), so every instance is judged on the union.
+            frame["coverage"] = np.full(starts.size, _union_coverage(series, start, end))
         frame["output_increase"] = integrated.per_device
     else:
         frame["coverage"] = np.full(starts.size, -1.0)
