@@ -331,3 +331,26 @@ def test_a_resigned_certificate_without_validity_is_a_clear_error(reg, capsys) -
             "-out", f"{reg['cert']}.sig")  # fmt: skip
     code, _, err = verify(capsys, reg, *pinned(reg))
     assert code == EXIT_CODES["unreadable"] and "lacks valid_until" in err
+
+
+def test_status_read_over_http_from_a_local_server(reg, capsys) -> None:
+    """The signed status can come from a web server (python-tuf's own HTTP fetcher; loopback here)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(reg["root"]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, err = verify(capsys, reg, *pinned(reg), "--registry", url)
+        assert code == 0, err
+        assert "status: issued, not revoked" in out
+        revoke(capsys, reg)
+        code, _, err = verify(capsys, reg, *pinned(reg), "--registry", url)
+        assert code == EXIT_CODES["revoked"], err
+    finally:
+        server.shutdown()
+        server.server_close()
