@@ -111,7 +111,11 @@ def test_page_lists_the_sample_fleet_after_login(ui, browser) -> None:
     browser.find_element(By.CSS_SELECTOR, "input[name=password]").send_keys(TEST_PASSWORD)
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
-    # Back in the Airflow UI, the plugin's page is shown in its frame.
+    # Back in the Airflow UI, the plugin's page is shown in its frame. While the login redirects,
+    # ChromeDriver may answer "aborted by navigation": keep waiting through it.
+    from selenium.common.exceptions import WebDriverException
+
+    wait = WebDriverWait(browser, 90, ignored_exceptions=(WebDriverException,))
     frame = wait.until(
         ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='Green certificates']"))
     )
