@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,25 @@ def is_registry_state(rel: str) -> bool:
         or rel.startswith(("metadata/", "log/"))
         or rel.endswith(".log.json")
     )
+
+
+def openssl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", *args], capture_output=True, text=True, check=check)
+
+
+def new_key(folder: Path, name: str) -> tuple[Path, Path]:
+    """A private key and its public PEM, made by openssl (independently of the code under test)."""
+    private, public = folder / f"{name}.key.pem", folder / f"{name}.pub.pem"
+    openssl("genpkey", "-algorithm", "ed25519", "-out", str(private))
+    openssl("pkey", "-in", str(private), "-pubout", "-out", str(public))
+    return private, public
+
+
+def run_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """``greencert ARGS`` in this process: exit code, stdout, stderr."""
+    from greencert.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err

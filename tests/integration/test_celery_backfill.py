@@ -277,7 +277,10 @@ def test_distributed_backfill_reproduces_the_sqlite_certificates(deployment) -> 
 
     wait_for(index_current, 300, "the registry-index DAG", interval=5)
     assert {r["state"] for r in run_state(cluster, "greencert_registry_index")} == {"success"}
-    assert {r["run_type"] for r in run_state(cluster, "greencert_registry_index")} == {"asset_triggered"}
+    # Triggered by the certificates asset; the hourly re-signing of the registry status may add a
+    # scheduled run (the latest hour, on unpause), nothing else.
+    run_types = {r["run_type"] for r in run_state(cluster, "greencert_registry_index")}
+    assert "asset_triggered" in run_types and run_types <= {"asset_triggered", "scheduled"}, run_types
 
     # Alerts: the failed task, and late certificates of the scheduled and manual runs; not the backfills'.
     failed = [a for a in webhook.alerts if a["event"] == "task_failed"]

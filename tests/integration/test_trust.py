@@ -23,15 +23,12 @@ from greencert.certificate.render import GRADE_COLOURS
 from greencert.certificate.verify import EXIT_CODES
 from greencert.cli import main
 from greencert.pipeline import certify
+from trust_helpers import new_key, openssl, run_cli
 
 pytestmark = pytest.mark.integration
 
 VALID_AT = "2026-03-01T00:00:00Z"  # the golden period is 2026-01-01 00:00-01:00; valid 6 months
 OPENSSL_OK = "Signature Verified Successfully"
-
-
-def openssl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["openssl", *args], capture_output=True, text=True, check=check)
 
 
 def openssl_verify(pem: Path, cert: Path) -> subprocess.CompletedProcess[str]:
@@ -47,21 +44,6 @@ def openssl_key_id(pem: Path) -> str:
     ).stdout
     digest = subprocess.run(["openssl", "dgst", "-sha256", "-r"], input=der, capture_output=True, check=True)
     return digest.stdout.decode().split()[0][:32]
-
-
-def new_key(folder: Path, name: str) -> tuple[Path, Path]:
-    """A private key and its public PEM, made by openssl (independently of the code under test)."""
-    private, public = folder / f"{name}.key.pem", folder / f"{name}.pub.pem"
-    openssl("genpkey", "-algorithm", "ed25519", "-out", str(private))
-    openssl("pkey", "-in", str(private), "-pubout", "-out", str(public))
-    return private, public
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,30 +18,16 @@ import pytest
 from conftest import write_golden_bundle
 from greencert.certificate.build import canonical_bytes
 from greencert.certificate.verify import EXIT_CODES
-from greencert.cli import main
 from greencert.pipeline import certify
+from trust_helpers import new_key, openssl, run_cli
 
 pytestmark = pytest.mark.integration
 
 AT = "2026-03-01T00:00:00Z"  # inside the golden certificate's validity
 
 
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], capture_output=True, check=True)
-
-
-def new_key(folder: Path, name: str) -> tuple[Path, Path]:
-    private, public = folder / f"{name}.key.pem", folder / f"{name}.pub.pem"
-    openssl("genpkey", "-algorithm", "ed25519", "-out", str(private))
-    openssl("pkey", "-in", str(private), "-pubout", "-out", str(public))
-    return private, public
-
-
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, *args)
 
 
 @pytest.fixture(scope="module")
