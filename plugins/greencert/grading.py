@@ -155,19 +155,27 @@ def latest_scheme_version(scheme_id: str) -> str | None:
         scheme = load_scheme(candidate)
         if scheme.id == scheme_id:
             versions.append(scheme.version)
-    return max(versions, key=_version_key) if versions else None
+    return max(versions, key=version_key) if versions else None
 
 
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in version.split("."))
     except ValueError:
         return (-1,)
 
 
+def current_scheme_version(scheme_id: str) -> str | None:
+    """The version certificates of ``scheme_id`` are issued under now: the default scheme's (a newer
+    file shipped as a draft, not yet the default, supersedes nothing), else the newest shipped."""
+    default = load_scheme(DEFAULT_SCHEME)
+    return default.version if default.id == scheme_id else latest_scheme_version(scheme_id)
+
+
 def is_superseded(scheme_id: str, version: str) -> bool:
-    latest = latest_scheme_version(scheme_id)
-    return latest is not None and _version_key(version) < _version_key(latest)
+    """True when ``version`` is older than the version GreenCert issues ``scheme_id`` under now."""
+    current = current_scheme_version(scheme_id)
+    return current is not None and version_key(version) < version_key(current)
 
 
 # ---------------------------------------------------------------- tolerances: the scheme's, tightened only

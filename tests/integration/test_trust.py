@@ -113,6 +113,9 @@ def test_greencert_verify_passes(issued: dict[str, Path], capsys: pytest.Capture
     assert f"issuer: trusted issuer.pub.pem (key {kid}; pinned with --key" in out  # names issuer and fingerprint
     assert "status: issued, not revoked (signed registry status v" in out  # found three levels up
     assert "issuance log: entry 1 of 1" in out and "(inclusion proof ok)" in out
+    from greencert.grading import load_scheme
+
+    assert f"scheme: {load_scheme().version} (current)" in out  # the default scheme supersedes nothing
 
 
 def test_certificate_records_validity_and_stack(issued: dict[str, Path]) -> None:

@@ -147,23 +147,6 @@ def check_fields(cert: dict[str, Any], path: Path) -> None:
         raise fail("unreadable", f"certificate field is malformed ({exc!r})", str(path)) from None
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(p) for p in str(version).split("."))
-    except ValueError:
-        return (0,)
-
-
-def scheme_versions(scheme_id: str) -> list[str]:
-    """Versions of ``scheme_id`` this GreenCert ships, oldest first."""
-    from greencert.grading import SCHEME_DIR
-
-    prefix = "greencert-"
-    found = [p.stem[len(prefix) :] for p in SCHEME_DIR.glob(f"{prefix}*.yaml")]
-    del scheme_id  # one scheme family today: greencert-inference, one file per version
-    return sorted(found, key=_version_key)
-
-
 @dataclass
 class TrustOptions:
     """What the verifier trusts; nothing here comes from the certificate or the registry."""
@@ -288,16 +271,19 @@ def verify_certificate(
         result.lines.append("WARNING: signed with a development key: not an issued certificate")
     check_canonical(cert, raw, path)
     result.lines.append("canonical form: ok")
+    from greencert.grading import current_scheme_version, is_superseded, version_key
+
     scheme = cert["scheme"]
-    versions = scheme_versions(scheme["id"])
-    if options.min_scheme and _version_key(scheme["version"]) < _version_key(options.min_scheme):
+    if options.min_scheme and version_key(str(scheme["version"])) < version_key(options.min_scheme):
         raise fail(
             "scheme-too-old",
             f"graded under scheme {scheme['version']}, older than the required {options.min_scheme}",
             str(path),
         )
-    if versions and _version_key(scheme["version"]) < _version_key(versions[-1]):
-        result.lines.append(f"scheme: {scheme['version']} (superseded by {versions[-1]})")
+    if is_superseded(str(scheme["id"]), str(scheme["version"])):
+        result.lines.append(
+            f"scheme: {scheme['version']} (superseded by {current_scheme_version(str(scheme['id']))})"
+        )
     else:
         result.lines.append(f"scheme: {scheme['version']} (current)")
     check_expiry(cert, moment, path)
