@@ -340,3 +340,7 @@ def test_mig_slice_shares_are_exact_fractions():
     ]
     with pytest.raises(SourceError, match="changed hands"):
         mig_slice_shares({"h:gpu0": {"labels": [], "mig": changed}}, {"namespace": "a"}, "x")
+    # A whole GPU (no MIG) that a pod of this deployment held for part of the period only.
+    whole = {"h:gpu1": {"labels": [{"namespace": "a"}, {"namespace": "b"}], "mig": []}}
+    with pytest.raises(SourceError, match="GPU 'h:gpu1' changed hands"):
+        mig_slice_shares(whole, {"namespace": "a"}, "x")

@@ -49,6 +49,21 @@ def _matches(labels: Mapping[str, str], match: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in match.items())
 
 
+def _held_throughout(
+    label_sets: list[Mapping[str, str]], match: Mapping[str, str], what: str, where: str
+) -> bool:
+    """Whether the deployment holds ``what`` for the whole period; holding it for part only is refused
+    (mig_slice_share does not split by time)."""
+    held = [_matches(labels, match) for labels in label_sets]
+    if any(held) and not all(held):
+        raise SourceError(
+            f"{what} changed hands within the period (its workload labels change): rule mig_slice_share "
+            "does not split by time",
+            where,
+        )
+    return all(held)
+
+
 def mig_slice_shares(
     devices: Mapping[str, dict[str, Any]], match: Mapping[str, str], where: str
 ) -> dict[str, Any]:
@@ -64,35 +79,24 @@ def mig_slice_shares(
     detail: dict[str, Any] = {}
     for name, dev in devices.items():
         if not dev["mig"]:
-            held = [_matches(labels, match) for labels in dev["labels"]]
-            if any(held) and not all(held):
-                raise SourceError(
-                    f"GPU {name!r} was held by this deployment for part of the period only (its workload "
-                    "labels change): rule mig_slice_share does not split a GPU by time",
-                    where,
-                )
-            share = Fraction(int(all(held)))
+            share = Fraction(int(_held_throughout(dev["labels"], match, f"GPU {name!r}", where)))
             detail[name] = {"fraction": str(share), "basis": "whole GPU" if share else "not held"}
         else:
             total = mine = 0
             instances = []
             for inst in dev["mig"]:
                 n = slices(inst["profile"], f"{where}: device {name}, GPU instance {inst['gpu_instance']}")
-                held = [_matches(h, match) for h in inst["holders"]]
-                if any(held) and not all(held):
-                    raise SourceError(
-                        f"MIG instance {inst['gpu_instance']} of GPU {name!r} changed hands within the period "
-                        "(its workload labels change): rule mig_slice_share does not split by time",
-                        where,
-                    )
+                held = _held_throughout(
+                    inst["holders"], match, f"MIG instance {inst['gpu_instance']} of GPU {name!r}", where
+                )
                 total += n
-                mine += n * all(held)
+                mine += n * held
                 instances.append(
                     {
                         "gpu_instance": inst["gpu_instance"],
                         "profile": inst["profile"],
                         "slices": n,
-                        "held": all(held),
+                        "held": held,
                     }
                 )
             share = Fraction(mine, total)
