@@ -197,7 +197,8 @@ def list_certificates(
                 "carbon_gco2e_per_mtok": (metrics.get("carbon_per_million_tokens") or {}).get("value"),
                 "scheme": cert.get("scheme"),
                 "key_id": signing.get("key_id"),
-                "development_key": signing.get("development_key"),
+                "development_key": bool(signing.get("development_key")),
+                "size_class": (cert.get("grading") or {}).get("size_class"),
                 "revocation": (
                     {"reason": signed.get("reason"), "revoked_at": signed.get("revoked_at")}
                     if revoked
