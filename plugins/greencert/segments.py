@@ -124,7 +124,7 @@ def _windows(m: Manifest, start: float, end: float, default_gap: float) -> dict[
 
 
 def _carbon_files(carbon: Any) -> list[str]:
-    """Hourly files of the manifest's carbon section (see carbon.inputs.read_carbon_series)."""
+    """Hourly files of the manifest's carbon section (see bundle.reader.read_carbon_series)."""
     files = [inst.profile_file for inst in carbon.instruments if inst.profile_file]
     if carbon.marginal is not None:
         files.append(carbon.marginal.file)

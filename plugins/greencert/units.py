@@ -80,6 +80,21 @@ def parse_unit(text: object, dimension: str, where: str) -> pint.Unit:
     return unit
 
 
+def parse_quantity(text: object, dimension: str, where: str) -> pint.Quantity:
+    """Parse a non-negative quantity such as "164 kgCO2e" or "3 year" and check its dimension."""
+    if not isinstance(text, str) or not text.strip():
+        raise BundleError(f"a quantity with a unit is required (got {text!r})", where)
+    try:
+        q = ureg.Quantity(text)
+    except Exception as exc:  # pint raises many types on junk
+        raise BundleError(f"{text!r} is not a quantity with a unit ({exc})", where) from None
+    if not isinstance(q, ureg.Quantity) or q.dimensionality != ureg.get_dimensionality(dimension):
+        raise BundleError(f"{text!r} is not a {dimension} quantity", where)
+    if q.magnitude < 0:
+        raise BundleError(f"{text!r} is negative", where)
+    return q
+
+
 def as_array(values: np.ndarray, unit: pint.Unit | str) -> pint.Quantity:
     """Wrap a whole numpy array in one Quantity (never one Quantity per row)."""
     return Q_(np.asarray(values, dtype=np.float64), unit)

@@ -9,8 +9,8 @@ column-wise on whole arrays.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from greencert.bundle.manifest import Manifest, bundle_file, load_manifest
 from greencert.errors import BundleError
+from greencert.units import parse_quantity, parse_unit
 
 HEADER_PROBE_BYTES = 64 * 1024
 # Per-file ceiling: 46 M rows of Parquet are ~0.4 GB; a CSV three times larger is still sane.
@@ -31,6 +32,10 @@ GRID_COLUMNS = ("timestamp", "intensity")
 # Provenance columns a grid API client writes (docs/carbon.md); not needed for the figures.
 GRID_OPTIONAL_COLUMNS = ("is_estimated", "estimation_method", "emission_factor_type", "filled")
 METER_COLUMNS = ("timestamp", "value")
+# Hourly files of the manifest's carbon section: instrument delivery profiles, marginal rates.
+PROFILE_COLUMNS = ("timestamp", "energy")
+MARGINAL_COLUMNS = ("timestamp", "rate")
+INTENSITY = "[carbon] / [energy]"
 
 
 @dataclass
@@ -454,8 +459,6 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
         )
         for spec in m.meters
     }
-    from greencert.carbon.inputs import read_carbon_series
-
     carbon_series = read_carbon_series(m, path_of)
     concurrency = None
     if m.concurrency is not None:
@@ -478,5 +481,74 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
     )
 
 
-def utc_seconds(stamp: dt.datetime) -> float:
-    return stamp.timestamp()
+# --- the manifest's carbon section -------------------------------------------------------------------
+# Read here, with the other series, so these files are hashed into the bundle's inputs (``greencert
+# verify`` checks them) and copied with the evidence, and so bad carbon inputs fail the validate
+# stage, before any figure is computed, with an error that names the file, line and time.
+
+
+def check_hourly(series: Series, column: str, what: str) -> None:
+    """Every row finite, non-negative, on a UTC hour, strictly increasing in time."""
+    t, v = series.t, series.values[column]
+    checks = (
+        (~np.isfinite(t), "timestamp is missing or not a number"),
+        (~np.isfinite(v), f"{column} is missing, NaN or infinite"),
+        (v < 0, f"{column} is negative"),
+        (np.mod(np.nan_to_num(t), 3600.0) != 0, "timestamp is not at the start of a UTC hour"),
+    )
+    for bad, problem in checks:
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise BundleError(f"{what}: {problem}", series.where_row(i))
+    if t.size > 1 and (np.diff(t) <= 0).any():
+        i = int(np.argmax(np.diff(t) <= 0)) + 1
+        raise BundleError(
+            f"{what}: timestamps must strictly increase (duplicate or out of order)", series.where_row(i)
+        )
+
+
+def check_carbon_units(manifest: Manifest) -> None:
+    """Fail early, naming the manifest key, on any unit of the carbon section that is wrong."""
+    spec = manifest.carbon
+    if spec is None:
+        return
+    base = "manifest.yaml carbon"
+    for n, inst in enumerate(spec.instruments):
+        where = f"{base}.instruments[{n}] ({inst.id})"
+        if inst.volume is not None:
+            parse_quantity(inst.volume, "[energy]", f"{where}.volume")
+        parse_unit(inst.profile_unit, "[energy]", f"{where}.profile_unit")
+        if inst.emission_factor is not None:
+            parse_unit(inst.emission_factor.unit, INTENSITY, f"{where}.emission_factor.unit")
+    if spec.residual_mix is not None:
+        parse_unit(spec.residual_mix.unit, INTENSITY, f"{base}.residual_mix.unit")
+    if spec.embodied is not None:
+        for n, item in enumerate(spec.embodied.hardware):
+            where = f"{base}.embodied.hardware[{n}] ({item.item})"
+            parse_quantity(item.embodied, "[carbon]", f"{where}.embodied")
+            life = parse_quantity(item.lifetime, "[time]", f"{where}.lifetime")
+            if life.magnitude <= 0:
+                raise BundleError("lifetime must be positive", f"{where}.lifetime")
+    if spec.marginal is not None:
+        parse_unit(spec.marginal.unit, INTENSITY, f"{base}.marginal.unit")
+
+
+def read_carbon_series(manifest: Manifest, path_of: Callable[[str], Path]) -> dict[str, Series]:
+    """Instrument delivery profiles and the marginal series, keyed by file name."""
+    check_carbon_units(manifest)
+    spec = manifest.carbon
+    out: dict[str, Series] = {}
+    if spec is None:
+        return out
+    for inst in spec.instruments:
+        if inst.profile_file:
+            what = f"delivery profile of instrument {inst.id}"
+            series = read_series(path_of(inst.profile_file), PROFILE_COLUMNS, (), ("energy",), None, what)
+            check_hourly(series, "energy", what)
+            out[inst.profile_file] = series
+    if spec.marginal is not None:
+        what = "marginal emission rates"
+        series = read_series(path_of(spec.marginal.file), MARGINAL_COLUMNS, (), ("rate",), None, what)
+        check_hourly(series, "rate", what)
+        out[spec.marginal.file] = series
+    return out

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from greencert.carbon.factors import embodied_profile
-from greencert.carbon.inputs import quantity_of
 from greencert.carbon.models import HardwareItem
+from greencert.units import parse_quantity
 
 
 @dataclass
@@ -63,8 +63,8 @@ def embodied_carbon(items: list[HardwareItem], period_seconds: float, where: str
     total = 0.0
     rows = []
     for n, item in enumerate(items):
-        te = quantity_of(item.embodied, "[carbon]", f"{where}[{n}].embodied").to("gCO2e").magnitude
-        life = quantity_of(item.lifetime, "[time]", f"{where}[{n}].lifetime").to("s").magnitude
+        te = parse_quantity(item.embodied, "[carbon]", f"{where}[{n}].embodied").to("gCO2e").magnitude
+        life = parse_quantity(item.lifetime, "[time]", f"{where}[{n}].lifetime").to("s").magnitude
         time_share = period_seconds / life
         m = item.count * te * time_share * item.resource_share
         total += m
