@@ -225,8 +225,12 @@ def test_label_escapes_and_marks_band() -> None:
     assert "<script" not in html  # the label has no script at all; the model name is text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "dc&#34;&amp;&lt;b&gt;" in html
-    assert html.count('class="marker"') == 1
-    assert '<div class="marker">D</div>' in html
-    assert "DEVELOPMENT key" in html
+    # The awarded grade is the headline letter and the one marked band of each scale row.
+    assert 'id="grade-grade" style="background:#ffed00">D</div>' in html
+    import re
+
+    marked = re.findall(r'class="seg[a-z ]* on" style="background:#[0-9a-f]+">([A-G])<', html)
+    assert marked == ["D", "C"]  # energy D, carbon C (the certificate's grading)
+    assert '<span class="status status-development-key" id="status">development key</span>' in html
     assert "openssl pkeyutl -verify -pubin -inkey dc-t.chat.20260101T0000Z-20260101T0300Z.issuer.pem" in html
     assert "<svg" in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")

@@ -9,6 +9,7 @@ printed from that HTML by headless Chromium, so both always show the same thing.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import math
 import os
@@ -40,8 +41,8 @@ CHROMIUM_FLAGS = (
     "--no-pdf-header-footer",
 )
 
-CHART_W, CHART_H = 660, 165
-PAD_L, PAD_R, PAD_T, PAD_B = 46, 52, 12, 30
+CHART_W, CHART_H = 660, 116
+PAD_L, PAD_R, PAD_T, PAD_B = 46, 52, 10, 18
 
 
 class LabelError(GreenCertError):
@@ -132,7 +133,6 @@ def band_rows(certificate: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "grade": g,
                 "colour": GRADE_COLOURS[g],
-                "width": 56 + 7 * i,  # percent of the track: the classic energy-label staircase
                 "energy_range": e_range,
                 "carbon_range": c_range,
                 "dark_text": g in ("C", "D", "E"),  # white on yellow is unreadable
@@ -142,6 +142,474 @@ def band_rows(certificate: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+# --- the scale: A..G as equal-width bands, the figure and its 95 % interval drawn on it -------
+
+
+def scale_position(value: float, edges: list[float]) -> float:
+    """Where ``value`` sits on an A..G scale of equal-width bands, in band units (0 = left of A, 7 = right of G).
+
+    Inside a band the position is logarithmic between its edges (the bands roughly double), so
+    a figure halfway in ratio between two edges sits halfway across the band. Band A runs from
+    half its upper edge, band G to twice F's upper edge; beyond those the mark stays at the end.
+    """
+    n = len(edges) + 1
+    lows = [edges[0] / 2, *edges]
+    highs = [*edges, edges[-1] * 2]
+    if not math.isfinite(value) or value <= lows[0]:
+        return 0.0
+    for i in range(n):
+        if value <= highs[i]:
+            return i + math.log(value / lows[i]) / math.log(highs[i] / lows[i])
+    return float(n)
+
+
+def build_scale(certificate: dict[str, Any]) -> dict[str, Any]:
+    """The A..G scale with one row per graded figure: point value, 95 % interval, awarded grade.
+
+    Positions are percentages of the scale's width, so the same HTML draws it on a phone and
+    on paper (no fixed-size picture to shrink).
+    """
+    from greencert.certificate.render import GRADE_COLOURS
+
+    grading = certificate["grading"]
+    metrics = certificate["metrics"]
+    grades = list(GRADE_COLOURS)
+    n = len(grades)
+    point = (grading.get("confidence") or {}).get("point_grades") or {}
+    rows = []
+    for what, key, edges_key, unit in (
+        ("energy", "energy_per_million_tokens", "energy_band_edges", "kWh"),
+        ("carbon", "carbon_per_million_tokens", "carbon_band_edges", "g CO2e"),
+    ):
+        m = metrics[key]
+        edges = [float(e) for e in grading[edges_key]["upper_edges"]]
+        interval = m.get("interval95")
+
+        def pct(v: float, edges: list[float] = edges) -> float:
+            return round(100.0 * scale_position(float(v), edges) / n, 3)
+
+        value = float(m["value"])
+        row: dict[str, Any] = {
+            "what": what,
+            "unit": unit,
+            "value": value,
+            "point_grade": point.get(what) or grading[what],
+            "grade": grading[what],
+            "x": pct(value),
+            "edges": [{"x": round(100.0 * (i + 1) / n, 3), "label": f"{e:g}"} for i, e in enumerate(edges)],
+            "low": None,
+            "high": None,
+        }
+        if interval:
+            row.update(
+                low=float(interval[0]),
+                high=float(interval[1]),
+                x_low=pct(interval[0]),
+                x_high=pct(interval[1]),
+            )
+        rows.append(row)
+    bands = [{"grade": g, "colour": GRADE_COLOURS[g], "dark_text": g in ("C", "D", "E")} for g in grades]
+    return {"bands": bands, "rows": rows}
+
+
+# --- plain language ------------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    """A figure as people read it: 3 significant digits, thousands separated, no exponent."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - magnitude)
+    return f"{value:,.{decimals}f}"
+
+
+def human_date(stamp: str, with_time: bool | None = None) -> str:
+    """``2026-12-01T00:00:00Z`` -> ``1 December 2026`` (``, 06:00 UTC`` when not midnight)."""
+    moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(dt.UTC)
+    day = f"{moment.day} {moment:%B %Y}"
+    if with_time or (with_time is None and moment.time() != dt.time(0)):
+        return f"{day}, {moment:%H:%M} UTC"
+    return day
+
+
+def human_period(period: dict[str, str]) -> str:
+    """The certified period in words: one UTC day, or from .. to (end exclusive)."""
+    start = dt.datetime.fromisoformat(period["start"].replace("Z", "+00:00")).astimezone(dt.UTC)
+    end = dt.datetime.fromisoformat(period["end"].replace("Z", "+00:00")).astimezone(dt.UTC)
+    hours = (end - start).total_seconds() / 3600
+    if start.time() == dt.time(0) and end - start == dt.timedelta(days=1):
+        return f"{start:%A} {start.day} {start:%B %Y} (24 hours, UTC)"
+    if start.time() == dt.time(0) and end.time() == dt.time(0):
+        last = end - dt.timedelta(days=1)
+        return f"{start.day} {start:%B %Y} to {last.day} {last:%B %Y} ({(end - start).days} days, UTC)"
+    return f"{human_date(period['start'], True)} to {human_date(period['end'], True)} ({hours:g} hours)"
+
+
+def size_class_words(name: str | None) -> str | None:
+    """``<=20B`` -> ``up to 20 B``, ``>66B`` -> ``more than 66 B`` (the scheme's class names in words)."""
+    if not name:
+        return None
+    match = re.fullmatch(r"\s*(<=|<|>=|>)?\s*([0-9.]+)\s*B\s*", str(name))
+    if not match:
+        return str(name)
+    words = {"<=": "up to", "<": "under", ">=": "at least", ">": "more than", None: ""}[match.group(1)]
+    return f"{words} {match.group(2)} B".strip()
+
+
+def grade_meaning(certificate: dict[str, Any]) -> str:
+    """One sentence: what the letter says about this deployment, with the limits of its band."""
+    grading = certificate["grading"]
+    grade = certificate["grade"]
+    grades = ["A", "B", "C", "D", "E", "F", "G"]
+    i = grades.index(grade) if grade in grades else len(grades) - 1
+    e_edges = grading["energy_band_edges"]["upper_edges"]
+    c_edges = grading["carbon_band_edges"]["upper_edges"]
+    confident = bool(grading.get("confidence"))
+    size = size_class_words(grading.get("size_class"))
+    size_text = f" (bands for models of {size} active parameters)" if size else ""
+    if i < len(e_edges):
+        how = "with 95 % confidence, " if confident else ""
+        return (
+            f"{grade} on a scale from A (best) to G: {how}this service used at most "
+            f"{e_edges[i]:g} kWh of electricity and caused at most {c_edges[i]:g} g CO2e "
+            f"per million output tokens{size_text}."
+        )
+    return (
+        f"{grade} is the lowest grade from A (best) to G: this service used more than "
+        f"{e_edges[-1]:g} kWh or caused more than {c_edges[-1]:g} g CO2e per million output tokens"
+        f"{size_text}, or its measurements could not confirm a better band."
+    )
+
+
+def _largest_uncertainty(certificate: dict[str, Any]) -> str | None:
+    """The input that widens the energy interval most, in words (from the uncertainty budget)."""
+    budget = (certificate.get("uncertainty") or {}).get("budget") or []
+    best, width = None, 0.0
+    for term in budget:
+        rel = term.get("energy_relative95") or term.get("carbon_relative95")
+        if not rel:
+            continue
+        w = float(rel[1]) - float(rel[0])
+        if w > width:
+            best, width = term, w
+    if best is None:
+        return None
+    return f"{best.get('input')} (about ±{50 * width:.0f} %)"
+
+
+def why_this_grade(certificate: dict[str, Any]) -> list[str]:
+    """Short plain sentences: which figure sets the grade, and why it is worse than the figure alone."""
+    grading = certificate["grading"]
+    grade = certificate["grade"]
+    energy, carbon = grading["energy"], grading["carbon"]
+    point = (grading.get("confidence") or {}).get("point_grades") or {}
+    out: list[str] = []
+    if energy == carbon:
+        out.append(f"Energy and carbon both earn {grade}; the grade is the worse of the two.")
+    else:
+        worse = "carbon" if grade == carbon else "energy"
+        better = "energy" if worse == "carbon" else "carbon"
+        out.append(
+            f"The grade is set by {worse} ({grade}); {better} alone earns "
+            f"{energy if better == 'energy' else carbon}."
+        )
+    metrics = certificate["metrics"]
+    for what, key, edges_key, unit in (
+        ("energy", "energy_per_million_tokens", "energy_band_edges", "kWh"),
+        ("carbon", "carbon_per_million_tokens", "carbon_band_edges", "g CO2e"),
+    ):
+        at_point, awarded = point.get(what), grading[what]
+        if not at_point or at_point == awarded:
+            continue
+        m = metrics[key]
+        edges = grading[edges_key]["upper_edges"]
+        interval = m.get("interval95") or [None, None]
+        grades = ["A", "B", "C", "D", "E", "F", "G"]
+        idx = grades.index(at_point)
+        if idx < len(edges) and interval[1] is not None and float(interval[1]) > float(edges[idx]):
+            out.append(
+                f"The {what} figure, {_num(m['value'])} {unit}, lies in band {at_point}, but its 95 % "
+                f"range ({_num(interval[0])}–{_num(interval[1])}) crosses {at_point}'s upper edge of "
+                f"{float(edges[idx]):g}: the measurement cannot rule out {awarded}, so {awarded} is awarded."
+            )
+        else:
+            out.append(
+                f"The {what} figure lies in band {at_point}, but its 95 % range is wider than band "
+                f"{at_point} allows (±{100 * float(grading['confidence']['top_grade_max_relative_halfwidth']):.0f} %), "
+                f"so {awarded} is awarded."
+            )
+    if point and any(point.get(f) != grading[f] for f in ("energy", "carbon")):
+        widest = _largest_uncertainty(certificate)
+        if widest:
+            out.append(f"What widens the range most: {widest}. Better metering narrows it.")
+    return out
+
+
+def measurement_class(certificate: dict[str, Any]) -> dict[str, str]:
+    """What was metered, as a short statement and a detail line.
+
+    Issue 16 gives the certificate a measurement class (``grading.measurement_class``); until
+    then it is read from the meter layers and how the node's other parts were obtained.
+    """
+    declared = (certificate.get("grading") or {}).get("measurement_class")
+    if isinstance(declared, dict):
+        return {
+            "name": str(declared.get("name") or declared.get("class")),
+            "detail": str(declared.get("detail") or ""),
+        }
+    if isinstance(declared, str):
+        return {"name": declared, "detail": ""}
+    recon = certificate.get("reconciliation") or {}
+    layers = {str(layer.get("layer")) for layer in recon.get("layers") or []}
+    parts = (recon.get("unmetered_node_parts") or {}).get("basis")
+    if "facility" in layers or (certificate.get("methodology") or {}).get("pue_basis") == "measured":
+        name = "facility metered"
+    elif "pdu" in layers:
+        name = "PDU metered"
+    elif "node" in layers or parts == "measured":
+        name = "node metered"
+    elif layers:
+        name = "GPU sensors only"
+    else:
+        name = str((certificate.get("methodology") or {}).get("power_kind") or "metered") + " power"
+    detail = []
+    if parts == "estimated_ratio":
+        ratio = (recon.get("unmetered_node_parts") or {}).get("ratio")
+        detail.append(
+            f"host CPU, memory and fans estimated (GPU energy × {ratio:g})" if ratio else "host estimated"
+        )
+    pue_basis = (certificate.get("methodology") or {}).get("pue_basis")
+    if pue_basis:
+        detail.append(f"facility overhead {pue_basis} (PUE {float(certificate['methodology']['pue']):.2f})")
+    return {"name": name, "detail": "; ".join(detail)}
+
+
+def headline(certificate: dict[str, Any]) -> list[dict[str, Any]]:
+    """The statements of the headline, left to right (docs/label.md: issue 16 adds two more).
+
+    Today: the grade (awarded at 95 % confidence where the scheme says so) and the measurement
+    class. A scheme with separate efficiency and confirmed grades adds ``grading.efficiency`` and
+    ``grading.confirmed``; they become their own statements without a new layout.
+    """
+    from greencert.certificate.render import GRADE_COLOURS
+
+    grading = certificate["grading"]
+    items: list[dict[str, Any]] = []
+    for key, title in (("efficiency", "Efficiency grade"), ("confirmed", "Confirmed at 95 %")):
+        if isinstance(grading.get(key), str):
+            g = grading[key]
+            items.append(
+                {
+                    "kind": "grade",
+                    "id": key,
+                    "title": title,
+                    "grade": g,
+                    "colour": GRADE_COLOURS.get(g, "#555"),
+                    "dark_text": g in ("C", "D", "E"),
+                }
+            )
+    if not items:
+        g = certificate["grade"]
+        items.append(
+            {
+                "kind": "grade",
+                "id": "grade",
+                "title": "Grade" + (" (confirmed at 95 %)" if grading.get("confidence") else ""),
+                "grade": g,
+                "colour": GRADE_COLOURS.get(g, "#555"),
+                "dark_text": g in ("C", "D", "E"),
+            }
+        )
+    mc = measurement_class(certificate)
+    items.append(
+        {
+            "kind": "text",
+            "id": "measurement",
+            "title": "Measurement",
+            "text": mc["name"],
+            "detail": mc["detail"],
+        }
+    )
+    return items
+
+
+def per_query(certificate: dict[str, Any]) -> dict[str, Any]:
+    """Energy (and carbon) per 1,000 queries when the evidence counts requests, else why not.
+
+    Read from ``metrics.energy_per_thousand_queries`` / ``carbon_per_thousand_queries`` (written
+    when the bundle has a request counter; docs/label.md).
+    """
+    metrics = certificate["metrics"]
+    energy = metrics.get("energy_per_thousand_queries")
+    if not energy:
+        return {
+            "available": False,
+            "note": "not available: the evidence has no request counter, so only per-token figures are certified",
+        }
+    carbon = metrics.get("carbon_per_thousand_queries") or {}
+    return {
+        "available": True,
+        "energy": energy,
+        "carbon": carbon or None,
+        "queries": (metrics.get("requests") or {}).get("value"),
+    }
+
+
+def carbon_picture(certificate: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every carbon figure of the certificate per million output tokens, from the same fields as the reports.
+
+    Location-based (graded) and market-based come from ``carbon.*.per_million_tokens`` (as in
+    the carbon report) with the metrics' intervals; the SCI score is the SCI report's own
+    (:func:`greencert.certificate.reports.sci_report`), so the label and the report cannot differ.
+    """
+    from greencert.certificate.reports import sci_report
+
+    metrics = certificate["metrics"]
+    carbon = certificate.get("carbon") or {}
+
+    def figure(section: str, metric: str) -> tuple[float | None, list[float] | None]:
+        per = ((carbon.get(section) or {}).get("per_million_tokens") or {}).get("value")
+        m = metrics.get(metric) or {}
+        value = per if per is not None else m.get("value")
+        return (float(value) if value is not None else None), m.get("interval95")
+
+    rows = []
+    loc, loc_i = figure("location_based", "carbon_location_per_million_tokens")
+    if loc is None:
+        loc, loc_i = (
+            float(metrics["carbon_per_million_tokens"]["value"]),
+            metrics["carbon_per_million_tokens"].get("interval95"),
+        )
+    basis = (carbon.get("location_based") or {}).get("grid_basis") or (
+        certificate.get("methodology") or {}
+    ).get("grid_basis")
+    rows.append(
+        {
+            "id": "location",
+            "name": "Location-based (graded)",
+            "value": loc,
+            "interval": loc_i,
+            "note": f"grid average, {basis}" if basis else "grid average",
+        }
+    )
+    market, market_i = figure("market_based", "carbon_market_per_million_tokens")
+    if market is not None:
+        mb = carbon.get("market_based") or {}
+        cfe = mb.get("cfe_hourly_share", (metrics.get("cfe_hourly_share") or {}).get("value"))
+        annual = mb.get("annual_match_share", (metrics.get("annual_match_share") or {}).get("value"))
+        note = []
+        if cfe is not None:
+            note.append(f"24/7 carbon-free energy {100 * float(cfe):.0f} %")
+        if annual is not None:
+            note.append(f"annual match {100 * float(annual):.0f} %")
+        rows.append(
+            {
+                "id": "market",
+                "name": "Market-based",
+                "value": market,
+                "interval": market_i,
+                "note": ", ".join(note) or "contracts and certificates",
+            }
+        )
+    else:
+        rows.append(
+            {
+                "id": "market",
+                "name": "Market-based",
+                "value": None,
+                "interval": None,
+                "note": "not reported: no market-based data in the evidence",
+            }
+        )
+    emb, emb_i = figure("embodied", "embodied_carbon_per_million_tokens")
+    rows.append(
+        {
+            "id": "embodied",
+            "name": "Embodied (hardware)",
+            "value": emb,
+            "interval": emb_i,
+            "note": "manufacturing, amortised" if emb is not None else "not quantified: no hardware data",
+        }
+    )
+    sci = sci_report(certificate)
+    sci_m = metrics.get("sci_per_million_tokens") or {}
+    rows.append(
+        {
+            "id": "sci",
+            "name": "SCI score",
+            "value": float(sci["score"]["value"]),
+            "interval": sci_m.get("interval95"),
+            "note": "operational + embodied (ISO/IEC 21031)"
+            if sci["score"]["includes_embodied"]
+            else "operational only: embodied missing",
+        }
+    )
+    return rows
+
+
+ENV_REGISTRY_URL = "GREENCERT_REGISTRY_URL"
+
+
+def registry_links(certificate: dict[str, Any], registry_url: str | None = None) -> dict[str, Any]:
+    """Links from the label to its registry entry, reports and validation (Data Docs).
+
+    Relative links work wherever the registry folder is served (the files themselves, the
+    Airflow page's ``/files/``); with a public base URL (``$GREENCERT_REGISTRY_URL``) the entry
+    link, and so the QR code, is absolute.
+    """
+    cid = certificate["certificate_id"]
+    base = (
+        (registry_url if registry_url is not None else os.environ.get(ENV_REGISTRY_URL, ""))
+        .strip()
+        .rstrip("/")
+    )
+    site, deployment = certificate["scope"]["site"], certificate["scope"]["deployment"]
+    entry_rel = f"../../index.html#{cid}"
+    entry = f"{base}/index.html#{cid}" if base else entry_rel
+    label_abs = f"{base}/{site}/{deployment}/{cid}.html" if base else None
+    return {
+        "entry": entry,
+        "public": bool(base),
+        "qr_payload": label_abs or f"greencert:{cid}",
+        "sci_report": f"{cid}.reports/sci.md",
+        "data_docs": f"{cid}.datadocs/index.html",
+        "json": f"{cid}.json",
+    }
+
+
+def qr_svg(payload: str) -> str:
+    """The QR code of ``payload`` as inline SVG (segno; error correction M, no XML declaration)."""
+    import segno
+
+    code = segno.make(payload, error="m", micro=False)
+    buffer = io.BytesIO()
+    code.save(
+        buffer,
+        kind="svg",
+        xmldecl=False,
+        svgns=True,
+        nl=False,
+        scale=3,
+        border=2,
+        title=None,
+        svgclass="qr",
+        lineclass=None,
+        omitsize=True,
+    )
+    return buffer.getvalue().decode("ascii")
+
+
+def status_at_issue(certificate: dict[str, Any]) -> dict[str, str]:
+    """The status the label can state (it is printed once): valid or development key, with its meaning."""
+    from greencert.certificate import status
+
+    shown = status.verify_status(None, bool((certificate.get("signing") or {}).get("development_key")))
+    return {"status": shown, "meaning": status.MEANINGS[shown], "css": status.css_class(shown)}
 
 
 def verify_commands(certificate: dict[str, Any]) -> dict[str, str]:
@@ -156,19 +624,43 @@ def verify_commands(certificate: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def render_label(certificate: dict[str, Any]) -> str:
+def label_view(certificate: dict[str, Any], registry_url: str | None = None) -> dict[str, Any]:
+    """Everything the label shows, computed once (the template only lays it out)."""
+    hourly = certificate.get("hourly", {})
+    links = registry_links(certificate, registry_url)
+    m = certificate["metrics"]
+    return {
+        "c": certificate,
+        "headline": headline(certificate),
+        "meaning": grade_meaning(certificate),
+        "scale": build_scale(certificate),
+        "why": why_this_grade(certificate),
+        "carbon": carbon_picture(certificate),
+        "per_query": per_query(certificate),
+        "period_text": human_period(certificate["period"]),
+        "issued_text": human_date(certificate["issued_at"]),
+        "valid_until_text": human_date(certificate["valid_until"]),
+        "status": status_at_issue(certificate),
+        "links": links,
+        "qr": qr_svg(links["qr_payload"]),
+        "bands": band_rows(certificate),
+        "chart": build_chart(hourly),
+        "hours": len(hourly.get("hour_start", [])),
+        "verify": verify_commands(certificate),
+        "energy": m["energy_per_million_tokens"],
+        "num": _num,
+    }
+
+
+def render_label(certificate: dict[str, Any], registry_url: str | None = None) -> str:
     """The label HTML (autoescaped, self-contained, one A4 page when printed)."""
+    from markupsafe import Markup
+
     from greencert.certificate.templates import template
 
-    hourly = certificate.get("hourly", {})
-    hours = len(hourly.get("hour_start", []))
-    return template("label.html.j2").render(
-        c=certificate,
-        bands=band_rows(certificate),
-        chart=build_chart(hourly),
-        hours=hours,
-        verify=verify_commands(certificate),
-    )
+    view = label_view(certificate, registry_url)
+    view["qr"] = Markup(view["qr"])  # segno's own SVG: no text from the certificate in it
+    return template("label.html.j2").render(**view)
 
 
 def find_chromium() -> str | None:
