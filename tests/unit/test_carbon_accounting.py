@@ -323,13 +323,17 @@ def test_certificate_carries_carbon_figures_and_verifies(tmp_path):
     assert cert["carbon"]["location_based"]["used_for_grade"] is True
     assert cert["carbon"]["market_based"]["used_for_grade"] is False
     assert "ppa_solar.csv" in {i["file"] for i in cert["inputs"]}
-    assert verify_certificate(path, options=TrustOptions(allow_development_key=True)).lines[-1].startswith("recomputed figures: ok")
+    # Checked inside the validity window (never against today's date: the test data is fixed).
+    checked_at = T0 + 2 * DAY
+    assert verify_certificate(path, at=checked_at, options=TrustOptions(allow_development_key=True)).lines[
+        -1
+    ].startswith("recomputed figures: ok")
     # The delivery profile is evidence: changing it breaks verification.
     evidence = path.parent / cert["evidence"]["bundle"] / "ppa_solar.csv"
     lines = evidence.read_text().splitlines()
     lines[8] = lines[8].rsplit(",", 1)[0] + ",3"  # 07:00 delivery 2 -> 3 kWh
     evidence.write_text("\n".join(lines) + "\n")
     with pytest.raises(VerificationFailed) as err:
-        verify_certificate(path, options=TrustOptions(allow_development_key=True))
+        verify_certificate(path, at=checked_at, options=TrustOptions(allow_development_key=True))
     assert err.value.reason == "input-hash-mismatch"
     assert math.isclose(cert["metrics"]["cfe_hourly_share"]["value"], 0.5)
