@@ -1,19 +1,228 @@
-"""``greencert`` command line: a thin caller of the same stage functions the DAG uses."""
+"""``greencert`` command line: a thin caller of the same stage functions the DAG uses.
+
+Conventions (docs/cli.md): ``--registry`` is always the registry (folder or URL) a command
+publishes into or reads from, ``--out`` a folder of files the command writes, ``--signing-key``
+the issuer's *private* key that signs, ``--key`` an issuer *public* key you trust, ``--at`` the
+moment statuses are evaluated at. Progress goes to stderr, only when stderr is a terminal; results
+go to stdout. Every exit status is in :data:`EXIT_STATUSES` (printed by ``greencert --help``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import Any
 
 from greencert.errors import GreenCertError
 
 EXIT_OK = 0
+EXIT_INCOMPLETE = 1
 EXIT_USAGE = 64
+EXIT_NO_INPUT = 66
+
+# The command's own exit statuses; the verification ones come from
+# greencert.certificate.verify.EXIT_CODES (one table) with the meanings below.
+EXIT_STATUSES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_INCOMPLETE: "finished, but not everything: certify-fleet left deployments uncertified, "
+    "or summary found no certificate",
+    2: "bad input: bundle, manifest, fleet config, scheme or value (the message names file, row, column, time)",
+    3: "the evidence failed a critical validation (Great Expectations) expectation",
+    4: "a telemetry or grid source failed (unreachable, partial data, missing series)",
+    5: "the registry could not be written (nothing half-written is published)",
+    EXIT_USAGE: "usage: unknown command or option, missing or malformed argument",
+    EXIT_NO_INPUT: "a file or folder named on the command line does not exist, or is not what the "
+    "command needs (e.g. not a registry)",
+}
+VERIFY_REASONS: dict[str, str] = {
+    "unreadable": "the certificate file cannot be read or lacks a required field",
+    "not-canonical": "the file is not RFC 8785 canonical JSON",
+    "bad-signature": "the Ed25519 signature does not match the file's bytes",
+    "expired": "past valid_until (at --at, default now)",
+    "revoked": "the registry's signed status revokes it",
+    "bundle-missing": "the evidence bundle (or a file of it) is missing or a symbolic link",
+    "input-hash-mismatch": "an evidence file's sha256 differs from the certificate's",
+    "figure-mismatch": "figures recomputed from the evidence differ from the certificate's",
+    "evidence-invalid": "the evidence no longer passes validation",
+    "untrusted-issuer": "signed by a key you do not trust (--key, trust store)",
+    "development-key": "signed with a development key (pass --allow-development-key to check it anyway)",
+    "status-unknown": "no fresh signed registry status (pass --registry, or --offline to accept)",
+    "not-listed": "the registry's signed metadata does not list the certificate",
+    "metadata-mismatch": "the signed metadata lists other bytes for it",
+    "rollback": "the registry's signed metadata went back in version",
+    "bad-metadata": "the registry's signed metadata does not verify",
+    "log-inclusion": "the issuance-log inclusion (or, for `log consistency`, consistency) proof fails",
+    "scheme-too-old": "graded under a scheme older than --min-scheme",
+}
+
+
+def exit_code_table(verify: bool = True) -> str:
+    """The exit statuses as an aligned text table (``--help`` epilogs and docs/cli.md)."""
+    rows = [(str(code), text) for code, text in sorted(EXIT_STATUSES.items())]
+    if verify:
+        from greencert.certificate.verify import EXIT_CODES
+
+        rows += [
+            (str(code), f"verify: {reason}: {VERIFY_REASONS[reason]}")
+            for reason, code in sorted(EXIT_CODES.items(), key=lambda item: item[1])
+        ]
+    return "\n".join(f"  {code:>3}  {text}" for code, text in rows)
+
+
+class NoInput(GreenCertError):
+    """A path named on the command line does not exist or is not what the command needs."""
+
+    exit_code = EXIT_NO_INPUT
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the documented usage status (64, not argparse's 2, which means bad input here)."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _Deprecated(argparse.Action):
+    """An older option spelling: still accepted, with a note on stderr naming the new one."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        print(f"note: {option_string} is deprecated here, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _is_url(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+def _need_dir(path: str | Path, what: str) -> Path:
+    """``path`` as a local folder that exists (URLs are left to the code that opens them)."""
+    p = Path(path)
+    if _is_url(path):
+        return p
+    if not p.exists():
+        raise NoInput(f"no such {what} folder", str(path))
+    if not p.is_dir():
+        raise NoInput(f"not a folder (a {what} folder is expected)", str(path))
+    return p
+
+
+def _need_registry(path: str | Path) -> Path:
+    """An existing registry folder: one with certificates or registry files, not any folder."""
+    root = _need_dir(path, "registry")
+    if _is_url(path):
+        return root
+    from greencert.certificate.registry import INDEX_JSON, ISSUER_PEM, KEYS_DIR
+
+    if not any((root / name).exists() for name in ("metadata", INDEX_JSON, ISSUER_PEM, KEYS_DIR)):
+        raise NoInput(
+            f"not a GreenCert registry (no metadata/, {INDEX_JSON}, {ISSUER_PEM} or {KEYS_DIR}/): check the path",
+            str(path),
+        )
+    return root
+
+
+# --- progress on stderr (rich), only on a terminal -----------------------------------------------
+# The pipeline's stage messages (first word) and what comes next.
+_STAGES = {
+    "validated": "computing the figures",
+    "computed": "grading",
+    "graded": "signing and publishing",
+    "published": "published",
+}
+
+
+class _StageHandler(logging.Handler):
+    """Moves a progress bar on the stage messages the pipeline logs (validated, computed, ...)."""
+
+    def __init__(self, advance: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.advance = advance
+
+    def emit(self, record: logging.LogRecord) -> None:
+        first = str(record.msg).split(" ", 1)[0]
+        if record.levelno == logging.INFO and first in _STAGES:
+            self.advance(_STAGES[first])
+
+
+def _show_progress() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("GREENCERT_NO_PROGRESS")
+
+
+@contextlib.contextmanager
+def progress(
+    description: str, total: int | None = None, step: str | None = None, stages: bool = True
+) -> Generator[Callable[..., None], None, None]:
+    """A rich progress bar on stderr while the block runs (a spinner when ``total`` is None).
+
+    ``step`` is shown after the description until the first stage message replaces it. Yields
+    ``update(description=None, advance=0, completed=None)``. Does nothing when stderr is not
+    a terminal (pipes, CI, files) or ``GREENCERT_NO_PROGRESS`` is set. While it runs, the pipeline's
+    stage messages advance it (unless ``stages`` is False), and warnings print above it.
+    """
+    if not _show_progress():
+        yield lambda *args, **kwargs: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    columns.append(TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"{description}: {step}" if step else description, total=total)
+
+        def update(
+            description: str | None = None, advance: float = 0, completed: float | None = None
+        ) -> None:
+            fields: dict[str, Any] = {"advance": advance}
+            if description is not None:
+                fields["description"] = description
+            if completed is not None:
+                fields["completed"] = completed
+            bar.update(task, **fields)
+
+        def on_stage(next_step: str) -> None:
+            update(description=f"{description}: {next_step}", advance=1 if total else 0)
+
+        logger = logging.getLogger("greencert")
+        handler = _StageHandler(on_stage)
+        level = logger.level
+        root_handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+        streams = [h.setStream(sys.stderr) for h in root_handlers]  # rich's redirected stderr
+        if stages:
+            logger.addHandler(handler)
+        if stages and logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)  # stage messages reach the bar; the root handler still filters
+        try:
+            yield update
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            for h, stream in zip(root_handlers, streams, strict=True):
+                if stream is not None:
+                    h.setStream(stream)
 
 
 def _day(text: str) -> dt.datetime:
@@ -49,25 +258,86 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _grade_counts(grades: list[str]) -> str:
+    from collections import Counter
+
+    counted = Counter(grades)
+    return ", ".join(f"{grade} {counted[grade]}" for grade in sorted(counted))
+
+
 def cmd_certify_fleet(args: argparse.Namespace) -> int:
     from greencert.fleet import certify_fleet_day, deployment_bundles
 
-    run = certify_fleet_day(
-        deployment_bundles(Path(args.fleet_day)),
-        args.out,
-        args.work_dir,
-        args.scheme,
-        signing_key=args.key,
-        pdf=False,
-        partials_dir=args.partials,
-    )
+    folder = _need_dir(args.fleet_day, "fleet-day")
+    bundles = deployment_bundles(folder)
+    if not bundles:
+        raise NoInput(
+            "no deployment bundles here (no fleet.json and no <deployment>/manifest.yaml): "
+            "write one with `greencert simulate --fleet`",
+            str(args.fleet_day),
+        )
+    _writable_registry(args.registry)
+    began = time.perf_counter()
+    # The helper process publishes too (its stage messages stay there): a spinner and the time.
+    with progress(
+        f"certifying {len(bundles)} deployment bundles of {folder.name} in 2 processes", stages=False
+    ):
+        run = certify_fleet_day(
+            bundles,
+            args.registry,
+            args.work_dir,
+            args.scheme,
+            signing_key=args.signing_key,
+            pdf=False,
+            partials_dir=args.partials,
+        )
+    seconds = time.perf_counter() - began
+    rows, grades = [], []
     for deployment, path in sorted(run.certificates.items()):
-        print(f"{deployment}: {path}")
+        cert = _read_published(path)
+        m = cert["metrics"]
+        grades.append(cert["grade"])
+        rows.append(
+            (
+                deployment,
+                cert["grade"],
+                f"{m['energy_per_million_tokens']['value']:.4f}",
+                f"{m['carbon_per_million_tokens']['value']:.1f}",
+                (cert.get("grading") or {}).get("size_class") or "-",
+                path,
+            )
+        )
+    if rows:
+        _print_table(("deployment", "grade", "kWh/Mtok", "gCO2e/Mtok", "size class", "certificate"), rows)
     for deployment, reason in sorted(run.failures.items()):
         print(f"{deployment}: NOT CERTIFIED: {reason}", file=sys.stderr)
-    phases = ", ".join(f"{k} {v:.2f} s" for k, v in run.seconds.items())
-    print(f"{len(run.certificates)} certified, {len(run.failures)} failed, {run.rows:,} rows; {phases}")
-    return EXIT_OK if not run.failures else 1
+    summary = f"{len(run.certificates)} of {len(bundles)} deployments certified"
+    if grades:
+        summary += f" (grades: {_grade_counts(grades)})"
+    if run.failures:
+        summary += f", {len(run.failures)} not certified (reasons above)"
+    print(f"{summary}; {run.rows:,} rows in {seconds:.1f} s; registry {args.registry}")
+    logging.getLogger("greencert").info(
+        "fleet phases: %s", ", ".join(f"{k} {v:.2f} s" for k, v in run.seconds.items())
+    )
+    return EXIT_OK if not run.failures else EXIT_INCOMPLETE
+
+
+def _read_published(path: str | Path) -> dict[str, Any]:
+    from greencert.files import registry_root
+
+    # Publication returns the certificate with its path: never read it back through a path that
+    # another run of the same period may be replacing at this moment.
+    published = getattr(path, "certificate", None)
+    if published is not None:
+        return published  # type: ignore[no-any-return]
+    return json.loads(registry_root(path).read_bytes())  # the registry may be an fsspec URL
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _writable_registry(out: str) -> None:
@@ -95,60 +365,107 @@ def _writable_registry(out: str) -> None:
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
+    from greencert.certificate import status as statuses
     from greencert.errors import PublishError
     from greencert.segments import certify_bundle
 
-    _writable_registry(args.out)
+    _need_dir(args.bundle, "evidence bundle")
+    _writable_registry(args.registry)
     # A bundle that declares segments (engine, model or GPU change) gives one certificate per segment.
     try:
-        paths = certify_bundle(
-            args.bundle,
-            args.out,
-            args.scheme,
-            args.work_dir,
-            signing_key=args.signing_key,
-            pdf=False if args.no_pdf else None,
-        )
+        bundle = Path(args.bundle)
+        with progress(f"certifying {bundle.parent.name}/{bundle.name}", total=4, step="validating"):
+            paths = certify_bundle(
+                args.bundle,
+                args.registry,
+                args.scheme,
+                args.work_dir,
+                signing_key=args.signing_key,
+                pdf=False if args.no_pdf else None,
+            )
     except OSError as exc:
         # Bundle problems are BundleErrors already; an OSError left is the registry or the work folder.
         raise PublishError(
             f"cannot write ({exc.strerror or exc}); what was published before is kept",
-            str(exc.filename or args.out),
+            str(exc.filename or args.registry),
         ) from None
-    from greencert.certificate.registry import registry_root
-
+    now = dt.datetime.now(dt.UTC)
     for path in paths:
-        cert = json.loads(registry_root(path).read_bytes())  # the registry may be an fsspec URL
+        cert = _read_published(path)
         m = cert["metrics"]
         e, c = m["energy_per_million_tokens"], m["carbon_per_million_tokens"]
         interval = f" (95 % {e['interval95'][0]:.4g}-{e['interval95'][1]:.4g})" if "interval95" in e else ""
+        size_class = (cert.get("grading") or {}).get("size_class")
         print(
-            f"certificate {cert['certificate_id']}: grade {cert['grade']}, "
+            f"certificate {cert['certificate_id']}: grade {cert['grade']}"
+            f"{f' (size class {size_class})' if size_class else ''}, "
             f"{e['value']:.6g} kWh/Mtok{interval}, "
             f"{c['value']:.6g} gCO2e/Mtok"
         )
+        until = cert.get("valid_until")
+        expired = bool(until) and _utc(until) <= now
+        row = {
+            "status": statuses.EXPIRED if expired else statuses.VALID,
+            "development_key": bool((cert.get("signing") or {}).get("development_key")),
+            "valid_until": until,
+        }
+        print(f"status: {statuses.status_text(row)}")
+        if expired:
+            print(
+                f"warning: {cert['certificate_id']} expired at {until} (certificates are valid for 6 months "
+                "after their period): `greencert verify` will reject it; certify a recent period",
+                file=sys.stderr,
+            )
+        elif row["development_key"]:
+            print(
+                "note: signed with this installation's development key: a test certificate; "
+                "`greencert verify` accepts it only with --allow-development-key",
+                file=sys.stderr,
+            )
         print(path)
     return EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from greencert.certificate.verify import TrustOptions, verify_certificate
+def _utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
 
-    result = verify_certificate(
-        Path(args.certificate),
-        Path(args.bundle) if args.bundle else None,
-        at=args.at,
-        registry=args.registry,
-        options=TrustOptions(
-            keys=[Path(k) for k in args.key or []],
-            trust_store=Path(args.trust_store) if args.trust_store else None,
-            allow_development_key=args.allow_development_key,
-            offline=args.offline,
-            min_scheme=args.min_scheme,
-        ),
-    )
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from greencert.certificate import status as statuses
+    from greencert.certificate.verify import TrustOptions, verify_certificate
+    from greencert.errors import VerificationFailed
+
+    certificate = Path(args.certificate)
+    if not certificate.exists():
+        raise NoInput("no such certificate file", str(certificate))
+    if certificate.is_dir():
+        raise NoInput("is a folder (a certificate .json file is expected)", str(certificate))
+    if args.registry and not _is_url(args.registry):
+        _need_dir(args.registry, "registry")
+    if args.bundle:
+        _need_dir(args.bundle, "evidence bundle")
+    try:
+        with progress(f"verifying {certificate.name}: signature, status, log, recomputing the figures"):
+            result = verify_certificate(
+                certificate,
+                Path(args.bundle) if args.bundle else None,
+                at=args.at,
+                registry=args.registry,
+                options=TrustOptions(
+                    keys=[Path(k) for k in args.key or []],
+                    trust_store=Path(args.trust_store) if args.trust_store else None,
+                    allow_development_key=args.allow_development_key,
+                    offline=args.offline,
+                    min_scheme=args.min_scheme,
+                ),
+            )
+    except VerificationFailed as exc:
+        print(f"error[{exc.reason}]: {exc}", file=sys.stderr)
+        print(f"status: {statuses.verify_status(exc.reason)}", file=sys.stderr)
+        return exc.exit_code
     for line in result.lines:
         print(line)
+    print(f"status: {statuses.verify_status(None, result.development_key)}")
     print(f"OK: {result.certificate_id} verified")
     return EXIT_OK
 
@@ -263,8 +580,14 @@ def cmd_registry(args: argparse.Namespace) -> int:
         rebuild_index(root, args.at, signing_key=new_key)
         print(f"root v{version}: issuer key is now {new_key.key_id}")
         return EXIT_OK
-    rows = list_certificates(args.registry, args.at, _reader_anchors(args))
+    from greencert.certificate import status as statuses
+
+    _need_registry(args.registry)
+    with progress(f"checking the certificates of {args.registry}"):
+        rows = list_certificates(args.registry, args.at, _reader_anchors(args))
     if args.json:
+        for r in rows:
+            r["display_status"] = statuses.display_status(r)
         print(json.dumps(rows, indent=1, sort_keys=True))
         return EXIT_OK
     for r in rows:
@@ -274,9 +597,19 @@ def cmd_registry(args: argparse.Namespace) -> int:
             if energy is not None and carbon is not None
             else ""
         )
-        print(f"{r['certificate_id']}  {r['grade']}  {figures}  {_status_text(r)}")
-    print(f"{len(rows)} certificate(s)")
+        print(
+            f"{r['certificate_id']}  {r['grade']}  {statuses.size_class_text(r)}  {figures}  "
+            f"{statuses.status_text(r)}"
+        )
+    print(f"{len(rows)} certificate(s){_count_text(rows)}")
     return EXIT_OK
+
+
+def _count_text(rows: list[dict[str, Any]]) -> str:
+    from greencert.certificate import status as statuses
+
+    counted = {k: v for k, v in statuses.counts(rows).items() if v}
+    return ": " + ", ".join(f"{v} {k}" for k, v in counted.items()) if counted else ""
 
 
 def _reader_anchors(args: argparse.Namespace) -> list:
@@ -284,15 +617,6 @@ def _reader_anchors(args: argparse.Namespace) -> list:
 
     keys = [Path(k) for k in getattr(args, "key", None) or []]
     return resolve_anchors(keys, getattr(args, "trust_store", None), use_store=not keys)
-
-
-def _status_text(row: dict) -> str:
-    text = row["status"]
-    if row["status"] == "unverified":
-        text += f" ({row['verification']})"
-    elif row.get("development_key"):
-        text += " (development key)"
-    return text
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -308,14 +632,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
+    from greencert.certificate import status as statuses
     from greencert.certificate.registry import list_certificates
-    from greencert.files import registry_root
 
-    root = registry_root(args.registry)
-    if not root.is_dir():
-        raise GreenCertError("no such registry folder", str(args.registry))
+    root = _need_registry(args.registry)
     rows = []
-    for r in list_certificates(root, None, _reader_anchors(args)):
+    with progress(f"checking the certificates of {args.registry}"):
+        listed = list_certificates(root, args.at, _reader_anchors(args))
+    for r in listed:
         energy, carbon = r["energy_kwh_per_mtok"], r["carbon_gco2e_per_mtok"]
         rows.append(
             (
@@ -323,39 +647,61 @@ def cmd_summary(args: argparse.Namespace) -> int:
                 r["deployment"],
                 r["period"]["start"][:10],
                 r["grade"],
+                statuses.size_class_text(r),
                 f"{energy:.4f}" if energy is not None else "",
                 f"{carbon:.1f}" if carbon is not None else "",
-                _status_text(r),
+                statuses.status_text(r),
             )
         )
-    header = ("site", "deployment", "day", "grade", "kWh/Mtok", "gCO2e/Mtok", "status")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-    print(f"{len(rows)} certificate(s) in {args.registry}")
-    return EXIT_OK if rows else 1
+    _print_table(
+        ("site", "deployment", "day", "grade", "size class", "kWh/Mtok", "gCO2e/Mtok", "status"), rows
+    )
+    print(f"{len(rows)} certificate(s) in {args.registry}{_count_text(listed)}")
+    return EXIT_OK if rows else EXIT_INCOMPLETE
 
 
 # --- sources check / extract (issue 14): logic in greencert.sources.commands ---------------------
 def cmd_sources_check(args: argparse.Namespace) -> int:
     from greencert.sources.commands import check_command
 
-    print(check_command(args.config, args.deployment, args.start, args.end, args.json))
-    return EXIT_OK
+    _need_config(args.config)
+    text, ok = check_command(args.config, args.deployment, args.start, args.end, args.json)
+    print(text)
+    return EXIT_OK if ok else 4
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from greencert.sources.commands import extract
 
+    _need_config(args.config)
     print(extract(args.config, args.deployment, args.start, args.end, args.out))
     return EXIT_OK
 
 
+def _need_config(path: str) -> None:
+    if not Path(path).is_file():
+        raise NoInput("no such fleet config file" if not Path(path).exists() else "not a file", path)
+
+
 def _add_sources_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sources", help="inspect where deployments' telemetry comes from")
-    action = p.add_subparsers(dest="sources_command", required=True)
-    c = action.add_parser("check", help="pull in memory and show devices, churn, MIG and attribution shares")
-    c.add_argument("config", help="fleet config YAML")
+    p = sub.add_parser(
+        "sources",
+        help="inspect where deployments' telemetry comes from",
+        description="Inspect where deployments' telemetry comes from (docs/connect-telemetry.md).",
+    )
+    action = p.add_subparsers(dest="sources_command", required=True, metavar="ACTION")
+    c = action.add_parser(
+        "check",
+        help="query the configured Prometheus: per profile, the series found, scrape interval, labels",
+        description=(
+            "Query the Prometheus of each deployment pulled from one (nothing is written) and report, "
+            "per source profile and role, the query, the series found with their label sets, samples "
+            "and scrape interval, label churn stitched, MIG instances and attribution shares; a "
+            "deployment whose series are missing is reported with the reason (exit 4)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("config", help="fleet config YAML (e.g. docs/examples/fleet-prometheus.yaml)")
     c.add_argument("--deployment", default=None, help="only this deployment")
     c.add_argument("--start", default=None, help="RFC 3339 (default: one hour before --end)")
     c.add_argument("--end", default=None, help="RFC 3339 (default: the last whole hour)")
@@ -363,29 +709,59 @@ def _add_sources_commands(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_sources_check)
     p = sub.add_parser("extract", help="write one deployment's evidence bundle, as the DAG's extract task")
     p.add_argument("config", help="fleet config YAML")
-    p.add_argument("deployment")
+    p.add_argument("deployment", help="deployment name in the fleet config")
     p.add_argument("--start", required=True, help="RFC 3339, e.g. 2026-02-01T00:00:00Z")
     p.add_argument("--end", required=True, help="RFC 3339")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.set_defaults(func=cmd_extract)
 
 
+TRUST_STORE_HELP = "trust store file (default: $GREENCERT_TRUST_STORE or $GREENCERT_HOME/trust.json)"
+PUBLIC_KEY_HELP = (
+    "issuer public key PEM to trust (repeatable); without it, the trust store's keys are trusted"
+)
+SIGNING_KEY_HELP = (
+    "issuer private key PEM that signs (default: $GREENCERT_SIGNING_KEY, the Airflow connection "
+    "greencert_signing_key, or this installation's development key)"
+)
+SCHEME_HELP = "grading scheme YAML (default: the packaged scheme, greencert-2026.2)"
+
+
+def _registry_option(p: argparse.ArgumentParser, help_text: str, required: bool) -> None:
+    """``--registry`` (``--out`` is the older spelling certify and certify-fleet still accept)."""
+    p.add_argument(
+        "--registry", "--out", dest="registry", required=required, metavar="REGISTRY",
+        help=f"{help_text} (folder, or an s3:// or other fsspec URL; --out is the older spelling)",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="greencert", description="Certify energy and carbon per million AI tokens."
+    epilog = (
+        "exit statuses:\n" + exit_code_table() + "\n\nOptions mean the same in every command: --registry the "
+        "registry, --out a folder this command writes,\n--signing-key the issuer's private key, --key an issuer "
+        "public key you trust, --at the moment statuses\nare evaluated at. Statuses: valid, development key, "
+        "superseded, expired, revoked, unverified.\nDocs: docs/cli.md."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(
+        prog="greencert",
+        description="Certify energy and carbon per million AI tokens.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage (and fleet phase times)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("simulate", help="write deterministic sample-fleet evidence bundles")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder to write the bundles into (<deployment>/<day>/)")
     p.add_argument(
-        "--date", type=_day, default=_day("2026-01-01"), help="first day (UTC), default 2026-01-01"
-    )
-    p.add_argument("--days", type=int, default=1)
-    p.add_argument("--step", type=float, default=15.0, help="sampling interval in seconds")
-    p.add_argument("--format", choices=("csv", "parquet"), default="csv")
-    p.add_argument("--seed", type=int, default=0)
+        "--date", type=_day, default=_day("2026-01-01"),
+        help="first day (UTC, YYYY-MM-DD), default 2026-01-01: pass a recent day for certificates that are "
+        "still valid (they expire 6 months after their period)",
+    )  # fmt: skip
+    p.add_argument("--days", type=int, default=1, help="number of consecutive days (default 1)")
+    p.add_argument("--step", type=float, default=15.0, help="sampling interval in seconds (default 15)")
+    p.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format (default csv)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes; default 0)")
     p.add_argument(
         "--fleet",
         action="store_true",
@@ -397,44 +773,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "certify-fleet", help="certify every deployment bundle of a fleet-day folder (simulate --fleet)"
     )
-    p.add_argument("fleet_day", help="folder of one day's deployment bundles")
-    p.add_argument("--out", required=True, help="registry folder to publish into")
+    p.add_argument("fleet_day", help="folder of one day's deployment bundles (with fleet.json)")
+    _registry_option(p, "registry to publish into", required=True)
     p.add_argument("--work-dir", required=True, help="stage outputs, one folder per deployment")
     p.add_argument("--partials", default=None, help="also save each deployment's daily partial here")
-    p.add_argument("--scheme", default=None, help="grading scheme YAML (default: the packaged scheme)")
-    p.add_argument("--key", default=None, help="signing key (PEM); default as for certify")
+    p.add_argument("--scheme", default=None, help=SCHEME_HELP)
+    p.add_argument("--signing-key", default=None, help=SIGNING_KEY_HELP)
+    p.add_argument(
+        "--key", dest="signing_key", action=_Deprecated, new="--signing-key",
+        help="deprecated spelling of --signing-key (elsewhere --key is a public key you trust)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_certify_fleet)
 
     p = sub.add_parser("certify", help="validate, compute, grade and publish one evidence bundle")
-    p.add_argument("bundle")
-    p.add_argument("--out", required=True, help="registry folder to publish into")
-    p.add_argument("--scheme", default=None, help="grading scheme YAML (default: the packaged scheme)")
+    p.add_argument("bundle", help="evidence bundle folder (manifest.yaml, power, tokens[, grid])")
+    _registry_option(p, "registry to publish into", required=True)
+    p.add_argument("--scheme", default=None, help=SCHEME_HELP)
     p.add_argument("--work-dir", default=None, help="keep stage outputs here (default: a temporary folder)")
-    p.add_argument(
-        "--signing-key",
-        default=None,
-        help="Ed25519 private key PEM (default: $GREENCERT_SIGNING_KEY, an Airflow connection, or the dev key)",
-    )
+    p.add_argument("--signing-key", default=None, help=SIGNING_KEY_HELP)
     p.add_argument("--no-pdf", action="store_true", help="skip the PDF label (no Chromium needed)")
     p.set_defaults(func=cmd_certify)
 
     p = sub.add_parser(
         "verify",
         help="check a certificate: trusted issuer, signed status, log inclusion, hashes, recomputed figures",
+        description=(
+            "Check a certificate: trusted issuer, the registry's signed status, the issuance-log "
+            "inclusion proof, canonical form, input hashes, and every figure recomputed from the "
+            "evidence. Prints the checks and its status; each failure has its own exit status."
+        ),
+        epilog="exit statuses:\n" + exit_code_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("certificate")
+    p.add_argument("certificate", help="certificate JSON (<registry>/<site>/<deployment>/<id>.json)")
     p.add_argument("--bundle", default=None, help="evidence bundle (default: the copy published beside it)")
-    p.add_argument(
-        "--key",
-        action="append",
-        default=None,
-        help="issuer public key PEM to trust (repeatable); without it, the trust store's keys are trusted",
-    )
-    p.add_argument(
-        "--trust-store",
-        default=None,
-        help="trust store file (default: $GREENCERT_TRUST_STORE or $GREENCERT_HOME/trust.json)",
-    )
+    p.add_argument("--key", action="append", default=None, help=PUBLIC_KEY_HELP)
+    p.add_argument("--trust-store", default=None, help=TRUST_STORE_HELP)
     p.add_argument(
         "--registry",
         default=None,
@@ -459,44 +833,46 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "trust", help="manage the issuer keys you trust (add ISSUER.pem | list | remove KEY_ID)"
     )
-    p.add_argument("action", choices=("add", "list", "remove"))
+    p.add_argument("action", choices=("add", "list", "remove"), help="add a key, list the keys, remove one")
     p.add_argument("target", nargs="?", default=None, help="add: public key PEM; remove: key id")
     p.add_argument("--name", default=None, help="add: a name for the issuer")
     p.add_argument("--development", action="store_true", help="add: the key is a development key")
-    p.add_argument(
-        "--trust-store",
-        default=None,
-        help="trust store file (default: $GREENCERT_TRUST_STORE or $GREENCERT_HOME/trust.json)",
-    )
+    p.add_argument("--trust-store", default=None, help=TRUST_STORE_HELP)
     p.set_defaults(func=cmd_trust)
 
     p = sub.add_parser("log", help="check that the registry's issuance log extends an older signed tree head")
-    p.add_argument("action", choices=("consistency",))
-    p.add_argument("registry")
+    p.add_argument("action", choices=("consistency",), help="consistency: the log only grew")
+    p.add_argument("registry", help="registry folder (or fsspec URL)")
     p.add_argument("--old", required=True, help="older tree head you kept (a copy of log/tree-head.json)")
     p.add_argument("--new", default=None, help="newer tree head (default: the registry's current one)")
-    p.add_argument("--key", action="append", default=None, help="issuer public key PEM to trust (repeatable)")
-    p.add_argument("--trust-store", default=None, help="trust store file")
+    p.add_argument("--key", action="append", default=None, help=PUBLIC_KEY_HELP)
+    p.add_argument("--trust-store", default=None, help=TRUST_STORE_HELP)
     p.set_defaults(func=cmd_log)
 
     p = sub.add_parser("revoke", help="add a certificate to the registry's signed revocation list")
-    p.add_argument("certificate_id")
-    p.add_argument("--registry", required=True)
-    p.add_argument("--reason", required=True)
-    p.add_argument("--signing-key", default=None, help="issuer private key PEM (default as for certify)")
-    p.add_argument("--at", type=_moment, default=None, help="revocation time (default: now)")
+    p.add_argument("certificate_id", help="id of the certificate to revoke (see `greencert registry list`)")
+    p.add_argument("--registry", required=True, help="registry folder (or fsspec URL) holding it")
+    p.add_argument(
+        "--reason", required=True, help="why, in words (recorded in the signed status and the log)"
+    )
+    p.add_argument("--signing-key", default=None, help=SIGNING_KEY_HELP)
+    p.add_argument("--at", type=_moment, default=None, help="revocation time, RFC 3339 (default: now)")
     p.set_defaults(func=cmd_revoke)
 
     p = sub.add_parser(
         "registry",
         help="list the registry, rebuild its index, refresh its signed status, adopt it, or rotate its key",
     )
-    p.add_argument("action", choices=("list", "rebuild", "refresh", "adopt", "rotate-key"))
-    p.add_argument("registry")
+    p.add_argument(
+        "action", choices=("list", "rebuild", "refresh", "adopt", "rotate-key"),
+        help="list: certificates with checked status; rebuild: index.json/index.html; refresh: re-sign the "
+        "status; adopt: sign an older registry's files; rotate-key: new issuer key",
+    )  # fmt: skip
+    p.add_argument("registry", help="registry folder (or fsspec URL)")
     p.add_argument("--at", type=_moment, default=None, help="evaluate expiry at this time (default: now)")
     p.add_argument("--json", action="store_true", help="list as JSON")
-    p.add_argument("--key", action="append", default=None, help="list: issuer public key PEM to trust")
-    p.add_argument("--trust-store", default=None, help="list: trust store file")
+    p.add_argument("--key", action="append", default=None, help="list: " + PUBLIC_KEY_HELP)
+    p.add_argument("--trust-store", default=None, help="list: " + TRUST_STORE_HELP)
     p.add_argument(
         "--signing-key",
         default=None,
@@ -512,14 +888,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_registry)
 
     p = sub.add_parser("report", help="write the SCI, EU EED and GB 40879 reports of a certificate")
-    p.add_argument("certificate")
+    p.add_argument("certificate", help="certificate JSON")
     p.add_argument("--out", default=None, help="folder (default: <certificate>.reports beside it)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="print a table of the certificates in a registry, with checked status")
-    p.add_argument("registry")
-    p.add_argument("--key", action="append", default=None, help="issuer public key PEM to trust")
-    p.add_argument("--trust-store", default=None, help="trust store file")
+    p.add_argument("registry", help="registry folder (or fsspec URL)")
+    p.add_argument("--at", type=_moment, default=None, help="evaluate expiry at this time (default: now)")
+    p.add_argument("--key", action="append", default=None, help=PUBLIC_KEY_HELP)
+    p.add_argument("--trust-store", default=None, help=TRUST_STORE_HELP)
     p.set_defaults(func=cmd_summary)
     _add_sources_commands(sub)
     return parser
@@ -528,9 +905,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)  # the progress bar lowers greencert's level; what prints stays the same
     try:
         return int(args.func(args))
     except GreenCertError as exc:

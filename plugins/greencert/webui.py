@@ -187,6 +187,8 @@ def _roots(request: Request) -> tuple[str, str]:
 def _page_data(
     request: Request, site: str | None, deployment: str | None, status: str | None, offset: int, limit: int
 ) -> dict[str, Any]:
+    from greencert.certificate.status import display_status
+
     registry = registry_root()
     rows, source = load_rows(registry)
     total, page = select_rows(
@@ -201,7 +203,14 @@ def _page_data(
     items = []
     for row in page:
         run = runs.get(row["certificate_id"])
-        items.append({**row, "issued_by": run, "links": _links(row, run, app_root, ui_root)})
+        items.append(
+            {
+                **row,
+                "display_status": display_status(row),  # the one status vocabulary (certificate/status.py)
+                "issued_by": run,
+                "links": _links(row, run, app_root, ui_root),
+            }
+        )
     return {
         "registry": str(registry),
         "source": source,

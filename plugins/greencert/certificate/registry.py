@@ -242,11 +242,12 @@ def list_certificates(
 
 
 def render_index_html(rows: list[dict[str, Any]], status_at: str, trust: dict[str, Any]) -> str:
+    from greencert.certificate import status
     from greencert.certificate.render import GRADE_COLOURS
     from greencert.certificate.templates import template
 
     return template("registry_index.html.j2").render(
-        rows=rows, status_at=status_at, colours=GRADE_COLOURS, trust=trust
+        rows=rows, status_at=status_at, colours=GRADE_COLOURS, trust=trust, status=status
     )
 
 
@@ -300,6 +301,8 @@ def rebuild_index(registry: Path, at: dt.datetime | None = None, signing_key: An
 
 def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | None) -> Path:
     from greencert.certificate.build import stamp
+    from greencert.certificate.status import counts as display_counts
+    from greencert.certificate.status import display_status
     from greencert.trust.metadata import StatusError, open_trusted
     from greencert.trust.store import resolve_anchors
 
@@ -326,7 +329,9 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
         "metadata": "metadata/",
         "log": "log/",
         "counts": {s: sum(r["status"] == s for r in rows) for s in STATUSES},
-        "certificates": rows,
+        # What people are shown (greencert.certificate.status): development key replaces valid.
+        "display_counts": display_counts(rows),
+        "certificates": [{**r, "display_status": display_status(r)} for r in rows],
     }
     index_path = registry / INDEX_JSON
     # The HTML goes first: index.json is what machines poll, and it must never

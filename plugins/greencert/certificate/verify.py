@@ -50,6 +50,7 @@ def fail(reason: str, problem: str, where: str | None = None) -> VerificationFai
 class VerifyResult:
     certificate_id: str
     lines: list[str] = field(default_factory=list)
+    development_key: bool = False  # signed with a development key (accepted with allow_development_key)
 
 
 def read_certificate(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -268,6 +269,7 @@ def verify_certificate(
     result.lines.append(f"issuer: trusted {how}")
     result.lines.append(f"signature: ok (Ed25519, key {signing.get('key_id')})")
     if development:
+        result.development_key = True
         result.lines.append("WARNING: signed with a development key: not an issued certificate")
     check_canonical(cert, raw, path)
     result.lines.append("canonical form: ok")

@@ -1,10 +1,13 @@
 """``greencert sources check`` and ``greencert extract``: see and run a deployment's pull by hand.
 
-``sources check`` pulls each Prometheus deployment of a fleet config in memory (nothing written) and
-shows, per role and profile, the physical devices found, label churn stitched, MIG instances,
-attribution shares and scrape intervals, before any certificate is issued. ``extract`` writes the
-evidence bundle the DAG's extract task writes (the same pull, then the site's carbon data), into a
-folder of the operator's choice.
+``sources check`` asks each Prometheus deployment's server, per source profile and role, which
+series its selector finds (``/api/v1/series``: their label sets), then pulls the period in memory
+(nothing written) and shows the physical devices found with their samples and scrape interval,
+label churn stitched, MIG instances and attribution shares, before any certificate is issued. A
+deployment whose pull fails (a series missing, the server unreachable) is reported with the reason
+and which selectors found nothing; the command then exits 4. ``extract`` writes the evidence bundle
+the DAG's extract task writes (the same pull, then the site's carbon data), into a folder of the
+operator's choice.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from greencert.errors import ConfigError
+from greencert.errors import ConfigError, SourceError
 
 
 def parse_moment(text: str) -> dt.datetime:
@@ -41,10 +44,83 @@ def window(start: str | None, end: str | None) -> tuple[dt.datetime, dt.datetime
     return start_t, end_t
 
 
+def profile_selectors(dep: Any, user_profiles: Any, where: str) -> list[dict[str, Any]]:
+    """Per profile of ``dep``, every (role, PromQL selector) it pulls, with the deployment's labels."""
+    from greencert.sources.profiles import (
+        ROLE_FACILITY,
+        ROLE_IT,
+        ROLE_POWER,
+        ROLE_TOKENS,
+        build_selector,
+        builtin_profiles,
+        parse_profile,
+    )
+
+    src = dep.source
+    known = dict(builtin_profiles())
+    for name, data in (user_profiles or {}).items():
+        known[name] = parse_profile(name, data, f"{where}: source_profiles.{name}")
+    names = [src.profile] if isinstance(src.profile, str) else list(src.profile)
+    out = []
+    for name in names:
+        prof = known.get(name)
+        if prof is None:
+            raise ConfigError(f"unknown source profile {name!r}; known: {', '.join(sorted(known))}", where)
+        pairs: list[tuple[str, str, Any]] = []
+        if prof.power is not None:
+            pairs.append((ROLE_POWER, ROLE_POWER, prof.power))
+        if prof.tokens is not None:
+            pairs += [
+                (f"{ROLE_TOKENS}.output", ROLE_TOKENS, prof.tokens.output),
+                (f"{ROLE_TOKENS}.input", ROLE_TOKENS, prof.tokens.input),
+            ]
+        pairs += [(m.name, m.name, m) for m in prof.meters]
+        if prof.facility is not None:
+            pairs += [
+                (ROLE_FACILITY, ROLE_FACILITY, prof.facility.meter),
+                (ROLE_IT, ROLE_IT, prof.facility.it_meter),
+            ]
+        selectors = []
+        for role, label_role, sel in pairs:
+            labels = {**src.labels, **src.series_labels.get(label_role, {})}
+            selectors.append({"role": role, "query": build_selector(sel, labels)})
+        out.append({"profile": name, "selectors": selectors})
+    return out
+
+
+def _series(hook: Any, query: str, start: dt.datetime, end: dt.datetime) -> list[dict[str, str]]:
+    """Label sets (without ``__name__``) of the series ``query`` selects in [start, end], sorted."""
+    data = hook._call(
+        "POST",
+        "/api/v1/series",
+        f"series request for {query!r}",
+        {"match[]": query, "start": f"{start.timestamp():.3f}", "end": f"{end.timestamp():.3f}"},
+    )
+    if not isinstance(data, list):
+        raise SourceError(f"series request for {query!r}: the answer is not a list", hook.base_url)
+    sets = [{k: str(v) for k, v in sorted(item.items()) if k != "__name__"} for item in data]
+    return sorted(sets, key=lambda labels: sorted(labels.items()))
+
+
+def _intervals(report: dict[str, Any] | None) -> dict[str, float]:
+    """role -> median scrape interval of its devices (from the pull), where the pull measured one."""
+    out: dict[str, float] = {}
+    for q in (report or {}).get("queries", []):
+        if "scrape_interval_seconds" in q:
+            out[q["role"]] = q["scrape_interval_seconds"]
+    return out
+
+
 def check(config: str, deployment: str | None, start: str | None, end: str | None) -> list[dict[str, Any]]:
-    """The pull report of every Prometheus deployment (or the one named)."""
+    """The check report of every Prometheus deployment (or the one named).
+
+    Each report has ``deployment``, ``ok``, ``profiles`` (per profile: its selectors with the series
+    found, their label sets and scrape interval), the pull's report fields (``roles``, ``server``,
+    ``prometheus_version``, ...) when the pull succeeded, else ``problem``.
+    """
     from greencert.config import load_config
     from greencert.sources.prometheus import pull_deployment
+    from greencert.sources.prometheus_hook import PrometheusHook
 
     cfg = load_config(config)
     start_t, end_t = window(start, end)
@@ -55,19 +131,72 @@ def check(config: str, deployment: str | None, start: str | None, end: str | Non
             if deployment:
                 raise ConfigError(f"deployment {dep.deployment!r} is not pulled from Prometheus", config)
             continue
-        report = pull_deployment(cfg, dep, start_t, end_t).report
-        report["period"] = {"start": start_t.isoformat(), "end": end_t.isoformat()}
+        where = f"fleet config: deployment {dep.deployment}"
+        period = {"start": start_t.isoformat(), "end": end_t.isoformat()}
+        hook = PrometheusHook(dep.source.conn_id)
+        report: dict[str, Any] = {"deployment": dep.deployment, "period": period, "server": hook.base_url}
+        try:
+            profiles = profile_selectors(dep, cfg.source_profiles, where)
+            for prof in profiles:
+                for sel in prof["selectors"]:
+                    sel["series"] = _series(hook, sel["query"], start_t, end_t)
+            try:
+                pulled = pull_deployment(cfg, dep, start_t, end_t, hook=hook).report
+            except SourceError as exc:
+                report.update(ok=False, problem=str(exc))
+            else:
+                report.update(pulled, ok=True)
+            intervals = _intervals(report if report["ok"] else None)
+            for prof in profiles:
+                for sel in prof["selectors"]:
+                    if sel["role"] in intervals:
+                        sel["scrape_interval_seconds"] = intervals[sel["role"]]
+            report["profiles"] = profiles
+        except SourceError as exc:  # the server itself: unreachable, refused, garbage
+            report.update(ok=False, problem=str(exc), profiles=[])
+        report["period"] = period
         reports.append(report)
     return reports
+
+
+def _format_profiles(r: dict[str, Any], lines: list[str]) -> None:
+    for prof in r.get("profiles", []):
+        lines.append(f"  profile {prof['profile']}:")
+        for sel in prof["selectors"]:
+            found = sel.get("series", [])
+            head = f"    {sel['role']}: {sel['query']}: "
+            if not found:
+                lines.append(
+                    head + "NO SERIES in the period (check the metric name and the deployment's labels)"
+                )
+                continue
+            head += f"{len(found)} series"
+            if "scrape_interval_seconds" in sel:
+                head += f", scrape interval {sel['scrape_interval_seconds']:g} s"
+            lines.append(head)
+            for labels in found[:20]:
+                lines.append("      {" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}")
+            if len(found) > 20:
+                lines.append(f"      ... and {len(found) - 20} more (--json lists all)")
 
 
 def format_report(reports: list[dict[str, Any]]) -> str:
     lines: list[str] = []
     for r in reports:
+        if not r.get("ok", True):
+            lines.append(
+                f"{r['deployment']}  NOT READY ({r['server']}; {r['period']['start']} -> {r['period']['end']}): "
+                f"{r['problem']}"
+            )
+            _format_profiles(r, lines)
+            continue
         lines.append(
-            f"{r['deployment']}  ({', '.join(r['profiles'])}; {r['server']} Prometheus {r['prometheus_version']}; "
-            f"step {r['step_seconds']:g} s; {r['period']['start']} -> {r['period']['end']})"
+            f"{r['deployment']}  ready ({', '.join(p['profile'] for p in r['profiles'])}; {r['server']} "
+            f"Prometheus {r['prometheus_version']}; step {r['step_seconds']:g} s; "
+            f"{r['period']['start']} -> {r['period']['end']})"
         )
+        _format_profiles(r, lines)
+        lines.append("  pulled:")
         for role, info in r["roles"].items():
             if role == "tokens":
                 lines.append(
@@ -100,14 +229,21 @@ def format_report(reports: list[dict[str, Any]]) -> str:
             lines.append(f"  attribution: rule {attribution['rule']}, match {attribution['match']}")
             for device, detail in attribution["detail"].items():
                 lines.append(f"    {device}: share {detail['fraction']}")
+    ready = sum(1 for r in reports if r.get("ok", True))
+    if not reports:
+        lines.append("no deployment of this fleet config is pulled from Prometheus")
+    else:
+        lines.append(f"{ready} of {len(reports)} deployment(s) ready to certify from Prometheus")
     return "\n".join(lines)
 
 
 def check_command(
     config: str, deployment: str | None, start: str | None, end: str | None, as_json: bool
-) -> str:
+) -> tuple[str, bool]:
+    """The report (text or JSON) and whether every deployment checked is ready."""
     reports = check(config, deployment, start, end)
-    return json.dumps(reports, indent=2, default=str) if as_json else format_report(reports)
+    ok = all(r.get("ok", True) for r in reports)
+    return (json.dumps(reports, indent=2, default=str) if as_json else format_report(reports)), ok
 
 
 def extract(config: str, deployment: str, start: str, end: str, out: str) -> Path:
