@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from greencert.bundle.reader import Bundle
-from greencert.compute.metrics import energy_of
+from greencert.compute.integrate import energy_of
 from greencert.grading import Scheme, effective_max_gap
 from greencert.units import as_array
 

@@ -21,11 +21,12 @@ measured what happened during the gap); time inside gaps longer than
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from greencert.bundle.reader import Series
+from greencert.units import ENERGY, POWER, parse_unit
 
 Kind = Literal["gauge", "counter"]
 
@@ -260,3 +261,17 @@ def integrate(
     result = Integrated(series.devices, edges, per_hour, covered)
     series.cache[key] = result
     return result
+
+
+def energy_of(
+    series: Series, spec: Any, start: float, end: float, max_gap: float, where: str
+) -> tuple[Integrated, str]:
+    """Integrate a gauge or counter series; returns the integral and the pint unit of its values.
+
+    ``spec`` is the manifest's entry for the series (``kind``, ``unit``); ``where`` names it in errors.
+    """
+    if spec.kind == "gauge":
+        unit = parse_unit(spec.unit, POWER, f"{where}.unit")
+        return integrate(series, "value", "gauge", start, end, max_gap), f"({unit}) * second"
+    unit = parse_unit(spec.unit, ENERGY, f"{where}.unit")
+    return integrate(series, "value", "counter", start, end, max_gap), str(unit)

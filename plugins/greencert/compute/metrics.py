@@ -14,11 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from greencert.bundle.reader import Bundle, Series
-from greencert.compute.integrate import Integrated, integrate
+from greencert.bundle.reader import Bundle
+from greencert.compute.attribution import attributed
+from greencert.compute.integrate import energy_of, integrate
+from greencert.compute.reconcile import node_parts as unmetered_node_parts
+from greencert.compute.uncertainty import load_defaults
 from greencert.errors import BundleError
 from greencert.grading import Scheme, effective_max_gap
-from greencert.units import ENERGY, POWER, Q_, as_array, parse_unit, ureg
+from greencert.units import Q_, as_array, ureg
 
 
 @dataclass
@@ -69,17 +72,6 @@ def _round(value: float) -> float:
     return float(f"{float(value):.12g}")
 
 
-def energy_of(
-    series: Series, spec, start: float, end: float, max_gap: float, where: str
-) -> tuple[Integrated, str]:
-    """Integrate a gauge or counter series; returns the integral and the pint unit of its values."""
-    if spec.kind == "gauge":
-        unit = parse_unit(spec.unit, POWER, f"{where}.unit")
-        return integrate(series, "value", "gauge", start, end, max_gap), f"({unit}) * second"
-    unit = parse_unit(spec.unit, ENERGY, f"{where}.unit")
-    return integrate(series, "value", "counter", start, end, max_gap), str(unit)
-
-
 def hourly_intensity(bundle: Bundle, hour_edges: np.ndarray) -> tuple[np.ndarray, str, float]:
     """Intensity in gCO2e/kWh for each hour bin of the period, basis, and share of hourly data."""
     grid = bundle.manifest.grid
@@ -124,8 +116,6 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     per_hour = power.per_hour
     if m.attribution is not None:
         # Shared GPUs: only this deployment's share of each device (docs/prometheus.md, Attribution).
-        from greencert.compute.attribution import attributed
-
         per_hour = attributed(m.attribution, power.devices, per_hour, "manifest.yaml attribution")
     it_hourly = as_array(per_hour.sum(axis=0), unit).to("kWh").magnitude
     device_kwh = as_array(per_hour.sum(axis=1), unit).to("kWh").magnitude
@@ -133,10 +123,7 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     node_parts = None
     if scheme.integrity is not None and scheme.integrity.add_unmetered_node_energy:
         # CPUs, memory, NICs and fans a GPU-only series misses (docs/uncertainty.md).
-        from greencert.compute.reconcile import node_parts as _node_parts
-        from greencert.compute.uncertainty import load_defaults
-
-        node_parts = _node_parts(
+        node_parts = unmetered_node_parts(
             bundle, it_hourly, start, end, scheme.max_gap_seconds, load_defaults(scheme.integrity.defaults)
         )
         it_hourly = node_parts.it_hourly_kwh

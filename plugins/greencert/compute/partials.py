@@ -131,8 +131,8 @@ def day_partial(
     bundle: Any, scheme: Any, validation: dict[str, Any], methodology: dict[str, Any] | None = None
 ) -> DayPartial:
     """The partial of a validated bundle (call while its arrays are loaded; integrals are reused)."""
-    from greencert.compute.integrate import integrate
-    from greencert.compute.metrics import compute_figures, energy_of
+    from greencert.compute.integrate import energy_of, integrate
+    from greencert.compute.metrics import compute_figures
     from greencert.grading import effective_max_gap
     from greencert.units import as_array
 

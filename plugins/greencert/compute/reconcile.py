@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from greencert.bundle.reader import Bundle, Series
+from greencert.compute.integrate import energy_of
+from greencert.compute.uncertainty import meter_accuracy
 from greencert.units import Q_, as_array
 
 LAYERS = ("gpu", "node", "pdu", "facility")
@@ -78,9 +80,6 @@ def integrate_layer(
     default_gap: float,
     defaults: dict[str, Any],
 ) -> LayerSeries:
-    from greencert.compute.metrics import energy_of
-    from greencert.compute.uncertainty import meter_accuracy
-
     # The scheme's gap (``default_gap``), tightened only by the manifest.
     max_gap = min(Q_(spec.max_gap).to("s").magnitude, default_gap) if spec.max_gap else default_gap
     integ, unit = energy_of(series, spec, start, end, max_gap, source)
