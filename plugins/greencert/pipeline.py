@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +62,17 @@ def validate_stage(
     from greencert.validation.run import ValidationReport
 
     payload: dict[str, Any]
-    if report is None:
+    failed_report = getattr(failed, "report", None)
+    if report is None and isinstance(failed_report, ValidationReport):
+        payload = {**failed_report.to_dict(), "error": str(failed)}
+    elif report is None:
         payload = {"success": False, "error": str(failed)}
     else:
         payload = report.to_dict()
         assert isinstance(report, ValidationReport)
     payload["inputs"] = bundle.inputs
     payload["scheme"] = {"id": scheme.id, "version": scheme.version}
+    _data_docs(payload, work, bundle)
     if failed is not None:
         _write_json(work / "validation.failed.json", payload)
         raise failed
@@ -84,6 +87,26 @@ def validate_stage(
         payload.get("coverage") or 0.0,
     )
     return str(report_path)
+
+
+def _data_docs(payload: dict[str, Any], work: Path, bundle: Any) -> None:
+    """GX Data Docs of this validation run in ``<work>/datadocs/`` (published beside the certificate).
+
+    Best effort: a page that cannot be rendered is logged, never a reason to reject or publish.
+    """
+    from greencert.validation.gx import DATA_DOCS_DIR, build_data_docs
+
+    if not payload.get("suites"):
+        import shutil
+
+        shutil.rmtree(work / DATA_DOCS_DIR, ignore_errors=True)  # never a stale run's pages
+        return
+    scope = bundle.manifest.scope
+    period_end = bundle.manifest.period.end.strftime("%Y%m%dT%H%M%SZ")
+    try:
+        build_data_docs(payload, work / DATA_DOCS_DIR, f"{scope.site}.{scope.deployment}", period_end)
+    except Exception:  # noqa: BLE001 - the report itself is the record; the page is a view of it
+        log.exception("could not build the Data Docs of %s/%s", scope.site, scope.deployment)
 
 
 def compute_stage(
@@ -266,8 +289,19 @@ def publish_stage(
         raise ValidationFailed(
             "refusing to publish: validation report does not cover these inputs", str(validation_path)
         )
+    from greencert.validation.gx import DATA_DOCS_DIR
+
+    docs = Path(validation_path).parent / DATA_DOCS_DIR
     return publish_certificate(
-        graded, bundle_dir, report_bytes, out_dir, signing_key, pdf, index=index, prepared=prepared
+        graded,
+        bundle_dir,
+        report_bytes,
+        out_dir,
+        signing_key,
+        pdf,
+        index=index,
+        prepared=prepared,
+        data_docs=docs if (docs / "index.html").is_file() else None,
     )
 
 
@@ -280,7 +314,10 @@ def certify(
     pdf: bool | None = None,
 ) -> str:
     """Run every stage on one bundle; return the published certificate's path."""
-    with tempfile.TemporaryDirectory(prefix="greencert-") as tmp:
+    from greencert.files import work_directory
+
+    # Like a TemporaryDirectory, but one left by a killed run is removed by the next run.
+    with work_directory() as tmp:
         work = Path(work_dir) if work_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         validation = validate_stage(bundle_dir, work, scheme_path)

@@ -1,18 +1,21 @@
-"""Issue a certificate into the registry: sign, label, reports, evidence, then the index.
+"""Issue a certificate into the registry: sign, label, reports, evidence, log, metadata, index.
 
 Every file of the certificate is first written to a hidden temporary beside its target (a full
-disk fails there, with the registry unchanged), then all are renamed into place in this order,
-under a per-certificate lock (two publishers of one id never interleave):
+disk fails there, with the registry unchanged; object stores get whole-object PUTs later), under
+a per-certificate lock (two publishers of one id never interleave). Then, under the registry lock
+(local folders; object stores use conditional writes instead, docs/registry.md):
 
-1. evidence copy, validation report, reports, label HTML and PDF, public keys;
-2. the signature ``<id>.json.sig``;
-3. the certificate ``<id>.json`` (canonical bytes) -- its presence means "published";
-4. ``index.json`` / ``index.html`` regenerated from the certificate files.
+1. an older, different certificate of the same id is withdrawn (a corrected bundle);
+2. evidence copy, validation report, reports, label HTML and PDF, public keys and the signature
+   ``<id>.json.sig`` are renamed into place;
+3. the issuance-log entry, ``<id>.log.json`` and the signed TUF metadata listing the certificate;
+4. the certificate ``<id>.json`` (canonical bytes) -- its presence means "published and listed";
+5. ``index.json`` / ``index.html``.
 
-A reader therefore never finds a certificate without its signature and
-evidence, and the index never lists a certificate whose files are not there.
-The same graded input and key give byte-identical files (no wall-clock time
-in any of them; the PDF's dates are pinned to the issue time).
+A reader therefore never finds a certificate without its signature, evidence and signed status,
+and the index never lists a certificate whose files are not there. The same graded input and key
+give byte-identical files (no wall-clock time in any of them; the PDF's dates are pinned to the
+issue time).
 """
 
 from __future__ import annotations
@@ -34,12 +37,16 @@ from greencert.certificate.publish import swap_directory
 from greencert.certificate.registry import (
     ISSUER_PEM,
     KEYS_DIR,
+    _issuer_anchor,
+    _write_index,
     ensure_trust_metadata,
-    rebuild_index,
+    registry_lock,
+    remove_shared_temporaries,
     safe_child,
+    update_trust,
 )
 from greencert.errors import PublishError
-from greencert.files import is_local, registry_root, write_file
+from greencert.files import is_local, registry_root, remove_file, write_file
 
 log = logging.getLogger("greencert")
 
@@ -57,16 +64,18 @@ def _pdf_mode(pdf: bool | None) -> bool | None:
     return None
 
 
-def _stage_evidence(bundle_dir: Path, target: Path, inputs: list[dict[str, str]]) -> Path | None:
+def _stage_evidence(
+    bundle_dir: Path, target: Path, inputs: list[dict[str, str]], files: _Publication
+) -> Path | None:
     """Copy the bundle's files into a hidden staging folder beside ``target``; None if nothing to swap.
 
-    Object stores get the files written in place (whole-object PUTs). A rerun of the same bundle
+    Object stores get the files as whole-object PUTs at ``files``' commit. A rerun of the same bundle
     stages nothing: the published folder is left alone, so there is no moment at which a published
     certificate's evidence is missing (the swap is two renames).
     """
     if not is_local(target):
         for item in inputs:
-            write_file(target / item["file"], (bundle_dir / item["file"]).read_bytes())
+            files.write(target / item["file"], (bundle_dir / item["file"]).read_bytes())
         return None
     if _same_evidence(target, inputs):
         return None
@@ -94,10 +103,12 @@ class _Publication:
 
     def __init__(self) -> None:
         self._moves: list[tuple[Path, Path]] = []
+        self._remote: list[tuple[Path, bytes]] = []
+        self._children: list[_Publication] = []
 
     def write(self, path: Path, data: bytes) -> None:
         if not is_local(path):
-            write_file(path, data)
+            self._remote.append((path, data))  # PUT at commit, after an old version is withdrawn
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -111,13 +122,29 @@ class _Publication:
             raise
         self._moves.append((Path(tmp), path))
 
+    def stage(self, path: Path, data: bytes) -> _Publication:
+        """Write ``path`` like :meth:`write`, but as a publication of its own, committed separately
+        (the certificate, which appears last). Object stores get it at :meth:`commit`."""
+        staged = _Publication()
+        if is_local(path):
+            staged.write(path, data)
+        else:
+            staged._remote.append((path, data))
+        self._children.append(staged)
+        return staged
+
     def discard(self) -> None:
+        for child in self._children:
+            child.discard()
         for tmp, _ in self._moves:
             tmp.unlink(missing_ok=True)
         self._moves.clear()
 
     def commit(self) -> None:
-        """Rename every temporary into place, in the order written (the certificate JSON last)."""
+        """Rename every temporary into place, in the order written."""
+        for path, data in self._remote:
+            write_file(path, data)
+        self._remote.clear()
         for tmp, path in self._moves:
             os.replace(tmp, path)
         for folder in {path.parent for _, path in self._moves}:
@@ -245,13 +272,15 @@ def publish_certificate(
     *,
     index: bool = True,
     prepared: PreparedCertificate | None = None,
+    data_docs: Path | None = None,
 ) -> str:
     """Build, sign and publish the certificate of ``graded``; return the certificate file's path/URL.
 
     ``index=False`` leaves the registry index to the caller: a batch (a fleet-day's 50
     certificates) rebuilds it once at the end instead of once per certificate.
     ``prepared`` (from :func:`prepare_certificate` with the same graded input and key) skips
-    building the documents again.
+    building the documents again. ``data_docs``: the Great Expectations Data Docs site of the
+    validation run, published as ``<certificate_id>.datadocs/`` (the label links to it).
     """
     from greencert.certificate.sign import load_signing_key
 
@@ -274,6 +303,7 @@ def publish_certificate(
     safe_child(root, cert["scope"]["site"], cert["scope"]["deployment"], f"{cert_id}.json")
 
     cert_path = folder / f"{cert_id}.json"
+    rel = cert_path.relative_to(root).as_posix()
     # Before anything is written: refuse a registry whose trust metadata is damaged or owned by
     # another issuer key (the certificate would be published but could never be listed).
     ensure_trust_metadata(root, key)
@@ -284,8 +314,12 @@ def publish_certificate(
             files = _Publication()
             staging = None
             try:
-                staging = _stage_evidence(Path(bundle_dir), evidence, graded["inputs"])
+                staging = _stage_evidence(Path(bundle_dir), evidence, graded["inputs"], files)
                 files.write(folder / f"{cert_id}.validation.json", validation_report)
+                if data_docs is not None:
+                    for page in sorted(p for p in Path(data_docs).rglob("*") if p.is_file()):
+                        rel = page.relative_to(data_docs).as_posix()
+                        files.write(folder / f"{cert_id}.datadocs" / rel, page.read_bytes())
                 for name, data in prepared.reports.items():
                     files.write(folder / f"{cert_id}.reports" / name, data)
                 files.write(folder / f"{cert_id}.html", label.encode("utf-8"))
@@ -293,40 +327,40 @@ def publish_certificate(
                     files.write(folder / f"{cert_id}.pdf", pdf_bytes)
                 files.write(folder / f"{cert_id}.issuer.pem", key.public_pem)
                 files.write(folder / f"{cert_id}.json.sig", signature)
-                # Last of the certificate's files: its presence means "published".
-                files.write(cert_path, body)
-                # Registry-wide files, shared by every certificate: written whole (atomically) now.
-                _write_if_changed(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
-                _write_if_changed(root / ISSUER_PEM, key.public_pem)
+                # Last of the certificate's files, and only once the signed metadata lists it:
+                # its presence means "published and listed".
+                certificate = files.stage(cert_path, body)
             except BaseException:
                 files.discard()
                 if staging is not None:
                     shutil.rmtree(staging, ignore_errors=True)
                 raise
-            if is_local(cert_path) and cert_path.exists() and cert_path.read_bytes() != body:
-                # New content for a published id (a corrected bundle): withdraw the old certificate
-                # before its signature and evidence change, so that no reader ever pairs it with the
-                # new ones. Only renames follow; after a crash among them a rerun completes the set.
-                cert_path.unlink()
-            if staging is not None:
-                _swap_evidence(staging, evidence)
-            files.commit()
+            with registry_lock(root):
+                remove_shared_temporaries(root)
+                if _published_bytes(cert_path) not in (None, body):
+                    # New content for a published id (a corrected bundle): withdraw the old certificate
+                    # before its signature and evidence change, so that no reader ever pairs it with the
+                    # new ones (readers that find a listed certificate missing read again, see
+                    # list_certificates). After a crash here the rerun completes the set.
+                    remove_file(cert_path)
+                if staging is not None:
+                    _swap_evidence(staging, evidence)
+                files.commit()
+                # Registry-wide files, shared by every certificate: only written under the lock.
+                _write_if_changed(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
+                _write_if_changed(root / ISSUER_PEM, key.public_pem)
+                # Log entry, inclusion proof and signed metadata (incremental: this certificate only),
+                # then the certificate itself, then the index.
+                update_trust(root, key, pending={rel: (body, signature)})
+                certificate.commit()
+                if index:
+                    _write_index(root, None, _issuer_anchor(key))
     except OSError as exc:
         # Disk full, quota, permissions: nothing visible changed (see _Publication).
         raise PublishError(
             f"cannot write to the registry ({exc.strerror or exc}); nothing was changed, "
             "earlier certificates are intact",
             _registry_file(exc, folder),
-        ) from None
-    try:
-        if index:
-            rebuild_index(root, signing_key=key)
-    except OSError as exc:
-        raise PublishError(
-            f"certificate {cert_id} is published, but the registry's log, metadata and index could not "
-            f"be updated ({exc.strerror or exc}); run `greencert registry rebuild --signing-key KEY` "
-            "once there is room",
-            _registry_file(exc, root),
         ) from None
 
     log.info(
@@ -337,4 +371,23 @@ def publish_certificate(
         " (development key)" if key.development else "",
         cert_path,
     )
-    return str(cert_path)
+    return PublishedPath(str(cert_path), cert)
+
+
+class PublishedPath(str):
+    """The published certificate's path or URL, carrying the certificate it published: callers that
+    print it never read it back through a path another publisher may be replacing."""
+
+    certificate: dict[str, Any]
+
+    def __new__(cls, path: str, certificate: dict[str, Any]) -> PublishedPath:
+        obj = super().__new__(cls, path)
+        obj.certificate = certificate
+        return obj
+
+
+def _published_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None

@@ -114,3 +114,103 @@ def _clean_gx_result(result: dict[str, Any]) -> dict[str, Any]:
         r.get("expectation_config", {}).pop("id", None)
         r.get("expectation_config", {}).get("kwargs", {}).pop("batch_id", None)
     return result
+
+
+# --- Data Docs: Great Expectations' own HTML pages of a validation run -----------------------------
+
+DATA_DOCS_DIR = "datadocs"
+DATA_DOCS_SITE = "greencert"
+# GX copies ~4 MB of static files into every site; two tutorial animations (3.3 MB) and the web
+# fonts (0.6 MB; the stylesheet falls back to system fonts) are not part of any result and are
+# left out, so a certificate's site is about 0.3 MB (docs/label.md).
+DATA_DOCS_PRUNE = (
+    "static/images/glossary_scroller.gif",
+    "static/images/validation_failed_unexpected_values.gif",
+    "static/fonts",
+)
+
+
+def _with_failure_notes(suite: dict[str, Any]) -> dict[str, Any]:
+    """The suite's GX result with GreenCert's located failure message as each failed expectation's note.
+
+    GX's result names the offending row of the statistics frame by index; the note says which
+    device, file line and time that is (Data Docs shows an expectation's ``meta.notes``).
+    """
+    import copy
+
+    result = copy.deepcopy(suite["great_expectations_result"])
+    messages: dict[tuple[str, str | None], list[str]] = {}
+    for failure in suite.get("failures") or []:
+        messages.setdefault((failure["expectation"], failure.get("column")), []).append(failure["message"])
+    for r in result.get("results") or []:
+        cfg = r.get("expectation_config") or {}
+        found = messages.get((cfg.get("type"), (cfg.get("kwargs") or {}).get("column")))
+        if r.get("success") or not found:
+            continue
+        meta = cfg.setdefault("meta", {})
+        meta["notes"] = {"format": "markdown", "content": ["**Offending row:** " + m for m in found]}
+    return result
+
+
+def build_data_docs(report: dict[str, Any], target: Path, run_name: str, run_time: str) -> Path:
+    """Build a Data Docs site of ``report``'s suite results into ``target``; return its index.html.
+
+    ``report`` is a validation report as written to ``validation.json`` (each suite's
+    ``great_expectations_result`` is GX's own result document). The results are put into an
+    ephemeral context's validation-results store and rendered by GX's ``SiteBuilder``
+    (``context.build_data_docs``), so the pages are the ones a GX user knows: one per suite run,
+    failed expectations first with their unexpected rows. ``run_time`` (the period end) names the
+    run, so reruns give the same page paths. The site is built beside ``target`` and moved in whole.
+    """
+    import shutil
+    import tempfile
+
+    gx, _ = _gx()
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        context = gx.get_context(mode="ephemeral")
+        context.add_data_docs_site(
+            DATA_DOCS_SITE,
+            {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(staging),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
+        keys = []
+        for i, suite in enumerate(report.get("suites") or []):
+            result = ExpectationSuiteValidationResult(**_with_failure_notes(suite))
+            key = ValidationResultIdentifier(
+                ExpectationSuiteIdentifier(suite["suite"]),
+                RunIdentifier(run_name=f"{run_name}-{i:02d}-{suite['file']}", run_time=run_time),
+                "whole",
+            )
+            context.validation_results_store.set(key, result)
+            keys.append(key)
+        context.build_data_docs(site_names=[DATA_DOCS_SITE], resource_identifiers=keys)
+        for rel in DATA_DOCS_PRUNE:
+            path = staging / rel
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target / "index.html"

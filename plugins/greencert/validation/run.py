@@ -88,7 +88,13 @@ def run_suite(
     suite = load_suite(suite_name)
     frame = profile.frame
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, expectation_parameters=params, result_format="COMPLETE")
+    # The label column is named in the result, so GX's Data Docs show which device (or instance,
+    # or series) each unexpected row is, not only its position in the statistics frame.
+    result = batch.validate(
+        suite,
+        expectation_parameters=params,
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [label]},
+    )
     failures = []
     for r in result.results:
         if r.success:
@@ -97,7 +103,7 @@ def run_suite(
         column = cfg.kwargs.get("column")
         base = (cfg.meta or {}).get("message", cfg.type)
         severity = str(getattr(cfg.severity, "value", cfg.severity) or "critical").lower()
-        rows = list(r.result.get("unexpected_index_list") or [])
+        rows = [_row_position(frame, label, entry) for entry in r.result.get("unexpected_index_list") or []]
         details = []
         for idx in rows[:3]:
             name = str(frame.iloc[idx][label])
@@ -129,6 +135,15 @@ def run_suite(
         len(result.results),
         _clean_gx_result(result.to_json_dict()),
     )
+
+
+def _row_position(frame: pd.DataFrame, label: str, entry: Any) -> int:
+    """Position in ``frame`` of one unexpected row as GX reports it (``{label: name, ...}`` or an index)."""
+    if isinstance(entry, dict) and label in entry:
+        hits = np.flatnonzero(frame[label].astype(str).to_numpy() == str(entry[label]))
+        if len(hits):
+            return int(hits[0])
+    return int(entry) if not isinstance(entry, dict) else 0
 
 
 def _meter_params(
@@ -280,11 +295,15 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
         write_report(report, report_path)
     if not report.success:
         messages = report.failure_messages()
-        raise ValidationFailed(
+        failed = ValidationFailed(
             f"{len(messages)} critical expectation(s) failed: " + " | ".join(messages),
             str(bundle.path),
             str(report_path) if report_path else None,
         )
+        # The suites' results travel with the failure, so the rejected bundle's Data Docs page can
+        # show which expectation failed and on which row (pipeline.validate_stage).
+        failed.report = report  # type: ignore[attr-defined]
+        raise failed
     return report
 
 
