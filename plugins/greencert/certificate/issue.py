@@ -303,10 +303,11 @@ def publish_certificate(
     safe_child(root, cert["scope"]["site"], cert["scope"]["deployment"], f"{cert_id}.json")
 
     cert_path = folder / f"{cert_id}.json"
-    rel = cert_path.relative_to(root).as_posix()
+    cert_rel = cert_path.relative_to(root).as_posix()
     # Before anything is written: refuse a registry whose trust metadata is damaged or owned by
     # another issuer key (the certificate would be published but could never be listed).
     ensure_trust_metadata(root, key)
+    committed = False
     try:
         with _certificate_lock(folder, cert_id):
             _remove_stale_temporaries(folder, cert_id)
@@ -337,25 +338,37 @@ def publish_certificate(
                 raise
             with registry_lock(root):
                 remove_shared_temporaries(root)
+                # 1. The issuance-log entry and the signed metadata listing the new bytes (incremental:
+                # this certificate only). Its commit point is timestamp.json: a full disk or a lost
+                # race before it leaves the registry's signed state as it was.
+                proofs: dict[str, bytes] = {}
+                update_trust(root, key, pending={cert_rel: (body, signature)}, proofs=proofs)
+                committed = True
+                # 2. Only renames from here (no space needed): the inclusion proof, an older different
+                # certificate of this id withdrawn (a corrected bundle: so that no reader ever pairs
+                # it with the new signature and evidence; readers that find a listed certificate
+                # missing read again, see list_certificates), the evidence and companions, the
+                # registry-wide keys, and last the certificate itself: "published and listed".
+                for path, data in proofs.items():
+                    files.write(path, data)
                 if _published_bytes(cert_path) not in (None, body):
-                    # New content for a published id (a corrected bundle): withdraw the old certificate
-                    # before its signature and evidence change, so that no reader ever pairs it with the
-                    # new ones (readers that find a listed certificate missing read again, see
-                    # list_certificates). After a crash here the rerun completes the set.
                     remove_file(cert_path)
                 if staging is not None:
                     _swap_evidence(staging, evidence)
                 files.commit()
-                # Registry-wide files, shared by every certificate: only written under the lock.
                 _write_if_changed(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
                 _write_if_changed(root / ISSUER_PEM, key.public_pem)
-                # Log entry, inclusion proof and signed metadata (incremental: this certificate only),
-                # then the certificate itself, then the index.
-                update_trust(root, key, pending={rel: (body, signature)})
                 certificate.commit()
                 if index:
                     _write_index(root, None, _issuer_anchor(key))
     except OSError as exc:
+        if committed:
+            raise PublishError(
+                f"certificate {cert_id} is listed in the registry's signed metadata, but its files or the "
+                f"index could not all be written ({exc.strerror or exc}); run the publication again "
+                "once there is room",
+                _registry_file(exc, folder),
+            ) from None
         # Disk full, quota, permissions: nothing visible changed (see _Publication).
         raise PublishError(
             f"cannot write to the registry ({exc.strerror or exc}); nothing was changed, "

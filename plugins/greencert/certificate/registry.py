@@ -30,12 +30,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import threading
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 from greencert.errors import ConfigError
-from greencert.files import is_local, registry_root, write_file
+from greencert.files import (
+    Conflict,
+    conditional,
+    is_local,
+    read_tagged,
+    registry_root,
+    shared_lock,
+    write_file,
+)
 
 INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
@@ -158,12 +167,41 @@ def list_certificates(
     at = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     if anchors is None:
         anchors = resolve_anchors()
+    # Optimistic read, then (only if what was read does not agree: a publication in flight) again:
+    # locally under the registry lock held shared, so between two commits; on an object store
+    # after a short pause, a few times. A row that still disagrees is shown as it is (unverified).
+    attempts = 1 if getattr(_held, "registry", None) == str(registry) else READ_ATTEMPTS
+    for attempt in range(attempts):
+        last = attempt == attempts - 1
+        if attempt and not is_local(registry):
+            import time
+
+            time.sleep(0.05 * 3**attempt)
+        with shared_lock(registry / LOCK) if attempt and is_local(registry) else contextlib.nullcontext():
+            rows, settled = _checked_rows(registry, at, anchors, open_trusted, StatusError)
+        if settled or last:
+            return rows
+    return rows
+
+
+READ_ATTEMPTS = 4
+# Problems a publication in flight shows for a moment (a certificate not yet listed, its old version
+# withdrawn, a signature renamed just before its certificate): worth reading again.
+_IN_FLIGHT = ("not listed in", "bytes differ", "signature file missing", "signature does not verify")
+_held = threading.local()  # .registry: this thread holds the registry lock exclusive (registry_lock)
+
+
+def _checked_rows(
+    registry: Path, at: dt.datetime, anchors: list[Any], open_trusted: Any, StatusError: Any
+) -> tuple[list[dict[str, Any]], bool]:
+    """The rows, and whether the files and the signed metadata read agree (nothing in flight)."""
     view, registry_problem = None, None
     try:
         view = open_trusted(registry, anchors, cache=False)
     except StatusError as exc:
         registry_problem = f"{exc.reason}: {exc.problem}"
     rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for path in certificate_files(registry):
         try:
             raw = path.read_bytes()
@@ -177,6 +215,7 @@ def list_certificates(
         metrics = cert.get("metrics") or {}
         signing = cert.get("signing") or {}
         rel = path.relative_to(registry).as_posix()
+        seen.add(rel)
         sig_path = path.with_name(path.name + ".sig")
         if view is None:
             signed, problem = None, registry_problem
@@ -238,7 +277,27 @@ def list_certificates(
         elif row["superseded_by"]:
             row["status"] = "superseded"
     rows.sort(key=lambda r: (r["site"], r["deployment"], r["period"]["start"], r["certificate_id"]))
-    return rows
+    settled = not any(any(k in r["verification"] for k in _IN_FLIGHT) for r in rows)
+    if view is not None and settled:
+        # A listed, issued certificate whose file is absent: withdrawn for a re-publication, or
+        # listed and not yet written (object stores write it right after the metadata).
+        settled = not _any_missing_is_recent(registry, view, seen)
+    return rows, settled
+
+
+def _any_missing_is_recent(registry: Path, view: Any, seen: set[str]) -> bool:
+    """Whether a listed certificate file is missing although its companions are there (in flight);
+    a certificate deleted on purpose (all its files gone) is not waited for."""
+    for rel in view.targets:
+        if rel in seen:
+            continue
+        stem = rel.removesuffix(".json")
+        try:
+            if (registry / f"{rel}.sig").exists() or (registry / f"{stem}.html").exists():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def render_index_html(rows: list[dict[str, Any]], status_at: str, trust: dict[str, Any]) -> str:
@@ -259,10 +318,40 @@ def registry_lock(registry: Path) -> Generator[None, None, None]:
         return
     import fcntl
 
+    if getattr(_held, "registry", None) == str(registry):  # re-entered by the holder (a publication that rebuilds the index)
+        yield
+        return
     registry.mkdir(parents=True, exist_ok=True)
     with open(registry / LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        _held.registry = str(registry)
+        try:
+            yield
+        finally:
+            _held.registry = None
+
+
+# Hidden temporaries of registry-wide files: written only under the registry lock, so any found
+# by the lock's holder was left by a killed run.
+_SHARED_TEMPORARIES = (
+    f".{INDEX_JSON}.*.tmp",
+    f".{INDEX_HTML}.*.tmp",
+    "metadata/.*.tmp",
+    "log/.*.tmp",
+    "log/tree-heads/.*.tmp",
+    f".{ISSUER_PEM}.*.tmp",
+    f"{KEYS_DIR}/.*.tmp",
+)
+COMMIT_ATTEMPTS = 40  # compare-and-swap rounds on an object store before giving up (each re-reads)
+
+
+def remove_shared_temporaries(registry: Path) -> None:
+    """Caller holds the registry lock (local registries): remove what killed runs left."""
+    if not is_local(registry):
+        return
+    for pattern in _SHARED_TEMPORARIES:
+        for stale in registry.glob(pattern):
+            stale.unlink(missing_ok=True)
 
 
 def rebuild_index(registry: Path, at: dt.datetime | None = None, signing_key: Any = None) -> Path:
@@ -275,20 +364,7 @@ def rebuild_index(registry: Path, at: dt.datetime | None = None, signing_key: An
     registry = registry_root(registry)
     registry.mkdir(parents=True, exist_ok=True)
     with registry_lock(registry):
-        if is_local(registry):
-            # Registry-wide files are only written under this lock: a temporary of one found now was
-            # left by a killed run (hidden, never read, but it should not pile up).
-            for pattern in (
-                f".{INDEX_JSON}.*.tmp",
-                f".{INDEX_HTML}.*.tmp",
-                "metadata/.*.tmp",
-                "log/.*.tmp",
-                "log/tree-heads/.*.tmp",
-                f".{ISSUER_PEM}.*.tmp",
-                f"{KEYS_DIR}/.*.tmp",
-            ):
-                for stale in registry.glob(pattern):
-                    stale.unlink(missing_ok=True)
+        remove_shared_temporaries(registry)
         anchors = None
         if signing_key is not None:
             from greencert.certificate.sign import load_signing_key
@@ -300,9 +376,9 @@ def rebuild_index(registry: Path, at: dt.datetime | None = None, signing_key: An
 
 
 def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | None) -> Path:
+    """Write the index; locally under the registry lock, on S3 by compare-and-swap: an index of an
+    older signed status never replaces one of a newer (``trust.status_version``)."""
     from greencert.certificate.build import stamp
-    from greencert.certificate.status import counts as display_counts
-    from greencert.certificate.status import display_status
     from greencert.trust.metadata import StatusError, open_trusted
     from greencert.trust.store import resolve_anchors
 
@@ -329,55 +405,144 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
         "metadata": "metadata/",
         "log": "log/",
         "counts": {s: sum(r["status"] == s for r in rows) for s in STATUSES},
-        # What people are shown (greencert.certificate.status): development key replaces valid.
-        "display_counts": display_counts(rows),
-        "certificates": [{**r, "display_status": display_status(r)} for r in rows],
+        "certificates": rows,
     }
     index_path = registry / INDEX_JSON
-    # The HTML goes first: index.json is what machines poll, and it must never
-    # announce a certificate whose row the page does not yet show.
-    write_file(registry / INDEX_HTML, render_index_html(rows, index["status_at"], trust).encode())
-    write_file(index_path, json.dumps(index, indent=1, sort_keys=True).encode())
+    html = render_index_html(rows, index["status_at"], trust).encode()
+    data = json.dumps(index, indent=1, sort_keys=True).encode()
+    if not conditional(registry):
+        # The HTML goes first: index.json is what machines poll, and it must never
+        # announce a certificate whose row the page does not yet show.
+        write_file(registry / INDEX_HTML, html)
+        write_file(index_path, data)
+        return index_path
+    mine = trust.get("status_version") or 0
+    for _ in range(COMMIT_ATTEMPTS):
+        current, tag = read_tagged(index_path)
+        if current is not None:
+            try:
+                theirs = (json.loads(current).get("trust") or {}).get("status_version") or 0
+            except ValueError:
+                theirs = 0
+            if theirs > mine:
+                return index_path  # a newer status is indexed already
+        write_file(registry / INDEX_HTML, html)
+        try:
+            from greencert.files import put_if
+
+            put_if(index_path, data, tag, create=current is None)
+            return index_path
+        except Conflict:
+            continue
     return index_path
 
 
-def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, adopt: bool = False) -> None:
+def _backoff(attempt: int) -> None:
+    import random
+    import time
+
+    time.sleep(random.uniform(0, min(0.02 * 2**attempt, 1.0)))
+
+
+def update_trust(
+    registry: Path,
+    key: Any,
+    moment: dt.datetime | None = None,
+    adopt: bool = False,
+    pending: dict[str, tuple[bytes, bytes]] | None = None,
+    revocations: list[dict[str, Any]] | None = None,
+    proofs: dict[Path, bytes] | None = None,
+) -> None:
     """Bring the registry's issuance log and TUF metadata up to date with its certificate files.
 
-    Caller holds :func:`registry_lock`. Only certificates signed by ``key`` (valid signature) or
-    already listed with the same bytes are listed: a file dropped into the registry is never
-    adopted. Listing is sticky (a listed certificate whose file disappears stays listed) and so is
-    revocation: it is taken from the previous signed targets and from the log's revoke entries, so
-    deleting or rolling back either does not undo it. New certificate bytes get an issuance entry in
-    the log; every listed certificate gets ``<id>.log.json`` beside it when it lacks a current one
-    (so a run killed between log and proof is completed by the next). ``adopt`` creates metadata for
-    a registry that has certificates but none (made before trust metadata existed).
+    Locally the caller holds :func:`registry_lock`; on S3 the update is a compare-and-swap loop:
+    log entries, tree head and ``timestamp.json`` are replaced only if unchanged since they were
+    read (If-Match), versioned metadata files are created only if new (If-None-Match); a publisher
+    that loses to another one reads the registry again and rebuilds its update on top (no entry of
+    either is lost).
+
+    ``pending`` (target path -> certificate bytes, signature): the certificates of one publication,
+    not yet written (they appear once listed); only they are examined (an incremental update, cost
+    independent of the registry's size). Without it every certificate file is examined (rebuild).
+    ``revocations``: revoke entries to append (one per certificate id; a certificate revoked already
+    keeps its first). ``proofs``: filled with the ``<id>.log.json`` files to write (path -> bytes)
+    instead of writing them (publication renames them into place with the certificate).
+
+    Only certificates signed by ``key`` (valid signature) or already listed with the same bytes are
+    listed: a file dropped into the registry is never adopted. Listing is sticky (a listed
+    certificate whose file disappears stays listed) and so is revocation: it is taken from the
+    previous signed targets and from the log's revoke entries, so deleting or rolling back either
+    does not undo it. New certificate bytes get an issuance entry in the log; every examined
+    certificate gets ``<id>.log.json`` beside it when it lacks a current one (so a run killed
+    between log and proof is completed by the next). ``adopt`` creates metadata for a registry
+    that has certificates but none (made before trust metadata existed).
     """
+    from greencert.errors import PublishError
+
+    for attempt in range(COMMIT_ATTEMPTS):
+        try:
+            if proofs is not None:
+                proofs.clear()
+            _update_trust_once(registry, key, moment, adopt, pending, revocations, proofs)
+            break
+        except Conflict:
+            _backoff(attempt)
+    else:
+        raise PublishError(
+            f"the registry's metadata kept changing under this publication ({COMMIT_ATTEMPTS} attempts lost "
+            "to concurrent publishers); nothing of it is listed yet, run it again",
+            str(registry),
+        )
+    from greencert.trust.store import trust_signing_key
+
+    trust_signing_key(key)
+
+
+def _update_trust_once(
+    registry: Path,
+    key: Any,
+    moment: dt.datetime | None,
+    adopt: bool,
+    pending: dict[str, tuple[bytes, bytes]] | None,
+    revocations: list[dict[str, Any]] | None,
+    proofs: dict[Path, bytes] | None,
+) -> None:
     import hashlib
 
     from greencert.certificate.build import stamp
     from greencert.certificate.sign import signature_valid
     from greencert.trust import log as issuance_log
     from greencert.trust.metadata import CUSTOM_KEY, check_writable, target_file, write_metadata
-    from greencert.trust.store import trust_signing_key
 
     moment = (moment or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(microsecond=0)
-    files = certificate_files(registry)
-    state = check_writable(registry, key, has_certificates=bool(files) and not adopt)
+    if pending is None:
+        files = certificate_files(registry)
+        has_certificates = bool(files)
+    else:
+        files = []
+        has_certificates = bool(pending)  # publication checked the metadata before (ensure_trust_metadata)
+    state = check_writable(registry, key, has_certificates=has_certificates and not adopt)
     previous = state.target_files() if state is not None else {}
     authorised = list(issuer_publics(state).values()) if state is not None else []
-    issuance_log.checked_log(registry, key.public, authorised)
-    logged = issuance_log.latest_entries(registry)
+    log_state = issuance_log.read_log(registry, key.public, authorised)
+    logged = issuance_log.entries_by_certificate(log_state.leaves)
     statuses = {rel: dict((t.custom or {}).get(CUSTOM_KEY) or {}) for rel, t in previous.items()}
     changed: dict[str, bytes] = {}
-    listed: dict[str, tuple[Path, str, str]] = {}  # rel -> (path, sha256, certificate id)
+    examined: dict[str, tuple[Path, str, str]] = {}  # rel -> (path, sha256, certificate id)
     new_entries: list[dict[str, Any]] = []
-    for path in files:
-        try:
-            raw = path.read_bytes()
-            signature = path.with_name(path.name + ".sig").read_bytes()
-        except OSError:
-            continue
+
+    def candidates() -> Any:
+        if pending is not None:
+            for rel, (raw, signature) in pending.items():
+                yield registry / rel, raw, signature
+            return
+        for path in files:
+            try:
+                yield path, path.read_bytes(), path.with_name(path.name + ".sig").read_bytes()
+            except OSError:
+                continue
+
+    for path, raw, signature in candidates():
         cert = _read_certificate(raw)
         if cert is None:
             continue
@@ -386,7 +551,7 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
         cid = cert["certificate_id"]
         old = previous.get(rel)
         if old is not None and old.hashes.get("sha256") == digest:
-            listed[rel] = (path, digest, cid)
+            examined[rel] = (path, digest, cid)
             continue
         if (
             rel != target_path(cert)
@@ -406,15 +571,27 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
                 }
             )
         changed[rel] = raw
-        listed[rel] = (path, digest, cid)
+        examined[rel] = (path, digest, cid)
         statuses[rel] = {
             **statuses.get(rel, {}),
             "certificate_id": cid,
             "status": statuses.get(rel, {}).get("status", "issued"),
         }
-    head, tree = issuance_log.append(registry, key, new_entries, moment, authorised)
-    logged = issuance_log.latest_entries(registry)
-    for rel, (path, digest, cid) in listed.items():
+    for entry in revocations or []:
+        if "revoke" not in logged.get(entry["certificate_id"], {}) and entry not in new_entries:
+            new_entries.append(entry)
+    head, tree = issuance_log.append(
+        registry,
+        key,
+        new_entries,
+        moment,
+        authorised,
+        state=log_state,
+        # A rebuild signs a fresh head; an incremental update only when it appended something.
+        resign=pending is None,
+    )
+    logged = issuance_log.entries_by_certificate([*log_state.leaves, *_leaves(new_entries)])
+    for rel, (path, digest, cid) in examined.items():
         issue = logged.get(cid, {}).get("issue")
         if issue is None or issue["sha256"] != digest:
             continue  # listed before this log existed (adopted registry): no proof to give
@@ -427,11 +604,22 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
             current = False
         if not current:
             record = issuance_log.inclusion_record(tree, head, issue["leaf_index"], issue)
-            write_file(proof_path, json.dumps(record, sort_keys=True).encode())
+            if proofs is not None:
+                proofs[proof_path] = json.dumps(record, sort_keys=True).encode()
+            else:
+                write_file(proof_path, json.dumps(record, sort_keys=True).encode())
     for status in statuses.values():  # listed or not (a revoked certificate's file may be gone)
-        revoke = logged.get(status.get("certificate_id"), {}).get("revoke")
-        if revoke is not None:
-            status.update(status="revoked", revoked_at=revoke["revoked_at"], reason=revoke["reason"])
+        revoke_entry = logged.get(status.get("certificate_id"), {}).get("revoke")
+        if revoke_entry is not None:
+            status.update(
+                status="revoked", revoked_at=revoke_entry["revoked_at"], reason=revoke_entry["reason"]
+            )
+    if state is not None and not changed and not new_entries and pending is not None:
+        unchanged = all(
+            statuses[rel] == dict((previous[rel].custom or {}).get(CUSTOM_KEY) or {}) for rel in previous
+        )
+        if unchanged:
+            return  # a rerun of a listed publication: its status is signed already
     final = {}
     for rel, status in statuses.items():
         if rel in changed:
@@ -439,7 +627,12 @@ def update_trust(registry: Path, key: Any, moment: dt.datetime | None = None, ad
         else:
             final[rel] = target_file(rel, None, status, like=previous[rel])
     write_metadata(registry, key, final, moment, state)
-    trust_signing_key(key)
+
+
+def _leaves(entries: list[dict[str, Any]]) -> list[bytes]:
+    from greencert.certificate.build import canonical_bytes
+
+    return [canonical_bytes(e) for e in entries]
 
 
 def issuer_publics(state: Any) -> dict[str, Any]:
@@ -498,34 +691,24 @@ def revoke(
         raise ConfigError("a revocation needs a reason", "--reason")
     key = load_signing_key(signing_key)
     with registry_lock(root):
+        remove_shared_temporaries(root)
         logged = issuance_log.latest_entries(root)
         if "issue" not in logged.get(certificate_id, {}):
             raise ConfigError(f"no certificate {certificate_id!r} was issued in this registry", str(root))
-        if "revoke" not in logged[certificate_id]:
-            from greencert.trust.metadata import load_state
-
-            state = load_state(root)
-            also = list(issuer_publics(state).values()) if state is not None else []
-            moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-            issue = logged[certificate_id]["issue"]
-            issuance_log.append(
-                root,
-                key,
-                [
-                    {
-                        "type": "revoke",
-                        "certificate_id": certificate_id,
-                        "path": issue["path"],
-                        "sha256": issue["sha256"],
-                        "key_id": key.key_id,
-                        "reason": reason,
-                        "revoked_at": stamp(moment),
-                        "logged_at": stamp(moment),
-                    }
-                ],
-                moment,
-                also,
-            )
-        update_trust(root, key)
+        moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        issue = logged[certificate_id]["issue"]
+        entry = {
+            "type": "revoke",
+            "certificate_id": certificate_id,
+            "path": issue["path"],
+            "sha256": issue["sha256"],
+            "key_id": key.key_id,
+            "reason": reason,
+            "revoked_at": stamp(moment),
+            "logged_at": stamp(moment),
+        }
+        # One update: the revoke entry (unless the log has one already: the first stands) and the
+        # next signed metadata, retried as a whole on an object store if another publisher commits.
+        update_trust(root, key, revocations=[entry])
         _write_index(root, None, _issuer_anchor(key))
     return root / "metadata"

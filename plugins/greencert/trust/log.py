@@ -95,11 +95,17 @@ def _log_dir(registry: Path) -> Path:
 
 
 def read_entries(registry: Path) -> list[bytes]:
-    path = _log_dir(registry) / ENTRIES
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    return [line for line in data.split(b"\n") if line]
+    data, _ = _read_entries_tagged(registry)
+    return data
+
+
+def _read_entries_tagged(registry: Path) -> tuple[list[bytes], str | None]:
+    from greencert.files import read_tagged
+
+    data, tag = read_tagged(_log_dir(registry) / ENTRIES)
+    if data is None:
+        return [], None
+    return [line for line in data.split(b"\n") if line], tag
 
 
 def read_tree_head(path: Path) -> SignedTreeHead:
@@ -111,8 +117,20 @@ def read_tree_head(path: Path) -> SignedTreeHead:
 
 
 def latest_tree_head(registry: Path) -> SignedTreeHead | None:
+    return _latest_tree_head_tagged(registry)[0]
+
+
+def _latest_tree_head_tagged(registry: Path) -> tuple[SignedTreeHead | None, str | None]:
+    from greencert.files import read_tagged
+
     path = _log_dir(registry) / TREE_HEAD
-    return read_tree_head(path) if path.exists() else None
+    data, tag = read_tagged(path)
+    if data is None:
+        return None, None
+    try:
+        return SignedTreeHead.from_json(json.loads(data)), tag
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"not a readable GreenCert tree head ({exc})", str(path)) from None
 
 
 def _sign_tree_head(tree: Any, key: Any, moment: dt.datetime) -> SignedTreeHead:
@@ -129,19 +147,32 @@ def _sign_tree_head(tree: Any, key: Any, moment: dt.datetime) -> SignedTreeHead:
     return SignedTreeHead(document, body, key.sign(body))
 
 
-def checked_log(registry: Path, public: Any, also: list[Any] | None = None) -> tuple[list[bytes], Any]:
+@dataclass
+class LogState:
+    """The log as read at the start of one update: entries, tree, latest head and their version tags."""
+
+    leaves: list[bytes]
+    tree: Any
+    head: SignedTreeHead | None
+    entries_tag: str | None
+    head_tag: str | None
+
+
+def read_log(registry: Path, public: Any, also: list[Any] | None = None) -> LogState:
     """The log's entries and tree, after checking they match the latest tree head, signed by ``public``
     or one of ``also`` (keys the registry's root still authorises, after a rotation).
 
     Refuses (PublishError) a log whose entries were cut or rewritten since the issuer last signed.
+    The head is read before the entries: a concurrent writer only ever appends, so the entries
+    read after a head always extend it.
     """
-    leaves = read_entries(registry)
+    head, head_tag = _latest_tree_head_tagged(registry)
+    leaves, entries_tag = _read_entries_tagged(registry)
     tree = _tree(leaves)
-    head = latest_tree_head(registry)
     if head is None:
         if leaves:
             raise PublishError("issuance log has entries but no signed tree head", str(_log_dir(registry)))
-        return leaves, tree
+        return LogState(leaves, tree, None, entries_tag, head_tag)
     if not any(head.verify(k) for k in [public, *(also or [])]):
         raise PublishError("issuance log tree head is not signed by this issuer", str(_log_dir(registry)))
     if head.size > tree.get_size() or tree.get_root(head.size) != head.root_hash:
@@ -149,31 +180,73 @@ def checked_log(registry: Path, public: Any, also: list[Any] | None = None) -> t
             f"issuance log was altered: its first {head.size} entries no longer hash to the signed tree head",
             str(_log_dir(registry) / ENTRIES),
         )
-    return leaves, tree
+    return LogState(leaves, tree, head, entries_tag, head_tag)
+
+
+def checked_log(registry: Path, public: Any, also: list[Any] | None = None) -> tuple[list[bytes], Any]:
+    """``(entries, tree)`` of :func:`read_log`."""
+    state = read_log(registry, public, also)
+    return state.leaves, state.tree
+
+
+def entries_by_certificate(leaves: list[bytes]) -> dict[str, dict[str, Any]]:
+    """Certificate id -> its latest entry of each type (see :func:`latest_entries`)."""
+    out: dict[str, dict[str, Any]] = {}
+    for index, leaf in enumerate(leaves, start=1):
+        entry = json.loads(leaf)
+        out.setdefault(entry["certificate_id"], {})[entry["type"]] = {**entry, "leaf_index": index}
+    return out
 
 
 def append(
-    registry: Path, key: Any, entries: list[dict[str, Any]], moment: dt.datetime, also: list[Any] | None = None
+    registry: Path,
+    key: Any,
+    entries: list[dict[str, Any]],
+    moment: dt.datetime,
+    also: list[Any] | None = None,
+    *,
+    state: LogState | None = None,
+    resign: bool = True,
 ) -> tuple[SignedTreeHead, Any]:
-    """Append ``entries``, sign the new tree head and return it with the tree (caller holds the lock).
+    """Append ``entries``, sign the new tree head and return it with the tree.
 
-    The tree head is signed even when nothing was appended: entries a killed run appended without
-    signing are covered then.
+    Locally the caller holds the registry lock. On object stores the entries file and the tree
+    head are replaced with conditional writes (If-Match on what ``state``, or a fresh read, saw):
+    a concurrent publisher that got there first makes this raise
+    :class:`greencert.files.Conflict`, and the caller starts its update again from a fresh read.
+    The tree head is signed even when nothing was appended (entries a killed run appended without
+    signing are covered then), unless ``resign=False`` and the current head already covers every
+    entry and is this key's.
     """
     from greencert.certificate.build import canonical_bytes
-    from greencert.files import write_file
+    from greencert.files import put_if, write_file
 
-    leaves, tree = checked_log(registry, key.public, also)
+    state = state or read_log(registry, key.public, also)
+    leaves, tree = state.leaves, state.tree
     new_leaves = [canonical_bytes(e) for e in entries]
+    if (
+        not resign
+        and not new_leaves
+        and state.head is not None
+        and state.head.size == len(leaves)
+        and state.head.document.get("key_id") == key.key_id
+    ):
+        return state.head, tree
     for leaf in new_leaves:
         tree.append_entry(leaf)
     head = _sign_tree_head(tree, key, moment)
     folder = _log_dir(registry)
     if new_leaves:
-        write_file(folder / ENTRIES, b"".join(line + b"\n" for line in [*leaves, *new_leaves]))
+        put_if(
+            folder / ENTRIES,
+            b"".join(line + b"\n" for line in [*leaves, *new_leaves]),
+            state.entries_tag,
+            create=not leaves,
+        )
     data = json.dumps(head.to_json(), sort_keys=True).encode()
+    # Kept for monitors; one size has one root (only one writer's entries file wins a size).
     write_file(folder / TREE_HEADS / f"{head.size}.json", data)
-    write_file(folder / TREE_HEAD, data)
+    put_if(folder / TREE_HEAD, data, state.head_tag, create=state.head is None)
     return head, tree
 
 
@@ -191,11 +264,7 @@ def inclusion_record(tree: Any, head: SignedTreeHead, index: int, entry: dict[st
 def latest_entries(registry: Path) -> dict[str, dict[str, Any]]:
     """Certificate id -> its latest entry of each type, e.g. {"issue": {...}, "revoke": {...}}, each with
     its ``leaf_index`` (counting from 1)."""
-    out: dict[str, dict[str, Any]] = {}
-    for index, leaf in enumerate(read_entries(registry), start=1):
-        entry = json.loads(leaf)
-        out.setdefault(entry["certificate_id"], {})[entry["type"]] = {**entry, "leaf_index": index}
-    return out
+    return entries_by_certificate(read_entries(registry))
 
 
 class LogProofError(Exception):

@@ -123,6 +123,8 @@ class RepositoryState:
     targets: Any | None  # Metadata[Targets]
     snapshot: Any | None
     timestamp: Any | None
+    # Version tag (S3 ETag) of the timestamp.json that was read: the next one replaces exactly it.
+    timestamp_tag: str | None = None
 
     def target_files(self) -> dict[str, Any]:
         return dict(self.targets.signed.targets) if self.targets is not None else {}
@@ -181,14 +183,27 @@ def load_state(registry: Path) -> RepositoryState | None:
             raise PublishError(f"{name} does not verify ({exc})", where) from None
         return md
 
-    if _read(_meta_dir(registry) / "timestamp.json") is None and not issuance_log.read_entries(registry):
+    from greencert.files import read_tagged
+
+    timestamp_data, tag = (
+        read_tagged(_meta_dir(registry) / "timestamp.json")
+        if not is_local(registry)
+        else (_read(_meta_dir(registry) / "timestamp.json"), None)
+    )
+    if timestamp_data is None and not issuance_log.read_entries(registry):
         # No timestamp yet and nothing ever logged: the registry's initialisation (root, then targets,
         # snapshot, timestamp, before any certificate) was interrupted; it is simply completed.
         return RepositoryState(root, None, None, None)
-    timestamp = load(Timestamp, "timestamp.json", "timestamp")
+    if timestamp_data is None:
+        raise PublishError("timestamp.json is missing from the registry metadata", where)
+    try:
+        timestamp = Metadata[Timestamp].from_bytes(timestamp_data)
+        root.signed.verify_delegate("timestamp", timestamp.signed_bytes, timestamp.signatures)
+    except Exception as exc:  # noqa: BLE001
+        raise PublishError(f"timestamp.json does not verify ({exc})", where) from None
     snapshot = load(Snapshot, f"{timestamp.signed.snapshot_meta.version}.snapshot.json", "snapshot")
     targets = load(Targets, f"{snapshot.signed.meta['targets.json'].version}.targets.json", "targets")
-    return RepositoryState(root, targets, snapshot, timestamp)
+    return RepositoryState(root, targets, snapshot, timestamp, tag)
 
 
 def authorized_key_ids(state: RepositoryState, role: str = "targets") -> set[str]:
@@ -256,6 +271,8 @@ def write_metadata(
     """
     from tuf.api.metadata import Metadata, MetaFile, Snapshot, Targets, Timestamp
 
+    from greencert.files import put_if
+
     registry = registry_root(registry)
     moment = (moment or _now()).astimezone(dt.UTC).replace(microsecond=0)
     folder = _meta_dir(registry)
@@ -263,14 +280,21 @@ def write_metadata(
     if state is None:
         root = _new_root(key, moment)
         root.sign(signer)
-        write_file(folder / "1.root.json", _serialize(root))
-        versions = (1, 1, 1)
+        # Create only: two publishers initialising one new object-store registry cannot both win.
+        put_if(folder / "1.root.json", _serialize(root), None, create=True)
+        current: tuple[int, int, int] = (0, 0, 0)
     else:
         root = state.root
-        versions = tuple(
-            (md.signed.version + 1) if md is not None else 1
-            for md in (state.targets, state.snapshot, state.timestamp)
+        current = tuple(  # type: ignore[assignment]
+            md.signed.version if md is not None else 0 for md in (state.targets, state.snapshot, state.timestamp)
         )
+    # Versioned files are created, never replaced: a writer that lost a race (or was killed) may
+    # have left version N+1 unreferenced, so the next version is past every existing one.
+    versions = (
+        _next_version(folder, "targets", current[0]),
+        _next_version(folder, "snapshot", current[1]),
+        current[2] + 1,
+    )
     t_md = Metadata(Targets(version=versions[0], expires=moment + dt.timedelta(days=TARGETS_DAYS)))
     t_md.signed.targets = dict(sorted(targets.items()))
     t_md.sign(signer)
@@ -292,12 +316,27 @@ def write_metadata(
         )
     )
     ts_md.sign(signer)
-    write_file(folder / f"{versions[0]}.targets.json", t_bytes)
-    write_file(folder / f"{versions[1]}.snapshot.json", s_bytes)
-    write_file(folder / "timestamp.json", _serialize(ts_md))
+    put_if(folder / f"{versions[0]}.targets.json", t_bytes, None, create=True)
+    put_if(folder / f"{versions[1]}.snapshot.json", s_bytes, None, create=True)
+    # The commit point: on S3 replaced only if nobody else committed since `state` was read.
+    tag = state.timestamp_tag if state is not None else None
+    put_if(folder / "timestamp.json", _serialize(ts_md), tag, create=state is None or state.timestamp is None)
     _prune(folder, "targets", versions[0])
     _prune(folder, "snapshot", versions[1])
     return RepositoryState(root, t_md, s_md, ts_md)
+
+
+def _next_version(folder: Path, role: str, current: int) -> int:
+    highest = current
+    try:
+        names = [p.name for p in folder.glob(f"*.{role}.json")] if folder.exists() else []
+    except OSError:
+        names = []
+    for name in names:
+        head = name.split(".", 1)[0]
+        if head.isdigit():
+            highest = max(highest, int(head))
+    return highest + 1
 
 
 def _prune(folder: Path, role: str, current: int) -> None:
