@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -124,59 +123,3 @@ def load_config(path: str | Path) -> FleetConfig:
     if not p.is_file():
         raise ConfigError("fleet config file does not exist", str(p))
     return _load(str(p.resolve()), p.stat().st_mtime)
-
-
-def interval_key(start: dt.datetime, end: dt.datetime) -> str:
-    fmt = "%Y%m%dT%H%MZ"
-    return f"{start.astimezone(dt.UTC):{fmt}}_{end.astimezone(dt.UTC):{fmt}}"
-
-
-def extract_stage(config_path: str | Path, deployment: str, start: dt.datetime, end: dt.datetime) -> str:
-    """Produce the bundle (see ``_extract_bundle``), then attach the site's grid and carbon data."""
-    path = _extract_bundle(config_path, deployment, start, end)
-    cfg = load_config(config_path)
-    if cfg.carbon:
-        from greencert.carbon.attach import attach_site_carbon
-
-        target = cfg.work_path / "bundles" / deployment / interval_key(start, end)
-        path = str(attach_site_carbon(cfg, Path(path), target, start, end))
-    return path
-
-
-def _extract_bundle(config_path: str | Path, deployment: str, start: dt.datetime, end: dt.datetime) -> str:
-    """Produce the evidence bundle of one deployment and data interval; return its path.
-
-    Idempotent: the bundle path is keyed on deployment and interval, and is
-    rewritten whole (atomically) on a rerun.
-    """
-    cfg = load_config(config_path)
-    dep = cfg.deployment(deployment)
-    src = dep.source
-    target = cfg.work_path / "bundles" / deployment / interval_key(start, end)
-    if src.kind == "simulated":
-        from greencert.sources.simulate import profile_by_name, simulate_deployment
-
-        try:
-            profile = profile_by_name(src.profile or deployment)
-        except KeyError as exc:
-            raise ConfigError(str(exc), f"{config_path}: deployment {deployment}") from None
-        return str(
-            simulate_deployment(profile, start, end, target, src.step_seconds, src.file_format, src.seed)
-        )
-    if src.kind == "bundle":
-        fmt = "%Y%m%dT%H%MZ"
-        path = cfg.resolve(
-            src.path.format(
-                deployment=deployment,
-                start=f"{start.astimezone(dt.UTC):{fmt}}",
-                end=f"{end.astimezone(dt.UTC):{fmt}}",
-            )
-        )
-        if not path.is_dir():
-            raise ConfigError(
-                f"bundle folder {path} does not exist", f"{config_path}: deployment {deployment}"
-            )
-        return str(path)
-    from greencert.sources.prometheus import extract_prometheus  # issue: Prometheus source
-
-    return str(extract_prometheus(cfg, dep, start, end, target))

@@ -732,7 +732,6 @@ def certify_month_task(
     day. Returns deployment -> certificate path; raises after trying every deployment if any failed.
     """
     from greencert.compute.partials import month_figures_document
-    from greencert.config import interval_key
     from greencert.pipeline import (
         FIGURES_FILE,
         VALIDATION_FILE,
@@ -741,6 +740,7 @@ def certify_month_task(
         grade_stage,
         publish_stage,
     )
+    from greencert.times import interval_key
 
     scheme = _scheme(scheme_path)
     days = days_of(start, end)

@@ -29,7 +29,8 @@ def _utc(value: Any) -> dt.datetime:
 
 
 def work_folder(config_path: str, deployment: str, start: Any, end: Any) -> str:
-    from greencert.config import interval_key, load_config
+    from greencert.config import load_config
+    from greencert.times import interval_key
 
     cfg = load_config(config_path)
     folder = cfg.work_path / "runs" / deployment / interval_key(_utc(start), _utc(end))
@@ -56,7 +57,7 @@ def list_deployments(config_path: str, subset: list[str] | None = None) -> list[
 
 
 def extract(config_path: str, deployment: str, start: Any, end: Any) -> str:
-    from greencert.config import extract_stage
+    from greencert.sources.extract import extract_stage
 
     path = extract_stage(config_path, deployment, _utc(start), _utc(end))
     files = sorted(p for p in Path(path).iterdir() if p.is_file())

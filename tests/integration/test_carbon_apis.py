@@ -176,8 +176,8 @@ def test_fleet_extract_fetches_into_the_bundle_and_certificate_verifies(api, tmp
     import yaml
 
     from greencert.certificate.verify import TrustOptions, verify_certificate
-    from greencert.config import extract_stage
     from greencert.pipeline import certify
+    from greencert.sources.extract import extract_stage
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_GC_TEST_EM", json.dumps({"conn_type": "http", "host": api.url, "password": EM_KEY})

@@ -24,8 +24,9 @@ import yaml
 from prometheus_server import PrometheusServer, Sample, create_blocks, write_openmetrics
 
 from airflow_harness import airflow_env, migrate, run_airflow
-from greencert.config import extract_stage, load_config
+from greencert.config import load_config
 from greencert.errors import ConfigError, SourceError
+from greencert.sources.extract import extract_stage
 
 pytestmark = pytest.mark.integration
 

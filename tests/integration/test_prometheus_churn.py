@@ -19,8 +19,8 @@ import yaml
 from prometheus_server import PrometheusServer, Sample, create_blocks, write_openmetrics
 from test_prometheus import SCHEME, read, scope, write_config
 
-from greencert.config import extract_stage
 from greencert.errors import SourceError
+from greencert.sources.extract import extract_stage
 
 pytestmark = pytest.mark.integration
 

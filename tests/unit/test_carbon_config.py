@@ -25,7 +25,7 @@ def fleet(tmp_path: Path, carbon: dict) -> Path:
 
 
 def test_offline_regional_factor_goes_into_the_manifest_with_source_and_year(tmp_path):
-    from greencert.config import extract_stage
+    from greencert.sources.extract import extract_stage
 
     # The simulated code-32b deployment runs on site dc-cn-1.
     path = fleet(tmp_path, {"dc-cn-1": {"grid": {"kind": "default", "factor": "CN-East"}}})
@@ -39,8 +39,8 @@ def test_offline_regional_factor_goes_into_the_manifest_with_source_and_year(tmp
 
 
 def test_unknown_factor_key_names_the_known_ones(tmp_path):
-    from greencert.config import extract_stage
     from greencert.errors import ConfigError
+    from greencert.sources.extract import extract_stage
 
     path = fleet(tmp_path, {"dc-cn-1": {"grid": {"kind": "default", "factor": "CN-Mars"}}})
     with pytest.raises(ConfigError) as err:
@@ -49,7 +49,7 @@ def test_unknown_factor_key_names_the_known_ones(tmp_path):
 
 
 def test_site_without_carbon_settings_is_left_alone(tmp_path):
-    from greencert.config import extract_stage
+    from greencert.sources.extract import extract_stage
 
     path = fleet(tmp_path, {"dc-east-1": {"grid": {"kind": "default", "factor": "US"}}})
     bundle = Path(extract_stage(path, "code-32b", START, END))
@@ -58,8 +58,8 @@ def test_site_without_carbon_settings_is_left_alone(tmp_path):
 
 
 def test_missing_airflow_connection_is_a_clear_error(tmp_path, monkeypatch):
-    from greencert.config import extract_stage
     from greencert.errors import SourceError
+    from greencert.sources.extract import extract_stage
 
     monkeypatch.delenv("AIRFLOW_CONN_GC_NOWHERE", raising=False)
     path = fleet(

@@ -248,7 +248,8 @@ def check_command(
 
 def extract(config: str, deployment: str, start: str, end: str, out: str) -> Path:
     """Write one deployment's bundle for [start, end) at ``out``, as the DAG's extract task does."""
-    from greencert.config import _extract_bundle, load_config
+    from greencert.config import load_config
+    from greencert.sources.extract import extract_bundle
 
     start_t, end_t = window(start, end)
     cfg = load_config(config)
@@ -259,7 +260,7 @@ def extract(config: str, deployment: str, start: str, end: str, out: str) -> Pat
 
         path = extract_prometheus(cfg, dep, start_t, end_t, target)
     else:
-        path = Path(_extract_bundle(config, deployment, start_t, end_t))
+        path = Path(extract_bundle(config, deployment, start_t, end_t))
     if cfg.carbon:
         from greencert.carbon.attach import attach_site_carbon
 

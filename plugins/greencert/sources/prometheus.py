@@ -33,6 +33,7 @@ import numpy as np
 
 from greencert.bundle.manifest import FORMAT, MANIFEST_NAME, parse_manifest
 from greencert.bundle.writer import write_bundle
+from greencert.config import DeploymentConfig, FleetConfig
 from greencert.errors import BundleError, ConfigError, SourceError
 from greencert.sources.profiles import (
     ROLE_FACILITY,
@@ -46,9 +47,9 @@ from greencert.sources.profiles import (
     resolve_plan,
     series_name,
 )
+from greencert.times import stamp
 
-if TYPE_CHECKING:
-    from greencert.config import DeploymentConfig, FleetConfig
+if TYPE_CHECKING:  # the hook imports Airflow: only where a pull runs
     from greencert.sources.prometheus_hook import PrometheusHook
 
 log = logging.getLogger("greencert")
@@ -553,7 +554,7 @@ def build_manifest(
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "scope": scope,
-        "period": {"start": _stamp(start), "end": _stamp(end)},
+        "period": {"start": stamp(start), "end": stamp(end)},
         "power": {**plan.power.spec("power.parquet"), **(static.get("power") or {})},
         "tokens": {"file": "tokens.parquet"},
         "facility": facility,
@@ -567,10 +568,6 @@ def build_manifest(
     except BundleError as exc:
         raise ConfigError(f"the bundle manifest would be invalid: {exc.problem}", where) from None
     return manifest
-
-
-def _stamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _max_gap_ms(max_gap: str | None, default_s: float) -> int:
