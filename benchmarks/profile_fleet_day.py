@@ -40,9 +40,9 @@ def main() -> int:
 
     from greencert.bundle import open_bundle
     from greencert.compute.partials import day_partial
+    from greencert.fleet_day import deployment_bundles
     from greencert.grading import load_scheme
     from greencert.pipeline import figures_document
-    from greencert.sources.fleet import deployment_bundles
     from greencert.validation.run import profile_bundle
 
     day, _ = _workload(args.cache.resolve(), args.scale)

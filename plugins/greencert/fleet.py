@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from greencert.errors import GreenCertError
+from greencert.fleet_day import INDEX_NAME, deployment_bundles
 
 log = logging.getLogger("greencert")
 
-INDEX_NAME = "fleet.json"  # a fleet-day folder's list of its deployment bundles
 PUBLISH_THREADS = 4  # publication mostly waits for fsync; a few threads overlap the waits
 
 
@@ -240,20 +240,6 @@ def _stream(
                 on_pending(item)
             del bundle
     return pending
-
-
-def deployment_bundles(fleet_day: Path) -> list[Path]:
-    """Bundles of a fleet-day folder, in the order of its index (or by name without one).
-
-    Here, not beside the simulator that writes the index: a fleet run calls this first, and
-    importing the simulator (numpy, pyarrow, the manifest models) would delay the helper.
-    """
-    fleet_day = Path(fleet_day)
-    index = fleet_day / INDEX_NAME
-    if index.is_file():
-        entries = json.loads(index.read_text())["deployments"]
-        return [fleet_day / e["deployment"] for e in entries]
-    return sorted(p.parent for p in fleet_day.glob("*/manifest.yaml"))
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -693,6 +679,7 @@ def certify_day_task(
     if not (folder / INDEX_NAME).is_file():
         if simulate_scale is None:
             raise ConfigError("no fleet-day bundles for this day (fleet.json missing)", str(folder))
+        # Here, not at the top: the simulator's numpy and pyarrow would delay every fleet run's start.
         from greencert.sources.fleet import FleetSpec, write_fleet_day
 
         write_fleet_day(FleetSpec(scale=simulate_scale), start, Path(fleet_root))

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from greencert.fleet import FleetRun, certify_fleet_day
+from greencert.fleet_day import deployment_bundles
 from greencert.pipeline import certify
-from greencert.sources.fleet import FleetSpec, deployment_bundles, write_fleet_day
+from greencert.sources.fleet import FleetSpec, write_fleet_day
 
 pytestmark = pytest.mark.integration
 

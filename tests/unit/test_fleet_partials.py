@@ -21,8 +21,9 @@ from greencert.bundle.writer import write_bundle
 from greencert.compute.metrics import compute_figures
 from greencert.compute.partials import DayPartial, combine, day_partial, save_partial
 from greencert.errors import BundleError
+from greencert.fleet_day import deployment_bundles
 from greencert.grading import SCHEME_DIR, load_scheme
-from greencert.sources.fleet import FleetSpec, deployment_bundles, write_fleet_day
+from greencert.sources.fleet import FleetSpec, write_fleet_day
 
 SCHEME = load_scheme(SCHEME_DIR / "greencert-2026.1.yaml")
 # 2 nodes (16 GPUs), one deployment, a reading a minute: a month is small enough for a unit test.

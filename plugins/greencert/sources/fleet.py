@@ -44,9 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from greencert.bundle.writer import write_bundle
-
-# The reading side (fleet.json -> bundle folders) lives in greencert.fleet; re-exported here.
-from greencert.fleet import INDEX_NAME, deployment_bundles  # noqa: F401
+from greencert.fleet_day import INDEX_FORMAT, INDEX_NAME
 from greencert.sources.simulate import IDLE_W, TDP_W, seed_for
 
 FULL_NODES = 1_000
@@ -412,7 +410,7 @@ def write_fleet_day(spec: FleetSpec, day: dt.datetime, out: Path) -> Path:
         del gpu, node, tables
 
     index = {
-        "format": "greencert-fleet-day/1",
+        "format": INDEX_FORMAT,
         "spec": asdict(spec),
         "period": {"start": f"{start:%Y-%m-%dT%H:%M:%SZ}", "end": f"{end:%Y-%m-%dT%H:%M:%SZ}"},
         "samples_per_series": int(t.size),
