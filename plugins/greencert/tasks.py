@@ -74,11 +74,47 @@ def extract(config_path: str, deployment: str, start: Any, end: Any) -> str:
     return path
 
 
+REJECTION_FILE = "rejection.json"
+
+
+def record_rejection(work: str | Path, stage: str, exc: BaseException) -> None:
+    """Write ``<work>/rejection.json``: why this deployment and period has no certificate.
+
+    Written by the failing task itself (the Airflow page lists these records, with a link to the
+    Data Docs of a failed validation); removed again when a later run publishes the certificate.
+    """
+    import json
+
+    from greencert.files import write_file
+
+    folder = Path(work)
+    record = {
+        "format": "greencert-rejection/1",
+        "deployment": folder.parent.name,
+        "interval": folder.name,
+        "stage": stage,
+        "error": type(exc).__name__,
+        "message": str(getattr(exc, "problem", None) or exc),
+        "where": getattr(exc, "where", None),
+        "data_docs": "datadocs/index.html" if (folder / "datadocs" / "index.html").is_file() else None,
+        "recorded_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    try:
+        write_file(folder / REJECTION_FILE, json.dumps(record, sort_keys=True, indent=1).encode())
+    except OSError:
+        log.exception("could not record the rejection in %s", folder)
+
+
 def validate(config_path: str, bundle: str, work: str) -> str:
     from greencert.config import load_config
+    from greencert.errors import GreenCertError
     from greencert.pipeline import validate_stage
 
-    return validate_stage(bundle, work, load_config(config_path).scheme_path)
+    try:
+        return validate_stage(bundle, work, load_config(config_path).scheme_path)
+    except GreenCertError as exc:
+        record_rejection(work, "validate", exc)
+        raise
 
 
 def compute(config_path: str, bundle: str, validation: str, work: str) -> str:
@@ -105,7 +141,9 @@ def registry_for(config_path: str, registry: str | None = None) -> str:
 def publish(config_path: str, graded: str, bundle: str, validation: str, registry: str | None = None) -> str:
     from greencert.pipeline import publish_stage
 
-    return publish_stage(graded, bundle, validation, registry_for(config_path, registry))
+    path = publish_stage(graded, bundle, validation, registry_for(config_path, registry))
+    (Path(validation).parent / REJECTION_FILE).unlink(missing_ok=True)  # this period has its certificate now
+    return path
 
 
 def certificate_event(cert_path: str, registry: str) -> dict[str, Any]:

@@ -41,7 +41,10 @@ log = logging.getLogger("greencert.webui")
 MOUNT_PREFIX = "/greencert"
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
-STATUSES = ("valid", "superseded", "expired", "revoked", "unverified")
+# The displayed statuses (greencert.certificate.status): "development key" is a valid certificate
+# signed with an installation's development key.
+STATUSES = ("valid", "development key", "superseded", "expired", "revoked", "unverified")
+GRADES = ("A", "B", "C", "D", "E", "F", "G")
 # Registry files the page may serve, by suffix; anything else (work files, keys folder listings) is 404.
 SERVABLE = {
     ".html": "text/html; charset=utf-8",
@@ -119,19 +122,233 @@ def select_rows(
     status: str | None = None,
     offset: int = 0,
     limit: int = DEFAULT_LIMIT,
+    model: str | None = None,
+    grade: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Filter, order (newest period first, then site, deployment) and page the rows; return (total, page)."""
+    """Filter, order (newest period first, then site, deployment) and page the rows; return (total, page).
+
+    ``status`` is a displayed status (``development key`` included); ``since``/``until`` are
+    dates (``YYYY-MM-DD``, UTC): a certificate is chosen when its period starts on or after
+    ``since`` and before the day after ``until``.
+    """
+    from greencert.certificate.status import display_status
+
     chosen = [
         r
         for r in rows
         if (not site or r["site"] == site)
         and (not deployment or r["deployment"] == deployment)
-        and (not status or r["status"] == status)
+        and (not status or display_status(r) == status)
+        and (not model or r.get("model") == model)
+        and (not grade or r.get("grade") == grade)
+        and (not since or r["period"]["start"][:10] >= since)
+        and (not until or r["period"]["start"][:10] <= until)
     ]
     # Two stable sorts: newest period end first; ties by site, deployment, id.
     chosen.sort(key=lambda r: (r["site"], r["deployment"], r["certificate_id"]))
     chosen.sort(key=lambda r: r["period"]["end"], reverse=True)
     return len(chosen), chosen[offset : offset + limit]
+
+
+# --- the analyst's view: figures with intervals, fleet totals, trends, rejections ---------------
+
+_FIGURES_CACHE: dict[str, tuple[int, dict[str, Any]]] = {}
+
+
+def certificate_figures(registry: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """Intervals and totals of one row's certificate (read from its file, kept until the file changes)."""
+    rel = (row.get("paths") or {}).get("json")
+    if not rel:
+        return {}
+    path = registry / rel
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return {}
+    cached = _FIGURES_CACHE.get(str(path))
+    if cached and cached[0] == stamp:
+        return cached[1]
+    try:
+        cert = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    m = cert.get("metrics") or {}
+
+    def value(key: str) -> float | None:
+        v = (m.get(key) or {}).get("value")
+        return float(v) if isinstance(v, int | float) else None
+
+    figures = {
+        "energy_interval": (m.get("energy_per_million_tokens") or {}).get("interval95"),
+        "carbon_interval": (m.get("carbon_per_million_tokens") or {}).get("interval95"),
+        "facility_kwh": value("facility_energy"),
+        "output_tokens": value("output_tokens"),
+        "carbon_g": value("operational_carbon"),
+    }
+    _FIGURES_CACHE[str(path)] = (stamp, figures)
+    return figures
+
+
+def fleet_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals and grade distribution of the chosen rows.
+
+    Each certificate covers its own period (a newer day "supersedes" the older one of the same
+    deployment, but does not cover its period), so every row counts except revoked ones (the
+    issuer withdrew the figures) and unverified ones (only a claim).
+    """
+    counted = [r for r in rows if r["status"] not in ("revoked", "unverified")]
+    energy = sum((r.get("figures") or {}).get("facility_kwh") or 0.0 for r in counted)
+    tokens = sum((r.get("figures") or {}).get("output_tokens") or 0.0 for r in counted)
+    carbon = sum((r.get("figures") or {}).get("carbon_g") or 0.0 for r in counted)
+    grades = dict.fromkeys("ABCDEFG", 0)
+    for r in counted:
+        if r.get("grade") in grades:
+            grades[r["grade"]] += 1
+    most = max(grades.values()) or 1
+    return {
+        "certificates": len(counted),
+        "left_out": len(rows) - len(counted),
+        "facility_kwh": energy,
+        "output_mtok": tokens / 1e6,
+        "carbon_kg": carbon / 1000.0,
+        "kwh_per_mtok": energy / (tokens / 1e6) if tokens else None,
+        "g_per_mtok": carbon / (tokens / 1e6) if tokens else None,
+        "grades": [{"grade": g, "count": n, "width": round(100.0 * n / most, 1)} for g, n in grades.items()],
+    }
+
+
+TREND_W, TREND_H, TREND_L, TREND_R, TREND_T, TREND_B = 320, 120, 40, 8, 8, 20
+
+
+def _nice(value: float) -> float:
+    from greencert.certificate.label import _nice_ceiling
+
+    return _nice_ceiling(value)
+
+
+def trend_chart(points: list[dict[str, Any]], key: str, interval_key: str) -> dict[str, Any]:
+    """Geometry of one trend chart: a value per certificate over time, with its 95 % interval."""
+    pts = [p for p in points if p.get(key) is not None]
+    plot_w, plot_h = TREND_W - TREND_L - TREND_R, TREND_H - TREND_T - TREND_B
+    if not pts:
+        return {"empty": True, "w": TREND_W, "h": TREND_H}
+    times = [_utc(p["start"]).timestamp() for p in pts]
+    t0, t1 = min(times), max(times)
+    span = (t1 - t0) or 1.0
+    highs = [float((p.get(interval_key) or [None, p[key]])[1]) for p in pts]
+    top = _nice(max(highs + [float(p[key]) for p in pts]))
+    base = TREND_T + plot_h
+
+    def y(v: float) -> float:
+        return round(base - plot_h * v / top, 2)
+
+    marks = []
+    for p, t in zip(pts, times, strict=True):
+        x = round(TREND_L + (plot_w * (t - t0) / span if t1 > t0 else plot_w / 2), 2)
+        iv = p.get(interval_key)
+        marks.append(
+            {
+                "x": x,
+                "y": y(float(p[key])),
+                "y_low": y(float(iv[0])) if iv else None,
+                "y_high": y(float(iv[1])) if iv else None,
+                "title": f"{p['start'][:10]}: {float(p[key]):.4g}"
+                + (f" (95 %: {iv[0]:.4g}-{iv[1]:.4g})" if iv else ""),
+            }
+        )
+    ticks = [{"y": y(top * k / 2), "label": f"{top * k / 2:g}"} for k in range(3)]
+    x_labels = [{"x": marks[0]["x"], "label": pts[0]["start"][:10], "anchor": "start"}]
+    if len(marks) > 1:
+        x_labels.append({"x": marks[-1]["x"], "label": pts[-1]["start"][:10], "anchor": "end"})
+    return {
+        "empty": False,
+        "w": TREND_W,
+        "h": TREND_H,
+        "left": TREND_L,
+        "right": TREND_W - TREND_R,
+        "base": base,
+        "marks": marks,
+        "line": " ".join(f"{m['x']},{m['y']}" for m in marks),
+        "ticks": ticks,
+        "x_labels": x_labels,
+    }
+
+
+def deployment_trends(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (site, deployment): its certificates over time as two charts (kWh/Mtok, gCO2e/Mtok)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["status"] == "unverified":
+            continue
+        groups.setdefault((r["site"], r["deployment"]), []).append(r)
+    out = []
+    for (site, deployment), items in sorted(groups.items()):
+        items.sort(key=lambda r: r["period"]["start"])
+        points = [
+            {
+                "start": r["period"]["start"],
+                "energy": r.get("energy_kwh_per_mtok"),
+                "carbon": r.get("carbon_gco2e_per_mtok"),
+                "energy_interval": (r.get("figures") or {}).get("energy_interval"),
+                "carbon_interval": (r.get("figures") or {}).get("carbon_interval"),
+            }
+            for r in items
+        ]
+        out.append(
+            {
+                "site": site,
+                "deployment": deployment,
+                "model": items[-1].get("model"),
+                "size_class": items[-1].get("size_class"),
+                "latest_grade": items[-1].get("grade"),
+                "count": len(items),
+                "energy": trend_chart(points, "energy", "energy_interval"),
+                "carbon": trend_chart(points, "carbon", "carbon_interval"),
+            }
+        )
+    return out
+
+
+def work_root() -> Path | None:
+    """Where the certification tasks keep their work folders (rejection records live there)."""
+    if env := os.environ.get("GREENCERT_WORK_DIR", "").strip():
+        return Path(env).expanduser().resolve()
+    try:
+        from greencert.config import load_config
+        from greencert.tasks import DEFAULT_CONFIG
+
+        return load_config(os.environ.get("GREENCERT_CONFIG") or DEFAULT_CONFIG).work_path
+    except Exception:  # no fleet config: no rejection records to show
+        return None
+
+
+def load_rejections(work: Path | None) -> list[dict[str, Any]]:
+    """The rejection records the failing tasks wrote (``runs/<deployment>/<interval>/rejection.json``)."""
+    if work is None or not (work / "runs").is_dir():
+        return []
+    out = []
+    for path in sorted((work / "runs").glob("*/*/rejection.json")):
+        try:
+            record = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        start, _, end = str(record.get("interval", "")).partition("_")
+        record["period"] = {"start": _interval_stamp(start), "end": _interval_stamp(end)}
+        record["folder"] = path.parent.relative_to(work / "runs").as_posix()
+        out.append(record)
+    return out
+
+
+def _interval_stamp(text: str) -> str | None:
+    """``20260101T0000Z`` -> ``2026-01-01T00:00:00Z`` (the work folders' interval keys)."""
+    try:
+        return dt.datetime.strptime(text, "%Y%m%dT%H%MZ").strftime("%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
 
 
 def issuing_runs(certificate_ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -168,6 +385,7 @@ def _links(row: dict[str, Any], run: dict[str, Any] | None, app_root: str, ui_ro
     return {
         "label": file_url(paths.get("label")),
         "json": file_url(paths.get("json")),
+        "data_docs": file_url(paths.get("data_docs")),
         "pdf": file_url(paths.get("pdf")),
         "dag_run": (
             f"{ui_root}/dags/{quote(run['dag_id'], safe='')}/runs/{quote(run['run_id'], safe='')}"
@@ -185,15 +403,25 @@ def _roots(request: Request) -> tuple[str, str]:
 
 
 def _page_data(
-    request: Request, site: str | None, deployment: str | None, status: str | None, offset: int, limit: int
+    request: Request,
+    site: str | None,
+    deployment: str | None,
+    status: str | None,
+    offset: int,
+    limit: int,
+    model: str | None = None,
+    grade: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    analysis: bool = False,
 ) -> dict[str, Any]:
-    from greencert.certificate.status import display_status
+    from greencert.certificate.status import display_status, status_detail
 
     registry = registry_root()
     rows, source = load_rows(registry)
-    total, page = select_rows(
-        rows, site=site, deployment=deployment, status=status, offset=offset, limit=limit
-    )
+    filters = {"site": site, "deployment": deployment, "status": status, "model": model, "grade": grade,
+               "since": since, "until": until}  # fmt: skip
+    total, page = select_rows(rows, offset=offset, limit=limit, **filters)
     try:
         runs = issuing_runs({r["certificate_id"] for r in page})
     except Exception:  # the page must still list certificates if the metadata DB is unreachable
@@ -207,21 +435,45 @@ def _page_data(
             {
                 **row,
                 "display_status": display_status(row),  # the one status vocabulary (certificate/status.py)
+                "status_detail": status_detail(row),
                 "issued_by": run,
                 "links": _links(row, run, app_root, ui_root),
             }
         )
-    return {
+    data = {
         "registry": str(registry),
         "source": source,
         "total": total,
         "offset": offset,
         "limit": limit,
-        "filters": {"site": site, "deployment": deployment, "status": status},
+        "filters": filters,
         "sites": sorted({r["site"] for r in rows}),
         "deployments": sorted({r["deployment"] for r in rows if not site or r["site"] == site}),
+        "models": sorted({r["model"] for r in rows if r.get("model")}),
         "certificates": items,
     }
+    if analysis:
+        # Totals, distribution and trends cover every row the filters choose, not one page.
+        _, chosen = select_rows(rows, offset=0, limit=len(rows) or 1, **filters)
+        for r in chosen:
+            r["figures"] = certificate_figures(registry, r)
+        data["summary"] = fleet_summary(chosen)
+        data["trends"] = deployment_trends(chosen)
+        rejections = [
+            r
+            for r in load_rejections(work_root())
+            if (not deployment or r.get("deployment") == deployment)
+            and (not since or (r["period"]["start"] or "")[:10] >= since)
+            and (not until or (r["period"]["start"] or "")[:10] <= until)
+        ]
+        for r in rejections:
+            r["data_docs_url"] = (
+                f"{app_root}/rejections/{quote(r['folder'])}/datadocs/index.html"
+                if r.get("data_docs")
+                else None
+            )
+        data["rejections"] = rejections
+    return data
 
 
 def _when(stamp: str) -> str:
@@ -249,6 +501,7 @@ def render_page(data: dict[str, Any], app_root: str) -> str:
         d=data,
         colours=GRADE_COLOURS,
         statuses=STATUSES,
+        grades=GRADES,
         app_root=app_root,
         first=offset + 1 if total else 0,
         last=min(offset + limit, total),
@@ -280,6 +533,9 @@ def create_app() -> FastAPI:
     Site = Query(None, max_length=64, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
     Deployment = Query(None, max_length=64, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
     Status = Query(None, pattern="^(" + "|".join(STATUSES) + ")?$")
+    Model = Query(None, max_length=200)
+    Grade = Query(None, pattern="^[A-G]?$")
+    Day = Query(None, pattern=r"^([0-9]{4}-[0-9]{2}-[0-9]{2})?$")
 
     @app.get("/certificates", dependencies=can_read)
     def certificates(
@@ -289,10 +545,18 @@ def create_app() -> FastAPI:
         status: str | None = Status,
         offset: int = Query(0, ge=0),
         limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+        model: str | None = Model,
+        grade: str | None = Grade,
+        since: str | None = Day,
+        until: str | None = Day,
     ) -> dict[str, Any]:
-        data = _page_data(request, site or None, deployment or None, status or None, offset, limit)
+        data = _page_data(
+            request, site or None, deployment or None, status or None, offset, limit,
+            model or None, grade or None, since or None, until or None,
+        )  # fmt: skip
         data.pop("sites")
         data.pop("deployments")
+        data.pop("models")
         return data
 
     @app.get("/", response_class=HTMLResponse, dependencies=can_read)
@@ -303,9 +567,35 @@ def create_app() -> FastAPI:
         status: str | None = Status,
         offset: int = Query(0, ge=0),
         limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+        model: str | None = Model,
+        grade: str | None = Grade,
+        since: str | None = Day,
+        until: str | None = Day,
     ) -> HTMLResponse:
-        data = _page_data(request, site or None, deployment or None, status or None, offset, limit)
+        data = _page_data(
+            request, site or None, deployment or None, status or None, offset, limit,
+            model or None, grade or None, since or None, until or None, analysis=True,
+        )  # fmt: skip
         return HTMLResponse(render_page(data, _roots(request)[0]))
+
+    @app.get("/rejections/{path:path}", dependencies=can_read)
+    def rejection_file(path: str) -> FileResponse:
+        """A rejected run's Data Docs page (from the work folder; nothing else of it is served)."""
+        from greencert.certificate.registry import safe_child
+        from greencert.errors import ConfigError
+
+        work = work_root()
+        parts = path.split("/")
+        if work is None or len(parts) < 4 or parts[2] != "datadocs":
+            raise HTTPException(404, "no such rejection page")
+        try:
+            target = safe_child(work / "runs", *parts)
+        except ConfigError:
+            raise HTTPException(404, "no such rejection page") from None
+        media_type = SERVABLE.get(target.suffix)
+        if media_type is None or not target.is_file():
+            raise HTTPException(404, "no such rejection page")
+        return FileResponse(target, media_type=media_type, headers={"Content-Security-Policy": FILE_CSP})
 
     @app.get("/files/{path:path}", dependencies=can_read)
     def registry_file(path: str) -> FileResponse:

@@ -254,6 +254,7 @@ def _checked_rows(
                     "label": _rel(registry, stem.with_name(stem.name + ".html")),
                     "pdf": _rel(registry, stem.with_name(stem.name + ".pdf")),
                     "reports": _rel(registry, stem.with_name(stem.name + ".reports")),
+                    "data_docs": _rel(registry, stem.with_name(stem.name + ".datadocs") / "index.html"),
                 },
             }
         )
