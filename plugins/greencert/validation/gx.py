@@ -130,28 +130,6 @@ DATA_DOCS_PRUNE = (
 )
 
 
-def _with_failure_notes(suite: dict[str, Any]) -> dict[str, Any]:
-    """The suite's GX result with GreenCert's located failure message as each failed expectation's note.
-
-    GX's result names the offending row of the statistics frame by index; the note says which
-    device, file line and time that is (Data Docs shows an expectation's ``meta.notes``).
-    """
-    import copy
-
-    result = copy.deepcopy(suite["great_expectations_result"])
-    messages: dict[tuple[str, str | None], list[str]] = {}
-    for failure in suite.get("failures") or []:
-        messages.setdefault((failure["expectation"], failure.get("column")), []).append(failure["message"])
-    for r in result.get("results") or []:
-        cfg = r.get("expectation_config") or {}
-        found = messages.get((cfg.get("type"), (cfg.get("kwargs") or {}).get("column")))
-        if r.get("success") or not found:
-            continue
-        meta = cfg.setdefault("meta", {})
-        meta["notes"] = {"format": "markdown", "content": ["**Offending row:** " + m for m in found]}
-    return result
-
-
 def build_data_docs(report: dict[str, Any], target: Path, run_name: str, run_time: str) -> Path:
     """Build a Data Docs site of ``report``'s suite results into ``target``; return its index.html.
 
@@ -192,7 +170,7 @@ def build_data_docs(report: dict[str, Any], target: Path, run_name: str, run_tim
         )
         keys = []
         for i, suite in enumerate(report.get("suites") or []):
-            result = ExpectationSuiteValidationResult(**_with_failure_notes(suite))
+            result = ExpectationSuiteValidationResult(**suite["great_expectations_result"])
             key = ValidationResultIdentifier(
                 ExpectationSuiteIdentifier(suite["suite"]),
                 RunIdentifier(run_name=f"{run_name}-{i:02d}-{suite['file']}", run_time=run_time),
