@@ -66,15 +66,12 @@ VERIFY_REASONS: dict[str, str] = {
 
 def exit_code_table(verify: bool = True) -> str:
     """The exit statuses as an aligned text table (``--help`` epilogs and docs/cli.md)."""
-    rows = [(str(code), text) for code, text in sorted(EXIT_STATUSES.items())]
+    rows = list(EXIT_STATUSES.items())
     if verify:
         from greencert.certificate.verify import EXIT_CODES
 
-        rows += [
-            (str(code), f"verify: {reason}: {VERIFY_REASONS[reason]}")
-            for reason, code in sorted(EXIT_CODES.items(), key=lambda item: item[1])
-        ]
-    return "\n".join(f"  {code:>3}  {text}" for code, text in rows)
+        rows += [(code, f"verify: {reason}: {VERIFY_REASONS[reason]}") for reason, code in EXIT_CODES.items()]
+    return "\n".join(f"  {code:>3}  {text}" for code, text in sorted(rows))
 
 
 class NoInput(GreenCertError):
@@ -105,6 +102,11 @@ class _Deprecated(argparse.Action):
 
 def _is_url(path: str | Path) -> bool:
     return "://" in str(path)
+
+
+def _absolute(path: str) -> str:
+    """A local path made absolute (the registry code compares resolved paths); URLs unchanged."""
+    return path if _is_url(path) else str(Path(path).resolve())
 
 
 def _need_dir(path: str | Path, what: str) -> Path:
@@ -277,6 +279,7 @@ def cmd_certify_fleet(args: argparse.Namespace) -> int:
             str(args.fleet_day),
         )
     _writable_registry(args.registry)
+    args.registry = _absolute(args.registry)
     began = time.perf_counter()
     # The helper process publishes too (its stage messages stay there): a spinner and the time.
     with progress(
@@ -371,6 +374,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
     _need_dir(args.bundle, "evidence bundle")
     _writable_registry(args.registry)
+    args.registry = _absolute(args.registry)
     # A bundle that declares segments (engine, model or GPU change) gives one certificate per segment.
     try:
         bundle = Path(args.bundle)
