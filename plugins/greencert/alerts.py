@@ -29,9 +29,10 @@ import json
 import logging
 import os
 from pathlib import PurePath
-from typing import Any
+from typing import Any, cast
 
-from airflow.sdk import BaseDeadlineReference, BaseNotifier
+# airflow/sdk/__init__.pyi omits BaseDeadlineReference, which the package exports at run time (__all__).
+from airflow.sdk import BaseDeadlineReference, BaseNotifier, Context  # type: ignore[attr-defined]
 
 log = logging.getLogger("greencert.alerts")
 
@@ -195,5 +196,6 @@ def send_email(recipients: list[str], alert: dict[str, Any], context: Any) -> No
     )
     # notify() directly, not notifier(context): the subject and body are final text, and error
     # messages may contain "{{" that Jinja rendering would choke on.
-    notifier.notify(context if isinstance(context, dict) else {})
+    # A deadline callback's context is a plain dict with the task context's keys.
+    notifier.notify(cast(Context, context) if isinstance(context, dict) else Context())
     log.info("alert e-mailed to %s", ", ".join(recipients))

@@ -329,8 +329,10 @@ def certify_fleet_day(
             log.warning("fleet: %s not certified: %s", p.deployment, exc)
     if run.certificates:
         from greencert.certificate.registry import rebuild_index
+        from greencert.files import registry_root
 
-        rebuild_index(registry, signing_key=key)  # once for the whole fleet-day: log, metadata, index
+        # Once for the whole fleet-day: log, metadata, index.
+        rebuild_index(registry_root(registry), signing_key=key)
     run.seconds["publish"] = time.perf_counter() - mark
     run.seconds["helper_read"] = report.read_seconds
     run.seconds["helper_publish"] = report.publish_seconds
@@ -445,7 +447,7 @@ def _help(job: FleetJob, raw_key: Any, claim: Callable[[], int | None], messages
     began = time.perf_counter()
     share = _parent_share(set(theirs), outcome, len(job.bundle_dirs))
     recheck = [p for p in pending if p.index not in outcome.passed]
-    mine = [everything[i] for i in sorted(outcome.passed) if i in everything and i not in share]
+    mine = [everything[i] for i in sorted(everything) if i in outcome.passed and i not in share]
     recheck += _publish_all(mine, outcome, scheme, job, key, run)
     send(_HelperReport(run, recheck, read_seconds, time.perf_counter() - began, len(pending)))
 
@@ -503,12 +505,13 @@ def _publish_all(
 
             partial = _validated_partial(p, sum(s.evaluated for s in suites))
             # The prepared bytes only if made from this very summary (same counts).
-            same = (
+            data = None
+            if (
                 ready is not None
                 and ready.partial is not None
                 and ready.partial.validation == partial.validation
-            )
-            data = ready.partial_json if same else None
+            ):
+                data = ready.partial_json
             run.partials[p.deployment] = str(save_partial(partial, Path(job.partials_dir), data))
         return cert
 
@@ -756,8 +759,9 @@ def certify_month_task(
             failures[folder.name] = str(exc)
     if certificates:
         from greencert.certificate.registry import rebuild_index
+        from greencert.files import registry_root
 
-        rebuild_index(registry, signing_key=signing_key)
+        rebuild_index(registry_root(registry), signing_key=signing_key)
     if failures:
         raise GreenCertError(
             f"{len(failures)} deployment(s) without a certificate for {key}: "

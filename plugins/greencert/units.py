@@ -30,7 +30,7 @@ class _Registry(pint.UnitRegistry):
     the memo is dropped whenever a unit is defined.
     """
 
-    def _parse_units_as_container(self, input_string, as_delta=True, case_sensitive=True):  # type: ignore[override]
+    def _parse_units_as_container(self, input_string, as_delta=True, case_sensitive=True):
         memo = self.__dict__.setdefault("_greencert_parsed", {})
         key = (input_string, as_delta, case_sensitive)
         parsed = memo.get(key)
@@ -39,7 +39,7 @@ class _Registry(pint.UnitRegistry):
             memo[key] = parsed
         return parsed
 
-    def define(self, definition):  # type: ignore[override]
+    def define(self, definition):
         self.__dict__.get("_greencert_parsed", {}).clear()
         return super().define(definition)
 
@@ -85,7 +85,7 @@ def parse_quantity(text: object, dimension: str, where: str) -> pint.Quantity:
     if not isinstance(text, str) or not text.strip():
         raise BundleError(f"a quantity with a unit is required (got {text!r})", where)
     try:
-        q = ureg.Quantity(text)
+        q: pint.Quantity = ureg.Quantity(text)
     except Exception as exc:  # pint raises many types on junk
         raise BundleError(f"{text!r} is not a quantity with a unit ({exc})", where) from None
     if not isinstance(q, ureg.Quantity) or q.dimensionality != ureg.get_dimensionality(dimension):

@@ -12,7 +12,7 @@ import re
 import stat
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,7 +22,10 @@ from greencert.errors import BundleError
 from greencert.names import check_identifier, check_site
 from greencert.yamlio import parse_yaml
 
-FORMAT = "greencert-bundle/1"
+if TYPE_CHECKING:  # pint loads only when a manifest is parsed
+    import pint
+
+FORMAT: Final = "greencert-bundle/1"
 MANIFEST_NAME = "manifest.yaml"
 # Manifests are small; anything bigger is not a manifest (and must not be parsed into memory).
 MAX_MANIFEST_BYTES = 1_000_000
@@ -406,7 +409,7 @@ def _check_quantity(text: str, dimension: str) -> str:
     from greencert.units import Q_, ureg
 
     try:
-        quantity = Q_(text)
+        quantity: pint.Quantity = Q_(text)
     except Exception as exc:  # pint raises many types on junk
         raise ValueError(f"{text!r} is not a quantity with a unit ({exc})") from None
     if quantity.dimensionality != ureg.get_dimensionality(dimension):

@@ -155,6 +155,7 @@ def match_instruments(
         w0, w1 = inst.valid_from.timestamp(), inst.valid_to.timestamp()
         ef = _g_per_kwh(inst.emission_factor) if inst.emission_factor is not None else 0.0
         if inst.matching == "hourly":
+            assert inst.profile_file is not None  # Instrument's validator: hourly matching names its profile
             supply = _hourly_supply(inst, carbon_series[inst.profile_file], edges)
             got = np.minimum(remaining, supply)
             available = float(supply.sum())
@@ -162,6 +163,8 @@ def match_instruments(
                 cfe_hourly += got
         else:
             window = w1 - w0
+            # Instrument's validator: monthly and annual matching need a volume.
+            assert inst.volume is not None
             volume_kwh = float(Q_(inst.volume).to("kWh").magnitude)
             frac = _overlap(edges[:-1], edges[1:], w0, w1) / np.diff(edges)
             got = np.zeros_like(remaining)

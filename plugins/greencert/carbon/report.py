@@ -177,6 +177,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
     market = match_instruments(edges, facility, intensity, spec, bundle.carbon_series, default_residual)
 
     # Embodied (SCI M).
+    notes: list[str]
     if spec is not None and spec.embodied is not None and spec.embodied.hardware:
         items, basis, notes = list(spec.embodied.hardware), "declared inventory", []
     else:

@@ -84,7 +84,12 @@ def build_chart(hourly: dict[str, list[float]]) -> Chart:
     energy = [float(v) for v in hourly.get("facility_energy_kwh", [])]
     tokens = [float(v) / 1e6 for v in hourly.get("output_tokens", [])]
     n = len(starts)
-    plot = {"x": PAD_L, "y": PAD_T, "w": CHART_W - PAD_L - PAD_R, "h": CHART_H - PAD_T - PAD_B}
+    plot: dict[str, float] = {
+        "x": PAD_L,
+        "y": PAD_T,
+        "w": CHART_W - PAD_L - PAD_R,
+        "h": CHART_H - PAD_T - PAD_B,
+    }
     if n == 0:
         return Chart(CHART_W, CHART_H, [], "", [], [], [], plot, True)
     e_max = _nice_ceiling(max(energy))

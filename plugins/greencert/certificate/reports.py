@@ -37,6 +37,11 @@ def _value(cert: dict[str, Any], metric: str) -> float | None:
     return None if m is None else float(m["value"])
 
 
+def _headline(cert: dict[str, Any], metric: str) -> float:
+    """A metric every certificate has (certificate.schema.json requires it)."""
+    return float(cert["metrics"][metric]["value"])
+
+
 def _sci_components_from_carbon(cert: dict[str, Any]) -> dict[str, Any] | None:
     """SCI components computed by the carbon module (``carbon.sci``), when the certificate has them."""
     sci = (cert.get("carbon") or {}).get("sci")
@@ -65,9 +70,9 @@ def _boundary(includes_embodied: bool) -> dict[str, list[str]]:
 def _sci_from_metrics(cert: dict[str, Any]) -> dict[str, Any]:
     """Operational SCI from the certificate's metrics alone (certificates without ``carbon.sci``)."""
     methodology = cert["methodology"]
-    energy = Q_(_value(cert, "facility_energy"), "kWh")
-    operational = Q_(_value(cert, "operational_carbon"), "gCO2e")
-    functional = Q_(_value(cert, "output_tokens"), "token").to("Mtok")
+    energy = Q_(_headline(cert, "facility_energy"), "kWh")
+    operational = Q_(_headline(cert, "operational_carbon"), "gCO2e")
+    functional = Q_(_headline(cert, "output_tokens"), "token").to("Mtok")
     intensity = (operational / energy).to("gCO2e/kWh") if energy.magnitude > 0 else Q_(0.0, "gCO2e/kWh")
     score = (operational / functional).to("gCO2e/Mtok")
     coefficients = [

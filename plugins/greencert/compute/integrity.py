@@ -132,7 +132,7 @@ def build_model(
         defaults,
         _crosschecked(bundle, scheme),
     )
-    grid_hw = tuple(float(defaults["grid"][k]) for k in GRID_KINDS)
+    measured_hw, estimated_hw, annual_hw = (float(defaults["grid"][k]) for k in GRID_KINDS)
     model = Model(
         tokens_mtok=float(fig.output_tokens.to("Mtok").magnitude),
         primary_kwh=parts.power_hourly_kwh,
@@ -141,11 +141,11 @@ def build_model(
         primary_accuracy=accuracy,
         intensity=np.asarray(fig.intensity_hourly, dtype=np.float64),
         grid_kind=_grid_kinds(bundle, fig),
-        grid_halfwidth=grid_hw,  # type: ignore[arg-type]
+        grid_halfwidth=(measured_hw, estimated_hw, annual_hw),
         cross_factor=rec.cross_factor,
     )
     if parts.basis == "estimated_ratio":
-        model.it_mode, model.ratio = "ratio", parts.ratio  # type: ignore[assignment]
+        model.it_mode, model.ratio = "ratio", parts.ratio
     elif parts.basis == "node_meter":
         model.it_mode, model.node_kwh, model.node_accuracy = (
             "node_meter",

@@ -146,6 +146,8 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
         facility_hourly = it_hourly * pue_hourly
         pue_basis = "measured"
     else:
+        if m.facility.pue is None:  # the manifest model requires a pue where the meters are missing
+            raise BundleError("facility has neither a declared pue nor both meters", "manifest.yaml facility")
         pue_hourly = np.full(it_hourly.size, float(m.facility.pue))
         facility_hourly = it_hourly * pue_hourly
         pue_basis = "declared"

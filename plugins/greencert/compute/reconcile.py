@@ -248,7 +248,7 @@ def reconcile(
         checks.append(check)
         what = (
             f"{other.source} ({other.kind}, {other.file}) and {power.source} ({power.kind}, {power.file}) "
-            f"measure the same {LAYER_NAMES[layer]} layer: {_r(theirs, 5)} kWh against "
+            f"measure the same {LAYER_NAMES.get(layer or '', layer)} layer: {_r(theirs, 5)} kWh against "
             f"{_r(base, 5)} kWh over the period ({diff:+.1%})"
         )
         if not ok:

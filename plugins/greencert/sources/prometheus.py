@@ -33,7 +33,7 @@ import numpy as np
 
 from greencert.bundle.manifest import FORMAT, MANIFEST_NAME, parse_manifest
 from greencert.bundle.writer import write_bundle
-from greencert.config import DeploymentConfig, FleetConfig
+from greencert.config import DeploymentConfig, FleetConfig, PrometheusSource
 from greencert.errors import BundleError, ConfigError, SourceError
 from greencert.sources.profiles import (
     ROLE_FACILITY,
@@ -528,11 +528,21 @@ def _token_table(
     return table, dropped
 
 
+def prometheus_source(dep: DeploymentConfig) -> PrometheusSource:
+    """The deployment's source, which must be ``kind: prometheus``."""
+    src = dep.source
+    if not isinstance(src, PrometheusSource):
+        raise ConfigError(
+            f"deployment {dep.deployment} has a {src.kind} source, not prometheus", "fleet config"
+        )
+    return src
+
+
 def build_manifest(
     dep: DeploymentConfig, plan: Plan, start: dt.datetime, end: dt.datetime, where: str
 ) -> dict[str, Any]:
     """The bundle manifest minus provenance; checked before any request is sent."""
-    src = dep.source
+    src = prometheus_source(dep)
     static = dict(src.manifest)
     unknown = sorted(set(static) - set(STATIC_MANIFEST_KEYS))
     if unknown:
@@ -605,7 +615,7 @@ def pull_deployment(
     """Pull one deployment's period from Prometheus, in memory; nothing is written."""
     from greencert.grading import DEFAULT_SCHEME, load_scheme
 
-    src = dep.source
+    src = prometheus_source(dep)
     where = f"fleet config: deployment {dep.deployment}"
     names = [src.profile] if isinstance(src.profile, str) else list(src.profile)
     plan = resolve_plan(names, cfg.source_profiles, where)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from greencert.bundle.reader import Series
-from greencert.compute.integrate import Integrated, counter_increments, integrate
+from greencert.compute.integrate import Integrated, Kind, counter_increments, integrate
 
 
 @dataclass
@@ -156,7 +156,7 @@ def _usable(cols: Any) -> bool:
 
 
 def meter_profile(
-    series: Series, kind: str, to_watts: float, start: float, end: float, max_gap: float
+    series: Series, kind: Kind, to_watts: float, start: float, end: float, max_gap: float
 ) -> Profile:
     """Profile of a power gauge (values x to_watts = W) or energy counter (x to_watts = J)."""
     # Columns are collected in a dict and the frame built once: pandas charges per column insert.
