@@ -380,6 +380,8 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
     """Write the index; locally under the registry lock, on S3 by compare-and-swap: an index of an
     older signed status never replaces one of a newer (``trust.status_version``)."""
     from greencert.certificate.build import stamp
+    from greencert.certificate.status import counts as display_counts
+    from greencert.certificate.status import display_status
     from greencert.trust.metadata import StatusError, open_trusted
     from greencert.trust.store import resolve_anchors
 
@@ -406,7 +408,9 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
         "metadata": "metadata/",
         "log": "log/",
         "counts": {s: sum(r["status"] == s for r in rows) for s in STATUSES},
-        "certificates": rows,
+        # What people are shown (greencert.certificate.status): development key replaces valid.
+        "display_counts": display_counts(rows),
+        "certificates": [{**r, "display_status": display_status(r)} for r in rows],
     }
     index_path = registry / INDEX_JSON
     html = render_index_html(rows, index["status_at"], trust).encode()
