@@ -83,7 +83,7 @@ class FleetConfig(_Strict):
         # A URL (s3://, gs://, file://...) names an fsspec registry (docs/trust.md): kept as a
         # UPath, whose str() is the URL again, instead of being resolved as a local folder.
         if "://" in self.registry:
-            from greencert.certificate.registry import registry_root
+            from greencert.files import registry_root
 
             return registry_root(self.registry)
         return self.resolve(self.registry)
