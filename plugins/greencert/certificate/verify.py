@@ -314,7 +314,7 @@ def verify_certificate(
                 view.location,
             )
         result.lines.append(
-            f"status: issued, not revoked (signed registry status v{view.timestamp_version}, fresh until "
+            f"registry status: issued, not revoked (signed registry status v{view.timestamp_version}, fresh until "
             f"{stamp(view.status_expires)})"
         )
     else:
