@@ -43,6 +43,10 @@ def registry_root(target: str | Path) -> Path:
     if "://" in text:
         from upath import UPath
 
+        if text.startswith(("s3://", "s3a://")):
+            # No cached directory listings: other publishers change the registry all the time, and a
+            # stale listing would hide their files (fsspec caches listings by default).
+            return UPath(text, use_listings_cache=False)
         return UPath(text)
     return Path(text)
 
@@ -87,7 +91,11 @@ def _precondition_failed(exc: BaseException) -> bool:
         return True
     cause = exc.__cause__
     response = getattr(cause, "response", None) or {}
-    return (response.get("Error") or {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412")
+    return (response.get("Error") or {}).get("Code") in (
+        "PreconditionFailed",
+        "ConditionalRequestConflict",
+        "412",
+    )
 
 
 def read_tagged(path: Path) -> tuple[bytes | None, str | None]:

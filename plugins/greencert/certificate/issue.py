@@ -196,9 +196,10 @@ def _remove_stale_temporaries(folder: Path, cert_id: str) -> None:
         return
     prefix = f".{cert_id}."
     candidates = [p for p in folder.iterdir() if p.name.startswith(prefix) and p.name != f"{prefix}lock"]
-    reports = folder / f"{cert_id}.reports"
-    if reports.is_dir():
-        candidates += [p for p in reports.iterdir() if p.name.startswith(".")]
+    # ... and inside its folders (reports, data docs, evidence), at any depth.
+    for sub in folder.glob(f"{cert_id}.*"):
+        if sub.is_dir() and not sub.is_symlink():
+            candidates += [p for p in sub.rglob(".*.tmp") if p.is_file()]
     for path in candidates:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -35,7 +35,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from greencert.errors import ConfigError
+from greencert.errors import ConfigError, PublishError
 from greencert.files import (
     Conflict,
     conditional,
@@ -114,12 +114,44 @@ def _read_certificate(raw: bytes) -> dict[str, Any] | None:
     return cert
 
 
-def _rel(registry: Path, path: Path) -> str | None:
-    return path.relative_to(registry).as_posix() if path.exists() else None
+def _rel(registry: Path, path: Path, names: set[str] | None = None) -> str | None:
+    rel = path.relative_to(registry).as_posix()
+    if names is not None:  # an object store's listing, made once (not one request per file)
+        return rel if rel in names else None
+    return rel if path.exists() else None
+
+
+def _fetch_all(registry: Path, paths: list[Path], names: set[str] | None) -> dict[str, bytes] | None:
+    """Object stores: every certificate and signature of ``paths`` in one concurrent batch of GETs
+    (file name -> bytes; names are unique: they contain site, deployment and period). None locally."""
+    if names is None:
+        return None
+    wanted = [p for path in paths for p in (path, path.with_name(path.name + ".sig"))]
+    wanted = [p for p in wanted if p.relative_to(registry).as_posix() in names]
+    if not wanted:
+        return {}
+    fetched = registry.fs.cat([p.path for p in wanted], on_error="omit")
+    by_path = {p.path: p.name for p in wanted}
+    return {by_path[k]: v for k, v in fetched.items() if k in by_path}
+
+
+def _object_names(registry: Path) -> set[str] | None:
+    """Relative names of every object (and folder prefix) of an object-store registry; None locally."""
+    if is_local(registry):
+        return None
+    base = registry.path.rstrip("/")
+    names: set[str] = set()
+    for name in registry.fs.find(base, withdirs=True):
+        rel = name[len(base) + 1 :] if name.startswith(base + "/") else name
+        names.add(rel)
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            names.add("/".join(parts[:i]))
+    return names
 
 
 def check_listed(
-    view: Any, rel: str, raw: bytes, cert: dict[str, Any], sig_path: Path
+    view: Any, rel: str, raw: bytes, cert: dict[str, Any], sig_path: Path, signature: bytes | None = None
 ) -> tuple[dict | None, str | None]:
     """(signed status, None) when the certificate verifies against the trusted metadata, else (None, why)."""
     import hashlib
@@ -139,8 +171,10 @@ def check_listed(
     if public is None:
         return None, f"signed by key {kid}, which the registry's root does not authorise"
     try:
-        signature = sig_path.read_bytes()
+        signature = sig_path.read_bytes() if signature is None else signature
     except OSError:
+        return None, "signature file missing"
+    if not signature:
         return None, "signature file missing"
     if not signature_valid(public, signature, raw):
         return None, "signature does not verify"
@@ -202,10 +236,13 @@ def _checked_rows(
         registry_problem = f"{exc.reason}: {exc.problem}"
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for path in certificate_files(registry):
+    names = _object_names(registry)
+    paths = certificate_files(registry)
+    blobs = _fetch_all(registry, paths, names)
+    for path in paths:
         try:
-            raw = path.read_bytes()
-        except OSError:
+            raw = blobs[path.name] if blobs is not None else path.read_bytes()
+        except (OSError, KeyError):
             continue
         cert = _read_certificate(raw)
         if cert is None:
@@ -220,7 +257,9 @@ def _checked_rows(
         if view is None:
             signed, problem = None, registry_problem
         else:
-            signed, problem = check_listed(view, rel, raw, cert, sig_path)
+            signed, problem = check_listed(
+                view, rel, raw, cert, sig_path, None if blobs is None else blobs.get(sig_path.name, b"")
+            )
         revoked = signed is not None and signed.get("status") == "revoked"
         rows.append(
             {
@@ -248,13 +287,13 @@ def _checked_rows(
                 "status": "unverified" if problem else "valid",
                 "paths": {
                     "json": rel,
-                    "sig": _rel(registry, sig_path),
-                    "public_key": _rel(registry, stem.with_name(stem.name + ".issuer.pem")),
-                    "log_proof": _rel(registry, stem.with_name(stem.name + ".log.json")),
-                    "label": _rel(registry, stem.with_name(stem.name + ".html")),
-                    "pdf": _rel(registry, stem.with_name(stem.name + ".pdf")),
-                    "reports": _rel(registry, stem.with_name(stem.name + ".reports")),
-                    "data_docs": _rel(registry, stem.with_name(stem.name + ".datadocs") / "index.html"),
+                    "sig": _rel(registry, sig_path, names),
+                    "public_key": _rel(registry, stem.with_name(stem.name + ".issuer.pem"), names),
+                    "log_proof": _rel(registry, stem.with_name(stem.name + ".log.json"), names),
+                    "label": _rel(registry, stem.with_name(stem.name + ".html"), names),
+                    "pdf": _rel(registry, stem.with_name(stem.name + ".pdf"), names),
+                    "reports": _rel(registry, stem.with_name(stem.name + ".reports"), names),
+                    "data_docs": _rel(registry, stem.with_name(stem.name + ".datadocs") / "index.html", names),
                 },
             }
         )
@@ -278,15 +317,17 @@ def _checked_rows(
         elif row["superseded_by"]:
             row["status"] = "superseded"
     rows.sort(key=lambda r: (r["site"], r["deployment"], r["period"]["start"], r["certificate_id"]))
-    settled = not any(any(k in r["verification"] for k in _IN_FLIGHT) for r in rows)
+    # A failed metadata fetch (a version pruned while it was read, under heavy publication) is
+    # read again too; a real defect stays and is reported as it is.
+    settled = not (registry_problem or "").startswith("status-unknown") and not any(any(k in r["verification"] for k in _IN_FLIGHT) for r in rows)
     if view is not None and settled:
         # A listed, issued certificate whose file is absent: withdrawn for a re-publication, or
         # listed and not yet written (object stores write it right after the metadata).
-        settled = not _any_missing_is_recent(registry, view, seen)
+        settled = not _any_missing_is_recent(registry, view, seen, names)
     return rows, settled
 
 
-def _any_missing_is_recent(registry: Path, view: Any, seen: set[str]) -> bool:
+def _any_missing_is_recent(registry: Path, view: Any, seen: set[str], names: set[str] | None) -> bool:
     """Whether a listed certificate file is missing although its companions are there (in flight);
     a certificate deleted on purpose (all its files gone) is not waited for."""
     for rel in view.targets:
@@ -294,7 +335,7 @@ def _any_missing_is_recent(registry: Path, view: Any, seen: set[str]) -> bool:
             continue
         stem = rel.removesuffix(".json")
         try:
-            if (registry / f"{rel}.sig").exists() or (registry / f"{stem}.html").exists():
+            if _rel(registry, registry / f"{rel}.sig", names) or _rel(registry, registry / f"{stem}.html", names):
                 return True
         except OSError:
             continue
@@ -319,7 +360,7 @@ def registry_lock(registry: Path) -> Generator[None, None, None]:
         return
     import fcntl
 
-    if getattr(_held, "registry", None) == str(registry):  # re-entered by the holder (a publication that rebuilds the index)
+    if getattr(_held, "registry", None) == str(registry):  # re-entered by its holder (publication + index)
         yield
         return
     registry.mkdir(parents=True, exist_ok=True)
@@ -482,8 +523,6 @@ def update_trust(
     between log and proof is completed by the next). ``adopt`` creates metadata for a registry
     that has certificates but none (made before trust metadata existed).
     """
-    from greencert.errors import PublishError
-
     for attempt in range(COMMIT_ATTEMPTS):
         try:
             if proofs is not None:
@@ -659,8 +698,17 @@ def ensure_trust_metadata(registry: Path, key: Any) -> None:
 
     registry = registry_root(registry)
     with registry_lock(registry):
-        if check_writable(registry, key, has_certificates=bool(certificate_files(registry))) is None:
-            update_trust(registry, key)
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                # Listing the certificates (a LIST of the whole registry on S3) only if there is no metadata.
+                if check_writable(registry, key, has_certificates=False) is None and (
+                    check_writable(registry, key, has_certificates=bool(certificate_files(registry))) is None
+                ):
+                    update_trust(registry, key)
+                return
+            except Conflict:
+                _backoff(attempt)
+        raise PublishError("the registry's metadata stays incomplete (timestamp.json missing)", str(registry))
 
 
 def _issuer_anchor(key: Any) -> list[Any]:

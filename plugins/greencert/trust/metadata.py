@@ -109,7 +109,9 @@ def _read(path: Path) -> bytes | None:
             return None
         with os.fdopen(fd, "rb") as handle:
             return handle.read()
-    return path.read_bytes() if path.exists() else None
+    from greencert.files import read_tagged
+
+    return read_tagged(path)[0]  # one GET: no existence check that could be stale or raced
 
 
 # --------------------------------------------------------------------------- issuer side
@@ -195,6 +197,12 @@ def load_state(registry: Path) -> RepositoryState | None:
         # snapshot, timestamp, before any certificate) was interrupted; it is simply completed.
         return RepositoryState(root, None, None, None)
     if timestamp_data is None:
+        from greencert.files import Conflict, conditional
+
+        if conditional(registry):
+            # Another publisher may be initialising this new object-store registry right now:
+            # read again (update_trust retries; a timestamp that stays missing fails there).
+            raise Conflict(f"{where}/timestamp.json")
         raise PublishError("timestamp.json is missing from the registry metadata", where)
     try:
         timestamp = Metadata[Timestamp].from_bytes(timestamp_data)
@@ -286,7 +294,8 @@ def write_metadata(
     else:
         root = state.root
         current = tuple(  # type: ignore[assignment]
-            md.signed.version if md is not None else 0 for md in (state.targets, state.snapshot, state.timestamp)
+            md.signed.version if md is not None else 0
+            for md in (state.targets, state.snapshot, state.timestamp)
         )
     # Versioned files are created, never replaced: a writer that lost a race (or was killed) may
     # have left version N+1 unreferenced, so the next version is past every existing one.
