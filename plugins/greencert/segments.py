@@ -219,7 +219,9 @@ def certify_bundle(
     if not m.segments:
         return [certify(bundle_dir, out_dir, scheme_path, work_dir, **options)]
     scheme = load_scheme(Path(scheme_path) if scheme_path else DEFAULT_SCHEME)
-    with tempfile.TemporaryDirectory(prefix="greencert-segments-") as tmp:
+    from greencert.files import work_directory
+
+    with work_directory("segments") as tmp:
         root = Path(work_dir) / "segments" if work_dir else Path(tmp)
         paths = []
         for seg_bundle in split_bundle(bundle_dir, root, scheme.max_gap_seconds):
