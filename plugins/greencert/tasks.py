@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from greencert.times import interval_key, to_utc
+
 log = logging.getLogger("greencert")
 
 # $GREENCERT_CONFIG lets an installed package (the Docker image) point at its fleet config.
@@ -22,18 +24,11 @@ DEFAULT_CONFIG = os.environ.get("GREENCERT_CONFIG") or str(
 )
 
 
-def _utc(value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return value.astimezone(dt.UTC)
-
-
 def work_folder(config_path: str, deployment: str, start: Any, end: Any) -> str:
     from greencert.config import load_config
-    from greencert.times import interval_key
 
     cfg = load_config(config_path)
-    folder = cfg.work_path / "runs" / deployment / interval_key(_utc(start), _utc(end))
+    folder = cfg.work_path / "runs" / deployment / interval_key(to_utc(start), to_utc(end))
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder)
 
@@ -59,13 +54,13 @@ def list_deployments(config_path: str, subset: list[str] | None = None) -> list[
 def extract(config_path: str, deployment: str, start: Any, end: Any) -> str:
     from greencert.sources.extract import extract_stage
 
-    path = extract_stage(config_path, deployment, _utc(start), _utc(end))
+    path = extract_stage(config_path, deployment, to_utc(start), to_utc(end))
     files = sorted(p for p in Path(path).iterdir() if p.is_file())
     log.info(
         "extracted %s for [%s, %s): %d files, %s bytes (%s) -> %s",
         deployment,
-        _utc(start).isoformat(),
-        _utc(end).isoformat(),
+        to_utc(start).isoformat(),
+        to_utc(end).isoformat(),
         len(files),
         f"{sum(p.stat().st_size for p in files):,}",
         ", ".join(f"{p.name} {p.stat().st_size:,} B" for p in files),
@@ -86,8 +81,16 @@ def record_rejection(work: str | Path, stage: str, exc: BaseException) -> None:
     import json
 
     from greencert.files import write_file
+    from greencert.validation.gx import DATA_DOCS_DIR, failed_page
 
     folder = Path(work)
+    docs = folder / DATA_DOCS_DIR
+    page = None
+    if (docs / "index.html").is_file() and (folder / "validation.failed.json").is_file():
+        try:
+            page = failed_page(docs, json.loads((folder / "validation.failed.json").read_bytes()))
+        except (OSError, ValueError):
+            page = None
     record = {
         "format": "greencert-rejection/1",
         "deployment": folder.parent.name,
@@ -96,7 +99,7 @@ def record_rejection(work: str | Path, stage: str, exc: BaseException) -> None:
         "error": type(exc).__name__,
         "message": str(getattr(exc, "problem", None) or exc),
         "where": getattr(exc, "where", None),
-        "data_docs": "datadocs/index.html" if (folder / "datadocs" / "index.html").is_file() else None,
+        "data_docs": f"{DATA_DOCS_DIR}/{page}" if page else None,
         "recorded_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     try:

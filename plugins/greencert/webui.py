@@ -36,6 +36,8 @@ from urllib.parse import quote, urlencode
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
+from greencert.times import to_utc
+
 log = logging.getLogger("greencert.webui")
 
 MOUNT_PREFIX = "/greencert"
@@ -102,16 +104,12 @@ def load_rows(registry: Path, now: dt.datetime | None = None) -> tuple[list[dict
         # A certificate may have expired since the rows were checked.
         for row in rows:
             until = row.get("valid_until")
-            if row.get("status") in ("valid", "superseded") and until and _utc(until) <= now:
+            if row.get("status") in ("valid", "superseded") and until and to_utc(until) <= now:
                 row["status"] = "expired"
         return rows, "verified"
     rows = list_certificates(registry, now)
     _ROWS_CACHE[key] = (signature, json.loads(json.dumps(rows)))
     return rows, "verified"
-
-
-def _utc(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
 def select_rows(
@@ -234,7 +232,7 @@ def trend_chart(points: list[dict[str, Any]], key: str, interval_key: str) -> di
     plot_w, plot_h = TREND_W - TREND_L - TREND_R, TREND_H - TREND_T - TREND_B
     if not pts:
         return {"empty": True, "w": TREND_W, "h": TREND_H}
-    times = [_utc(p["start"]).timestamp() for p in pts]
+    times = [to_utc(p["start"]).timestamp() for p in pts]
     t0, t1 = min(times), max(times)
     span = (t1 - t0) or 1.0
     highs = [float((p.get(interval_key) or [None, p[key]])[1]) for p in pts]
@@ -468,7 +466,7 @@ def _page_data(
         ]
         for r in rejections:
             r["data_docs_url"] = (
-                f"{app_root}/rejections/{quote(r['folder'])}/datadocs/index.html"
+                f"{app_root}/rejections/{quote(r['folder'])}/{quote(r['data_docs'])}"
                 if r.get("data_docs")
                 else None
             )
@@ -478,7 +476,7 @@ def _page_data(
 
 def _when(stamp: str) -> str:
     """``2026-01-01T00:00:00Z`` -> ``2026-01-01`` (midnight) or ``2026-01-01 06:00``."""
-    moment = _utc(stamp)
+    moment = to_utc(stamp)
     return f"{moment:%Y-%m-%d}" if moment.time() == dt.time(0) else f"{moment:%Y-%m-%d %H:%M}"
 
 

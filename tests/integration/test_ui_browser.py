@@ -7,6 +7,7 @@ page's "issued by" links point at that run through Airflow's own asset events.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import requests
@@ -36,9 +37,30 @@ CHROME_FLAGS = (
 )
 
 
+SECOND_DAY = "2026-01-03"  # a second certified day of two deployments: the trend charts have a line
+REJECTED = ("chat-70b", "20260103T0000Z_20260104T0000Z")
+
+
+def reject_a_bundle(work: Path) -> Path:
+    """A bundle with a negative power sample through the real validate task: it writes its rejection."""
+    from corpus.bad_bundles import CASES
+    from greencert import tasks
+    from greencert.errors import ValidationFailed
+
+    folder = work / "runs" / REJECTED[0] / REJECTED[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    bundle = CASES["power_negative"].write(work / "bad-bundle")
+    with pytest.raises(ValidationFailed):
+        tasks.validate(tasks.DEFAULT_CONFIG, str(bundle), str(folder))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory):
     ref = reference_run(tmp_path_factory.getbasetemp() / "reference")
+    ref.certify(SECOND_DAY, ("chat-8b", "code-32b"))
+    work = tmp_path_factory.mktemp("ui-work")
+    reject_a_bundle(work)
     home = tmp_path_factory.mktemp("ui-home")
     port = free_port()
     env = {
@@ -48,6 +70,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory):
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
         "GREENCERT_REGISTRY": str(ref.registry),
+        "GREENCERT_WORK_DIR": str(work),
     }
     cluster = Cluster(home, env, port)
     cluster.start("api-server", ["api-server"])
@@ -128,12 +151,13 @@ def test_page_lists_the_sample_fleet_after_login(ui, browser) -> None:
         shown[row.get_attribute("data-certificate-id")] = cells
     assert set(shown) == set(certs)
     for cid, cert in certs.items():
-        site, deployment, model, period, grade, kwh, gco2e, status = shown[cid][:8]
+        site, deployment, model, size_class, period, grade, kwh, gco2e, status = shown[cid][:9]
         assert (site, deployment, model) == (
             cert["scope"]["site"],
             cert["scope"]["deployment"],
             cert["scope"]["model"],
         )
+        assert size_class == cert["grading"]["size_class"]
         assert grade == cert["grade"]
         assert period == f"{cert['period']['start'][:10]} – {cert['period']['end'][:10]}"
         assert float(kwh) == pytest.approx(cert["metrics"]["energy_per_million_tokens"]["value"], rel=5e-4)
@@ -142,7 +166,7 @@ def test_page_lists_the_sample_fleet_after_login(ui, browser) -> None:
         # (shown in the one vocabulary: a development-key certificate is "development key", not "valid")
         assert status.splitlines()[0] in ("valid", "development key", "superseded", "expired")
         # Issued by the dags-test run of FULL_FLEET_DATE.
-        assert shown[cid][9].startswith("green_certification\nmanual__")
+        assert shown[cid][10].startswith("green_certification\nmanual__")
     browser.switch_to.default_content()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
@@ -246,3 +270,102 @@ def test_json_api_pages_filters_and_requires_authentication(ui) -> None:
         assert requests.get(f"{base}/{path}", headers=auth, timeout=30).status_code == 404
     # Read-only: no method but GET exists.
     assert requests.post(f"{base}/certificates", headers=auth, timeout=30).status_code == 405
+
+
+def test_analyst_view_in_the_airflow_frame(ui, browser) -> None:
+    """Totals, grade distribution, trend charts and the rejected run, inside the Airflow UI, checked
+    against the certificate files and the rejection record (independently of the page's code)."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    cluster, ref = ui
+    certs = published(ref)
+    wait = WebDriverWait(browser, 90, ignored_exceptions=(WebDriverException,))
+    shots = REPO / "build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    for width in (1280, 390):
+        browser.set_window_size(width, 1000)
+        browser.get(f"{cluster.api_url}/plugin/green-certificates")
+        frame = wait.until(
+            ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='Green certificates']"))
+        )
+        browser.switch_to.frame(frame)
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#trends .trend")))
+        viewport = browser.execute_script("return document.documentElement.clientWidth")
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= viewport
+
+        # Totals: every certificate counts (none is revoked or unverified here).
+        counted = list(certs.values())
+        assert int(browser.find_element(By.ID, "total-certificates").text) == len(counted)
+        energy = sum(c["metrics"]["facility_energy"]["value"] for c in counted)
+        shown_energy = float(browser.find_element(By.ID, "total-energy").text.split()[0].replace(",", ""))
+        assert shown_energy == pytest.approx(energy, abs=0.05)
+        tokens = sum(c["metrics"]["output_tokens"]["value"] for c in counted) / 1e6
+        ratio = float(browser.find_element(By.ID, "fleet-kwh-per-mtok").text.split()[0])
+        assert ratio == pytest.approx(energy / tokens, rel=5e-4)
+        for grade in "ABCDEFG":
+            cell = browser.find_element(By.CSS_SELECTOR, f"#grade-distribution [data-grade={grade}]")
+            assert int(cell.text) == sum(c["grade"] == grade for c in counted)
+
+        # One trend card per deployment, one point and one whisker per certificate in each chart.
+        cards = browser.find_elements(By.CSS_SELECTOR, "#trends .trend")
+        per_deployment: dict[str, int] = {}
+        for c in counted:
+            key = f"{c['scope']['site']}/{c['scope']['deployment']}"
+            per_deployment[key] = per_deployment.get(key, 0) + 1
+        assert {card.get_attribute("data-deployment") for card in cards} == set(per_deployment)
+        assert max(per_deployment.values()) >= 2
+        for card in cards:
+            charts = card.find_elements(By.CSS_SELECTOR, "svg.trend-chart")
+            assert [ch.get_attribute("data-unit") for ch in charts] == ["kWh/Mtok", "gCO2e/Mtok"]
+            n = per_deployment[card.get_attribute("data-deployment")]
+            for chart in charts:
+                assert len(chart.find_elements(By.CSS_SELECTOR, "circle.point")) == n
+                assert len(chart.find_elements(By.CSS_SELECTOR, "line.whisker")) == n
+                r = chart.rect
+                assert r["width"] > 200 and r["x"] >= 0 and r["x"] + r["width"] <= viewport + 0.5, (width, r)
+
+        # The rejected run, with the task's reason and its Data Docs.
+        row = browser.find_element(By.CSS_SELECTOR, f"#rejections tr[data-rejection='{'/'.join(REJECTED)}']")
+        assert "ValidationFailed" in row.text and "value is negative" in row.text and "gpu0" in row.text
+        browser.switch_to.default_content()
+        browser.execute_script("window.scrollTo(0, 0)")
+        browser.save_screenshot(str(shots / f"green-certificates-analyst-{width}.png"))
+        assert (shots / f"green-certificates-analyst-{width}.png").stat().st_size > 10_000
+
+    # Inside the frame: the rejected run's Data Docs page shows the failed expectation and the device.
+    browser.set_window_size(1280, 1000)
+    browser.get(f"{cluster.api_url}/plugin/green-certificates")
+    frame = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='Green certificates']"))
+    )
+    browser.switch_to.frame(frame)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#rejections a.rejection-docs")))
+    browser.find_element(By.CSS_SELECTOR, "#rejections a.rejection-docs").click()
+    # The link opens GX's page of the failed suite (power_profile: the negative sample is in power.csv).
+    wait.until(
+        lambda d: d.current_url.endswith("whole.html") and "/validations/power_profile/" in d.current_url
+    )
+    wait.until(ec.presence_of_element_located((By.TAG_NAME, "body")))
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "Unsuccessful Expectations" in text and "n_negative" in text
+    assert "gpu0" in text  # the offending row: the device whose statistics broke the expectation
+
+    # A certificate's label opens inside the Airflow frame.
+    browser.switch_to.default_content()
+    browser.get(f"{cluster.api_url}/plugin/green-certificates")
+    frame = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='Green certificates']"))
+    )
+    browser.switch_to.frame(frame)
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#certificates a.label-link")))
+    first = browser.find_element(By.CSS_SELECTOR, "#certificates tbody tr")
+    cid = first.get_attribute("data-certificate-id")
+    first.find_element(By.CSS_SELECTOR, "a.label-link").click()
+    wait.until(ec.presence_of_element_located((By.ID, "grade-grade")))
+    assert browser.find_element(By.ID, "grade-grade").text == certs[cid]["grade"]
+    browser.switch_to.default_content()
+    assert browser.find_element(By.CSS_SELECTOR, "iframe[title='Green certificates']").is_displayed()
+    browser.save_screenshot(str(shots / "label-in-airflow.png"))

@@ -192,3 +192,17 @@ def build_data_docs(report: dict[str, Any], target: Path, run_name: str, run_tim
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target / "index.html"
+
+
+def failed_page(site: Path, report: dict[str, Any]) -> str | None:
+    """The Data Docs page (relative to ``site``) of the first suite that failed in ``report``.
+
+    GX's index lists the runs with a script loaded from a CDN; the validation pages themselves are
+    plain HTML, so a rejection links straight to the page that shows the failed expectation.
+    """
+    for i, suite in enumerate(report.get("suites") or []):
+        if suite.get("success"):
+            continue
+        for page in sorted((Path(site) / "validations" / suite["suite"]).glob(f"*-{i:02d}-*/*/*.html")):
+            return page.relative_to(site).as_posix()
+    return None
