@@ -2,6 +2,7 @@
 
     python benchmarks/registry_load.py [--certificates 500] [--publishers 8] [--readers 2]
                                        [--store local|s3|both] [--kills 0] [--seed 1]
+                                       [--s3-certificates N]
 
 Makes ``--certificates`` one-hour bundles (four deployments, consecutive hours; validated, computed
 and graded once, beforehand, by a pool of two processes: that part is not measured), then starts
@@ -123,12 +124,31 @@ def write_key(path: Path) -> Path:
 # ---------------------------------------------------------------- processes
 
 PUBLISHER = r"""
-import json, sys, traceback
+import json, sys, time, traceback
 args = json.loads(sys.argv[1])
+from greencert.certificate import issue
 from greencert.errors import GreenCertError
 from greencert.pipeline import publish_stage
 
+spent = {"trust": 0.0, "index": 0.0}
+
+
+def timed(name, fn):
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[name] += time.perf_counter() - t
+    return wrapper
+
+
+# Where a publication's time goes: the registry-wide update (log, signed metadata) and the index.
+issue.update_trust = timed("trust", issue.update_trust)
+issue._write_index = timed("index", issue._write_index)
 for stage in args["stages"]:
+    spent.update(trust=0.0, index=0.0)
+    t0 = time.perf_counter()
     try:
         publish_stage(stage["graded"], stage["bundle"], stage["validation"], args["registry"], args["key"], pdf=False)
     except GreenCertError as exc:
@@ -137,7 +157,8 @@ for stage in args["stages"]:
     except BaseException:
         traceback.print_exc()
         sys.exit(1)
-    print(f"ok {stage['id']}", flush=True)
+    total = time.perf_counter() - t0
+    print(f"ok {stage['id']} {total:.4f} {spent['trust']:.4f} {spent['index']:.4f}", flush=True)
 """
 
 READER = r"""
@@ -257,8 +278,11 @@ def run_load(
     seed: int = 1,
     env: dict[str, str] | None = None,
     timeout: float = 1800.0,
+    reader_registry: str | None = None,
 ) -> dict[str, Any]:
-    """Run the publishers and readers; return timings, reader reports and publisher outcomes."""
+    """Run the publishers and readers; return timings, reader reports and publisher outcomes.
+
+    ``reader_registry``: where readers read the same registry (e.g. its folder served over HTTP)."""
     rng = random.Random(seed)
     work = Path(tempfile.mkdtemp(prefix="registry-load-"))
     stop = work / "stop"
@@ -266,6 +290,7 @@ def run_load(
     done: list[set[str]] = [set() for _ in range(publishers)]
     outputs: list[list[str]] = [[] for _ in range(publishers)]
     errors: list[str] = []
+    timings: list[list[float]] = []  # per publication: seconds in all, in the trust update, in the index
 
     def start(i: int) -> subprocess.Popen[str]:
         todo = [s for s in shares[i] if s["id"] not in done[i]]
@@ -286,7 +311,7 @@ def run_load(
                 READER,
                 json.dumps(
                     {
-                        "registry": registry,
+                        "registry": reader_registry or registry,
                         "public": f"{key}.pub",
                         "at": AT.isoformat(),
                         "stop": str(stop),
@@ -315,7 +340,9 @@ def run_load(
         for line in out.splitlines():
             outputs[i].append(line)
             if line.startswith("ok "):
-                done[i].add(line[3:])
+                cid, *times = line[3:].split()
+                done[i].add(cid)
+                timings.append([float(x) for x in times])
         if proc.returncode not in (0, -signal.SIGKILL):
             errors.append(f"publisher {i} exit {proc.returncode}: {out[-500:]} {err[-2000:]}")
         if "Traceback" in err:
@@ -362,6 +389,7 @@ def run_load(
         "restarts": restarts,
         "publisher_errors": errors,
         "readers": reports,
+        "timings": timings,
     }
 
 
@@ -439,7 +467,21 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "reader_errors": sum(len(r["errors"]) for r in result["readers"]),
         "publisher_errors": len(result["publisher_errors"]),
         "mean_list_ms": round(statistics.fmean(lists), 1) if lists else None,
+        # Per publication, in the order they finished (so the last ones ran on the largest registry).
+        **_breakdown(result.get("timings") or []),
     }
+
+
+def _breakdown(timings: list[list[float]]) -> dict[str, Any]:
+    if not timings:
+        return {}
+    tenth = max(1, len(timings) // 10)
+    out = {}
+    for name, part in (("first_tenth", timings[:tenth]), ("last_tenth", timings[-tenth:])):
+        out[f"publication_ms_{name}_median_total_trust_index"] = [
+            round(1000 * statistics.median(t[i] for t in part), 1) for i in range(3)
+        ]
+    return out
 
 
 # ---------------------------------------------------------------- S3 (moto)
@@ -483,6 +525,9 @@ def main() -> None:
     parser.add_argument("--store", choices=("local", "s3", "both"), default="both")
     parser.add_argument("--kills", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--s3-certificates", type=int, default=None, help="publish only the first N into S3 (default: all)"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="registry-bench-"))
     os.environ.setdefault("GREENCERT_HOME", str(root / "home"))
@@ -501,9 +546,10 @@ def main() -> None:
             registry, env = f"s3://{moto.bucket}/registry", moto.env
         else:
             registry, env = str(root / "registry"), {}
+        subset = stages[: args.s3_certificates] if store == "s3" and args.s3_certificates else stages
         result = run_load(
             registry,
-            stages,
+            subset,
             key,
             publishers=args.publishers,
             readers=args.readers,
@@ -512,7 +558,7 @@ def main() -> None:
             env=env,
         )
         figures = summarise(result)
-        checks = check_registry(registry, stages, key)
+        checks = check_registry(registry, subset, key)
         print(json.dumps({"store": store, **figures, "checks": checks}, indent=1), flush=True)
         for err in result["publisher_errors"][:3]:
             print(err[-1500:])

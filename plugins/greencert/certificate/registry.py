@@ -236,8 +236,13 @@ def _checked_rows(
         registry_problem = f"{exc.reason}: {exc.problem}"
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    names = _object_names(registry)
-    paths = certificate_files(registry)
+    if getattr(registry, "protocol", None) in ("http", "https"):
+        # A web server need not list folders: the certificates are those the signed targets name
+        # (a file dropped in beside them cannot be found over HTTP, nor shown as unverified).
+        names, paths = None, [registry / rel for rel in sorted(view.targets)] if view is not None else []
+    else:
+        names = _object_names(registry)
+        paths = certificate_files(registry)
     blobs = _fetch_all(registry, paths, names)
     for path in paths:
         try:
@@ -462,14 +467,17 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
         write_file(registry / INDEX_HTML, html)
         write_file(index_path, data)
         return index_path
-    mine = trust.get("status_version") or 0
+    # Newer signed status first; for the same status, the listing that found more certificates
+    # (one written just after its certificate appeared, against one listed a moment before).
+    mine = (trust.get("status_version") or 0, len(rows))
     for _ in range(COMMIT_ATTEMPTS):
         current, tag = read_tagged(index_path)
         if current is not None:
             try:
-                theirs = (json.loads(current).get("trust") or {}).get("status_version") or 0
-            except ValueError:
-                theirs = 0
+                document = json.loads(current)
+                theirs = ((document.get("trust") or {}).get("status_version") or 0, len(document["certificates"]))
+            except (ValueError, KeyError, TypeError):
+                theirs = (0, 0)
             if theirs > mine:
                 return index_path  # a newer status is indexed already
         write_file(registry / INDEX_HTML, html)
