@@ -583,6 +583,7 @@ def registry_links(certificate: dict[str, Any], registry_url: str | None = None)
         "qr_payload": label_abs or f"greencert:{cid}",
         "sci_report": f"{cid}.reports/sci.md",
         "data_docs": f"{cid}.datadocs/index.html",
+        "validation": f"{cid}.validation.json",
         "json": f"{cid}.json",
     }
 
