@@ -158,6 +158,7 @@ def test_guide_from_prometheus_to_the_first_certificate(prom: PrometheusServer, 
     assert sort(found["power"]["series"]) == sort(prom.expected["power"])
     assert sort(found["tokens.output"]["series"]) == sort(prom.expected["tokens"])
     assert found["power"]["scrape_interval_seconds"] == STEP
+    assert found["tokens.output"]["scrape_interval_seconds"] == STEP
 
     # Step: pull the period into an evidence bundle, certify it, verify it.
     bundle = checkout / "build" / "bundles" / "chat-8b"

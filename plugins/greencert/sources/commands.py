@@ -111,6 +111,21 @@ def _intervals(report: dict[str, Any] | None) -> dict[str, float]:
     return out
 
 
+def _token_interval(table: dict[str, Any] | None) -> float | None:
+    """Median spacing of the token counters' samples, per instance chain (None without two samples)."""
+    import numpy as np
+
+    if not table or len(table.get("timestamp", ())) < 2:
+        return None
+    gaps = []
+    for name in np.unique(table["instance"]):
+        t = np.sort(table["timestamp"][table["instance"] == name])
+        gaps.append(np.diff(t))
+    spacing = np.concatenate(gaps) if gaps else np.array([])
+    spacing = spacing[spacing > 0]
+    return float(np.median(spacing)) if spacing.size else None
+
+
 def check(config: str, deployment: str | None, start: str | None, end: str | None) -> list[dict[str, Any]]:
     """The check report of every Prometheus deployment (or the one named).
 
@@ -141,12 +156,16 @@ def check(config: str, deployment: str | None, start: str | None, end: str | Non
                 for sel in prof["selectors"]:
                     sel["series"] = _series(hook, sel["query"], start_t, end_t)
             try:
-                pulled = pull_deployment(cfg, dep, start_t, end_t, hook=hook).report
+                result = pull_deployment(cfg, dep, start_t, end_t, hook=hook)
             except SourceError as exc:
                 report.update(ok=False, problem=str(exc))
+                intervals = {}
             else:
-                report.update(pulled, ok=True)
-            intervals = _intervals(report if report["ok"] else None)
+                report.update(result.report, ok=True)
+                intervals = _intervals(result.report)
+                tokens = _token_interval(result.tables.get("tokens.parquet"))
+                if tokens is not None:
+                    intervals["tokens.output"] = intervals["tokens.input"] = tokens
             for prof in profiles:
                 for sel in prof["selectors"]:
                     if sel["role"] in intervals:
@@ -196,7 +215,7 @@ def format_report(reports: list[dict[str, Any]]) -> str:
             f"{r['period']['start']} -> {r['period']['end']})"
         )
         _format_profiles(r, lines)
-        lines.append("  pulled:")
+        lines.append("  pulled (what a certificate of this period would be computed from):")
         for role, info in r["roles"].items():
             if role == "tokens":
                 lines.append(
