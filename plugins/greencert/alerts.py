@@ -34,6 +34,8 @@ from typing import Any, cast
 # airflow/sdk/__init__.pyi omits BaseDeadlineReference, which the package exports at run time (__all__).
 from airflow.sdk import BaseDeadlineReference, BaseNotifier, Context  # type: ignore[attr-defined]
 
+from greencert.times import stamp
+
 log = logging.getLogger("greencert.alerts")
 
 WEBHOOK_ENV = "GREENCERT_ALERT_WEBHOOK"
@@ -67,7 +69,7 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return stamp(value)
     return str(value)
 
 

@@ -44,6 +44,7 @@ from typing import Any
 
 from greencert.errors import GreenCertError
 from greencert.fleet_day import INDEX_NAME, deployment_bundles
+from greencert.times import interval_key, to_utc
 
 log = logging.getLogger("greencert")
 
@@ -640,17 +641,9 @@ def _certify_alone(p: _Pending, work: Path, job: FleetJob, key: Any) -> str:
 # ----------------------------------------------------------------------------- task bodies (monthly DAG)
 
 
-def _day(value: Any) -> dt.datetime:
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
-
-
 def days_of(start: Any, end: Any) -> list[str]:
     """The UTC days of [start, end) as YYYY-MM-DD (28-31 for a month)."""
-    first, last = _day(start), _day(end)
+    first, last = to_utc(start), to_utc(end)
     day = first.replace(hour=0, minute=0, second=0, microsecond=0)
     days = []
     while day < last:
@@ -677,7 +670,7 @@ def certify_day_task(
     """
     from greencert.errors import ConfigError
 
-    start = _day(day)
+    start = to_utc(day)
     folder = Path(fleet_root) / f"{start:%Y-%m-%d}"
     if not (folder / INDEX_NAME).is_file():
         if simulate_scale is None:
@@ -730,11 +723,10 @@ def certify_month_task(
         grade_stage,
         publish_stage,
     )
-    from greencert.times import interval_key
 
     scheme = _scheme(scheme_path)
     days = days_of(start, end)
-    key = interval_key(_day(start), _day(end))
+    key = interval_key(to_utc(start), to_utc(end))
     certificates: dict[str, str] = {}
     failures: dict[str, str] = {}
     for folder in sorted(p for p in Path(partials_root).iterdir() if p.is_dir()):

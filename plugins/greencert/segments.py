@@ -37,6 +37,7 @@ import yaml
 from greencert.bundle.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 from greencert.bundle.reader import _times_to_seconds
 from greencert.errors import BundleError
+from greencert.times import compact, stamp
 from greencert.units import Q_
 from greencert.yamlio import load_yaml_file
 
@@ -160,8 +161,8 @@ def split_bundle(bundle_dir: Path | str, target_root: Path | str, default_gap: f
         manifest = {k: v for k, v in raw.items() if k != "segments"}
         manifest["scope"] = seg_scope
         manifest["period"] = {
-            "start": seg.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "end": seg.end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "start": stamp(seg.start),
+            "end": stamp(seg.end),
         }
         manifest["provenance"] = {
             **(raw.get("provenance") or {}),
@@ -169,16 +170,15 @@ def split_bundle(bundle_dir: Path | str, target_root: Path | str, default_gap: f
                 "index": n + 1,
                 "of": len(m.segments),
                 "period_of_bundle": {
-                    "start": m.period.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "end": m.period.end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "start": stamp(m.period.start),
+                    "end": stamp(m.period.end),
                 },
                 "manifest_sha256_of_bundle": parent_sha,
                 "changed_from_previous": changed if n else {},
                 **({"reason": seg.reason} if seg.reason else {}),
             },
         }
-        stamp = f"{seg.start:%Y%m%dT%H%MZ}-{seg.end:%Y%m%dT%H%MZ}"
-        target = target_root / f"segment-{n + 1:02d}-{stamp}"
+        target = target_root / f"segment-{n + 1:02d}-{compact(seg.start)}-{compact(seg.end)}"
         where = f"{bundle_dir / MANIFEST_NAME} segments[{n}]"
         parse_manifest(manifest, where)  # never write a bundle that would be rejected
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target_root))

@@ -47,3 +47,17 @@ def compact(moment: dt.datetime) -> str:
 def interval_key(start: dt.datetime, end: dt.datetime) -> str:
     """``20260101T0000Z_20260102T0000Z``: the folder name of one data interval's work files."""
     return f"{compact(start)}_{compact(end)}"
+
+
+def stamp_ms(seconds: float) -> str:
+    """``2026-01-01T00:00:15.000Z``: milliseconds always, Prometheus' own resolution (pull reports)."""
+    moment = dt.datetime.fromtimestamp(round(seconds * 1000) / 1000, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stamp_exact(seconds: float) -> str:
+    """``2026-01-01T00:00:00Z``, or ``...00:15.250Z`` when the time has milliseconds (messages)."""
+    moment = dt.datetime.fromtimestamp(round(seconds * 1000) / 1000, dt.UTC)
+    return moment.isoformat(timespec="milliseconds" if moment.microsecond else "seconds").replace(
+        "+00:00", "Z"
+    )

@@ -109,7 +109,7 @@ def test_stitch_keeps_a_repeated_sample_once_and_rejects_a_clash():
     assert t.tolist() == [0, 5, 10, 15] and v.tolist() == [1.0, 2.0, 3.0, 4.0]
     nan = stitch([(np.array([1, 1]), np.array([np.nan, np.nan]))], "q")
     assert nan[0].tolist() == [1]
-    with pytest.raises(SourceError, match=r"sample at 1970-01-01T00:00:00.010000Z read 3.0 and 9.0"):
+    with pytest.raises(SourceError, match=r"sample at 1970-01-01T00:00:00.010Z read 3.0 and 9.0"):
         stitch([a, (np.array([10]), np.array([9.0]))], "q")
 
 

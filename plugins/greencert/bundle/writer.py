@@ -15,6 +15,7 @@ import yaml
 
 from greencert.bundle.manifest import MANIFEST_NAME, parse_manifest
 from greencert.certificate.publish import build_directory_atomically
+from greencert.times import STAMP_FORMAT
 
 
 def _table(columns: dict[str, Any]) -> pa.Table:
@@ -49,7 +50,7 @@ def write_table(path: Path, columns: dict[str, Any] | pa.Table) -> None:
         for name in table.column_names:
             col = table.column(name)
             if name == "timestamp":
-                col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%SZ")
+                col = pc.strftime(col, format=STAMP_FORMAT)
             elif pa.types.is_dictionary(col.type):
                 col = col.cast(pa.string())
             cols.append(col)

@@ -36,6 +36,7 @@ import numpy as np
 import requests
 
 from greencert.errors import SourceError
+from greencert.times import stamp
 
 log = logging.getLogger("greencert")
 
@@ -51,10 +52,6 @@ WATTTIME_UNITS = {
     "kg_co2_per_mwh": "kgCO2e/MWh",
     "g_co2_per_kwh": "gCO2e/kWh",
 }
-
-
-def iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def local_day_utc(day: dt.date, tz: str) -> tuple[dt.datetime, dt.datetime]:
@@ -234,7 +231,7 @@ def fill_missing(
         first = dt.datetime.fromtimestamp(float(hours[i]), dt.UTC)
         if run > max_fill_hours:
             raise SourceError(
-                f"{what}: {run} consecutive hour(s) missing from {iso(first)}, more than the "
+                f"{what}: {run} consecutive hour(s) missing from {stamp(first)}, more than the "
                 f"{max_fill_hours} the fill rule allows",
                 what,
             )
@@ -266,12 +263,12 @@ def _chunks(
 
 def _parse_time(text: Any, where: str) -> float:
     try:
-        stamp = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        moment = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         raise SourceError(f"unparseable datetime {text!r} in the response", where) from None
-    if stamp.tzinfo is None:
+    if moment.tzinfo is None:
         raise SourceError(f"datetime {text!r} has no time zone in the response", where)
-    return stamp.timestamp()
+    return moment.timestamp()
 
 
 class ElectricityMaps:
@@ -298,11 +295,11 @@ class ElectricityMaps:
         method: dict[float, str] = {}
         dropped = 0
         for a, b in _chunks(fetch_from, end, EM_MAX_RANGE):
-            where = f"Electricity Maps past-range zone {zone} [{iso(a)}, {iso(b)})"
+            where = f"Electricity Maps past-range zone {zone} [{stamp(a)}, {stamp(b)})"
             params = {
                 "zone": zone,
-                "start": iso(a),
-                "end": iso(b),
+                "start": stamp(a),
+                "end": stamp(b),
                 "temporalGranularity": "hourly",
                 "emissionFactorType": emission_factor_type,
             }
@@ -356,7 +353,7 @@ class ElectricityMaps:
             "fill_rule": f"linear interpolation inside, nearest hour at the edges, runs up to {max_fill_hours} h",
             "requests": self.http.requests_made,
             "retries": self.http.retries,
-            "retrieved_at": iso(dt.datetime.now(dt.UTC)),
+            "retrieved_at": stamp(dt.datetime.now(dt.UTC)),
         }
         return HourlyData(hours, values, "gCO2e/kWh", is_est, methods, filled, provenance)
 
@@ -401,10 +398,10 @@ class WattTime:
         units: set[str] = set()
         model = None
         for a, b in _chunks(fetch_from, end, WT_MAX_RANGE):
-            where = f"WattTime historical region {region} [{iso(a)}, {iso(b)})"
+            where = f"WattTime historical region {region} [{stamp(a)}, {stamp(b)})"
             if self._token is None:
                 self._login()
-            params = {"region": region, "signal_type": signal_type, "start": iso(a), "end": iso(b)}
+            params = {"region": region, "signal_type": signal_type, "start": stamp(a), "end": stamp(b)}
             resp = self.http.get(
                 "/v3/historical", params, {"Authorization": f"Bearer {self._token}"}, where=where
             )
@@ -453,7 +450,7 @@ class WattTime:
             "fill_rule": f"linear interpolation inside, nearest hour at the edges, runs up to {max_fill_hours} h",
             "requests": self.http.requests_made,
             "retries": self.http.retries,
-            "retrieved_at": iso(dt.datetime.now(dt.UTC)),
+            "retrieved_at": stamp(dt.datetime.now(dt.UTC)),
         }
         return HourlyData(hours, values, unit, filled.copy(), methods, filled, provenance)
 
@@ -469,7 +466,7 @@ def write_hourly_csv(path, data: HourlyData, value_column: str, emission_factor_
             columns += ["is_estimated", "estimation_method", "emission_factor_type", "filled"]
         writer.writerow(columns)
         for i, h in enumerate(data.hours):
-            row = [iso(dt.datetime.fromtimestamp(float(h), dt.UTC)), f"{data.values[i]:.6g}"]
+            row = [stamp(dt.datetime.fromtimestamp(float(h), dt.UTC)), f"{data.values[i]:.6g}"]
             if value_column == "intensity":
                 row += [
                     "true" if data.is_estimated[i] else "false",

@@ -40,6 +40,7 @@ import numpy as np
 
 from greencert.bundle.reader import Series
 from greencert.carbon.models import CarbonSpec, Factor, Instrument
+from greencert.times import stamp
 from greencert.units import Q_, as_array
 
 MWH = 1000.0  # kWh per MWh, for report figures only
@@ -192,8 +193,8 @@ def match_instruments(
                 "type": inst.type,
                 "matching": inst.matching,
                 "carbon_free": inst.is_carbon_free,
-                "valid_from": inst.valid_from.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "valid_to": inst.valid_to.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "valid_from": stamp(inst.valid_from),
+                "valid_to": stamp(inst.valid_to),
                 "available_in_period_mwh": _r(available / MWH),
                 "matched_mwh": _r(float(got.sum()) / MWH),
                 "unused_mwh": _r(max(available - float(got.sum()), 0.0) / MWH),

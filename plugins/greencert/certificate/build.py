@@ -13,12 +13,9 @@ from typing import Any
 import rfc8785
 
 from greencert import __version__
+from greencert.times import compact, stamp, to_utc
 
 FORMAT = "greencert-certificate/1"
-
-
-def stamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def certificate_id(site: str, deployment: str, start: dt.datetime, end: dt.datetime) -> str:
@@ -28,8 +25,7 @@ def certificate_id(site: str, deployment: str, start: dt.datetime, end: dt.datet
     has none: the id splits at its first dot (site) and its last dot (period) in one way only.
     Certificates issued before that rule keep their ids (they are inside the signed bytes).
     """
-    fmt = "%Y%m%dT%H%MZ"
-    return f"{site}.{deployment}.{start.astimezone(dt.UTC):{fmt}}-{end.astimezone(dt.UTC):{fmt}}"
+    return f"{site}.{deployment}.{compact(start)}-{compact(end)}"
 
 
 def add_months(moment: dt.datetime, months: int) -> dt.datetime:
@@ -72,8 +68,8 @@ def build_certificate(graded: dict[str, Any], signing: dict[str, Any] | None = N
     sign the canonical bytes; it is part of the signed document.
     """
     scope = graded["scope"]
-    start = dt.datetime.fromisoformat(graded["period"]["start"].replace("Z", "+00:00"))
-    end = dt.datetime.fromisoformat(graded["period"]["end"].replace("Z", "+00:00"))
+    start = to_utc(graded["period"]["start"])
+    end = to_utc(graded["period"]["end"])
     cert_id = certificate_id(scope["site"], scope["deployment"], start, end)
     cert: dict[str, Any] = {
         "certificate_format": FORMAT,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from greencert.errors import GreenCertError, VerificationFailed
+from greencert.times import stamp, to_utc
 
 EXIT_CODES = {
     "unreadable": 10,
@@ -79,16 +80,12 @@ def load_certificate(path: Path) -> tuple[dict[str, Any], bytes]:
     return cert, raw
 
 
-def _utc(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
-
-
 def check_expiry(cert: dict[str, Any], at: dt.datetime, path: Path) -> None:
-    valid_until = _utc(cert["valid_until"])
+    valid_until = to_utc(cert["valid_until"])
     if at >= valid_until:
         raise fail(
             "expired",
-            f"certificate expired at {cert['valid_until']} (checked at {at.strftime('%Y-%m-%dT%H:%M:%SZ')})",
+            f"certificate expired at {cert['valid_until']} (checked at {stamp(at)})",
             str(path),
         )
 
@@ -137,7 +134,7 @@ def check_fields(cert: dict[str, Any], path: Path) -> None:
     if missing:
         raise fail("unreadable", f"certificate lacks {', '.join(missing)}", str(path))
     try:
-        _utc(cert["valid_until"])
+        to_utc(cert["valid_until"])
         for k in ("site", "deployment"):
             if not isinstance(cert["scope"][k], str):
                 raise TypeError(k)
@@ -207,7 +204,6 @@ def verify_certificate(
     import hashlib
 
     from greencert.bundle.reader import sha256_file
-    from greencert.certificate.build import stamp
     from greencert.certificate.registry import target_path
     from greencert.errors import ConfigError
     from greencert.trust import log as issuance_log

@@ -28,7 +28,6 @@ two days is lost or counted twice.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import math
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from greencert.times import stamp, to_utc
 
 FORMAT = "greencert-day-partial/1"
 
@@ -145,8 +146,8 @@ def day_partial(
     hours = power.hour_seconds
     return DayPartial(
         scope=m.scope.model_dump(mode="json", exclude_none=True),
-        start=f"{m.period.start.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}",
-        end=f"{m.period.end.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}",
+        start=stamp(m.period.start),
+        end=stamp(m.period.end),
         scheme={"id": scheme.id, "version": scheme.version},
         hour_start=np.asarray(fig.hour_starts, dtype=np.float64),
         it_energy_kwh=np.asarray(fig.it_energy_hourly_kwh, dtype=np.float64),
@@ -345,8 +346,8 @@ def month_figures_document(
     figures = {
         "scope": comb.scope,
         "period": {
-            "start": dt.datetime.fromisoformat(comb.start.replace("Z", "+00:00")).isoformat(),
-            "end": dt.datetime.fromisoformat(comb.end.replace("Z", "+00:00")).isoformat(),
+            "start": to_utc(comb.start).isoformat(),
+            "end": to_utc(comb.end).isoformat(),
         },
         "metrics": comb.metrics(),
         "methodology": methodology,

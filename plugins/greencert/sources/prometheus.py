@@ -47,7 +47,7 @@ from greencert.sources.profiles import (
     resolve_plan,
     series_name,
 )
-from greencert.times import stamp
+from greencert.times import stamp, stamp_exact, stamp_ms
 
 if TYPE_CHECKING:  # the hook imports Airflow: only where a pull runs
     from greencert.sources.prometheus_hook import PrometheusHook
@@ -153,7 +153,7 @@ def stitch(parts: list[tuple[np.ndarray, np.ndarray]], where: str) -> tuple[np.n
     if clash.any():
         i = int(np.argmax(clash)) + 1
         raise SourceError(
-            f"the sample at {_iso(int(t[i]))} read {float(v[i - 1])!r} and {float(v[i])!r} in two answers",
+            f"the sample at {stamp_exact(int(t[i]) / 1000)} read {float(v[i - 1])!r} and {float(v[i])!r} in two answers",
             where,
         )
     return t[~repeat], v[~repeat]
@@ -220,21 +220,11 @@ class Puller:
                 series[key] = (t[keep], v[keep])
         if not series and required:
             raise SourceError(
-                f"no samples between {_iso(self.start_ms)} and {_iso(self.end_ms)}: the metric or its labels "
+                f"no samples between {stamp_exact(self.start_ms / 1000)} and {stamp_exact(self.end_ms / 1000)}: the metric or its labels "
                 "do not match what the server holds (check the profile and the deployment's labels)",
                 f"query {query}",
             )
         return Pulled(query, series, 2 * len(self.chunks))
-
-
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _short_iso(ms: int) -> str:
-    return (
-        dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
 
 
 # --- physical identity: stitching label churn, MIG repetition -------------------------------------
@@ -275,7 +265,7 @@ class Device:
         for i in range(1, len(self.members)):
             la, lb = dict(self.members[i - 1]), dict(self.members[i])
             changed = {k: [la.get(k), lb.get(k)] for k in sorted(set(la) | set(lb)) if la.get(k) != lb.get(k)}
-            out.append({"at": _short_iso(self.spans[i][0]), "changed": changed})
+            out.append({"at": stamp_ms(self.spans[i][0] / 1000), "changed": changed})
         return out
 
     def scrape_interval_s(self) -> float | None:
@@ -310,14 +300,14 @@ def _stitch_device(name: str, members: list[tuple[SeriesKey, np.ndarray, np.ndar
             if same_times:
                 bad = int(np.argmax(va[in_a] != vb[in_b]))
                 detail = (
-                    f"at {_short_iso(int(ta[in_a][bad]))} one reads {float(va[in_a][bad])!r}, "
+                    f"at {stamp_ms(int(ta[in_a][bad]) / 1000)} one reads {float(va[in_a][bad])!r}, "
                     f"the other {float(vb[in_b][bad])!r}"
                 )
             else:
                 detail = "their samples interleave"
             raise SourceError(
                 f"series {_label_text(ka)} and {_label_text(kb)} both measure device {name!r} and overlap "
-                f"from {_short_iso(int(lo))} to {_short_iso(int(hi))} with different samples ({detail}); "
+                f"from {stamp_ms(int(lo) / 1000)} to {stamp_ms(int(hi) / 1000)} with different samples ({detail}); "
                 "two sources for one device: add a label matcher or a more specific device template",
                 where,
             )
@@ -384,7 +374,11 @@ def device_report(devices: Mapping[str, Device]) -> list[dict[str, Any]]:
                     "gpu_instance": m.gpu_instance,
                     "profile": m.profile,
                     "holders": [
-                        {"labels": h["labels"], "from": _short_iso(h["first"]), "to": _short_iso(h["last"])}
+                        {
+                            "labels": h["labels"],
+                            "from": stamp_ms(h["first"] / 1000),
+                            "to": stamp_ms(h["last"] / 1000),
+                        }
                         for h in m.holders
                     ],
                 }
@@ -755,8 +749,8 @@ def pull_deployment(
         {
             "instance": c.name,
             "series": [canonical_labels(dict(k)) for k in c.members],
-            "from": _short_iso(c.spans[0][0]),
-            "to": _short_iso(c.spans[-1][1]),
+            "from": stamp_ms(c.spans[0][0] / 1000),
+            "to": stamp_ms(c.spans[-1][1] / 1000),
         }
         for c in chains
     ]

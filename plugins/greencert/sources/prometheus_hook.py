@@ -22,7 +22,6 @@ server's own error text. Credentials never appear in errors or results.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import time
@@ -33,6 +32,7 @@ import requests
 from airflow.sdk.bases.hook import BaseHook
 
 from greencert.errors import ConfigError, SourceError
+from greencert.times import stamp_exact
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class PrometheusHook(BaseHook):
             # Let the server give up when we do; Prometheus durations take no fractions: use ms.
             "timeout": f"{max(1, round(self.timeout * 1000))}ms",
         }
-        what = f"query {query!r} over [{_iso(start)}, {_iso(end)}] step {_seconds(step)} s"
+        what = f"query {query!r} over [{stamp_exact(start)}, {stamp_exact(end)}] step {_seconds(step)} s"
         data = self._call("POST", "/api/v1/query_range", what, params)
         if not isinstance(data, dict) or data.get("resultType") != "matrix":
             raise SourceError(f"{what}: expected a matrix result, got {str(data)[:200]}", self.base_url)
@@ -242,11 +242,6 @@ class PrometheusHook(BaseHook):
 def _seconds(value: float) -> str:
     """Unix seconds with millisecond precision, Prometheus' own resolution."""
     return f"{round(value * 1000) / 1000:.3f}".rstrip("0").rstrip(".")
-
-
-def _iso(seconds: float) -> str:
-    stamp = dt.datetime.fromtimestamp(round(seconds * 1000) / 1000, dt.UTC)
-    return stamp.isoformat(timespec="milliseconds" if stamp.microsecond else "seconds").replace("+00:00", "Z")
 
 
 def _short(exc: Exception) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from greencert.bundle.writer import write_bundle
+from greencert.times import stamp
 
 IDLE_W = 70.0
 TDP_W = 700.0
@@ -138,7 +139,7 @@ def simulate_deployment(
             "engine_version": profile.engine_version,
             "precision": profile.precision,
         },
-        "period": {"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "end": end.strftime("%Y-%m-%dT%H:%M:%SZ")},
+        "period": {"start": stamp(start), "end": stamp(end)},
         "power": {
             "file": f"power.{ext}",
             "kind": "gauge",
