@@ -14,17 +14,6 @@ STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 COMPACT_FORMAT = "%Y%m%dT%H%MZ"
 
 
-def parse_rfc3339(text: str) -> dt.datetime:
-    """``2026-01-01T00:00:00Z`` or ``...+02:00`` -> an aware datetime in UTC.
-
-    Raises ``ValueError`` for text that is not an ISO 8601 time, or that has no zone.
-    """
-    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone (write Z or +00:00)")
-    return moment.astimezone(dt.UTC)
-
-
 def to_utc(value: str | dt.datetime) -> dt.datetime:
     """A time from Airflow (aware datetime or ISO text) or from a file, in UTC; no zone means UTC."""
     if isinstance(value, str):

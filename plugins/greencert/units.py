@@ -98,8 +98,3 @@ def parse_quantity(text: object, dimension: str, where: str) -> pint.Quantity:
 def as_array(values: np.ndarray, unit: pint.Unit | str) -> pint.Quantity:
     """Wrap a whole numpy array in one Quantity (never one Quantity per row)."""
     return Q_(np.asarray(values, dtype=np.float64), unit)
-
-
-def magnitude_in(quantity: pint.Quantity, unit: str) -> float | np.ndarray:
-    """Convert and strip: the only way figures leave pint for the certificate."""
-    return quantity.to(unit).magnitude

@@ -14,7 +14,6 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from greencert.carbon.models import CarbonSpec
@@ -512,10 +511,3 @@ def load_manifest(bundle_dir: Path) -> Manifest:
     # Strict: a duplicated key is an error naming both lines, never "the last one wins".
     data = parse_yaml(text, str(path), BundleError, "manifest")
     return parse_manifest(data, str(path))
-
-
-def manifest_to_yaml(manifest: Manifest) -> str:
-    data = manifest.model_dump(mode="json", exclude_none=True)
-    if not data.get("provenance"):
-        data.pop("provenance", None)
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

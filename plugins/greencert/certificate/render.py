@@ -1,8 +1,6 @@
-"""Human-readable HTML for a certificate (autoescaped: labels may contain markup)."""
+"""Grade colours shared by the label, the registry index and the Airflow page."""
 
 from __future__ import annotations
-
-from typing import Any
 
 GRADE_COLOURS = {
     "A": "#00843d",
@@ -13,11 +11,3 @@ GRADE_COLOURS = {
     "F": "#ec6608",
     "G": "#e30613",
 }
-
-
-def render_html(certificate: dict[str, Any]) -> str:
-    from greencert.certificate.templates import template
-
-    return template("certificate.html.j2").render(
-        c=certificate, colour=GRADE_COLOURS.get(certificate["grade"], "#555")
-    )
