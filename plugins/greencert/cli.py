@@ -333,7 +333,7 @@ def _read_published(path: str | Path) -> dict[str, Any]:
     # another run of the same period may be replacing at this moment.
     published = getattr(path, "certificate", None)
     if published is not None:
-        return published  # type: ignore[no-any-return]
+        return published
     return json.loads(registry_root(path).read_bytes())  # the registry may be an fsspec URL
 
 
@@ -407,7 +407,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
             f"{c['value']:.6g} gCO2e/Mtok"
         )
         until = cert.get("valid_until")
-        expired = bool(until) and _utc(until) <= now
+        expired = until is not None and _utc(str(until)) <= now
         row = {
             "status": statuses.EXPIRED if expired else statuses.VALID,
             "development_key": bool((cert.get("signing") or {}).get("development_key")),
@@ -514,7 +514,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         a.key_id: a
         for a in resolve_anchors([Path(k) for k in args.key or []], args.trust_store, use_store=not args.key)
     }
-    anchor = anchors.get(new.document.get("key_id"))
+    anchor = anchors.get(str(new.document.get("key_id")))
     if anchor is None:
         raise GreenCertError(
             f"tree head signed by key {new.document.get('key_id')}, which you do not trust", args.registry
@@ -619,7 +619,7 @@ def _count_text(rows: list[dict[str, Any]]) -> str:
 def _reader_anchors(args: argparse.Namespace) -> list:
     from greencert.trust.store import resolve_anchors
 
-    keys = [Path(k) for k in getattr(args, "key", None) or []]
+    keys: list[str | Path] = [Path(k) for k in getattr(args, "key", None) or []]
     return resolve_anchors(keys, getattr(args, "trust_store", None), use_store=not keys)
 
 
