@@ -219,7 +219,8 @@ def verify_certificate(
     check_fields(cert, path)
     result = VerifyResult(cert["certificate_id"])
     try:
-        anchors = resolve_anchors(options.keys, options.trust_store, use_store=not options.keys)
+        pinned: list[str | Path] = list(options.keys)
+        anchors = resolve_anchors(pinned, options.trust_store, use_store=not pinned)
     except ConfigError as exc:
         raise fail("unreadable", exc.problem, exc.where) from None
     location = registry if registry is not None else _default_registry(path)
