@@ -145,7 +145,7 @@ def timed(name, fn):
 
 # Where a publication's time goes: the registry-wide update (log, signed metadata) and the index.
 issue.update_trust = timed("trust", issue.update_trust)
-issue._write_index = timed("index", issue._write_index)
+issue.index_after_commit = timed("index", issue.index_after_commit)
 for stage in args["stages"]:
     spent.update(trust=0.0, index=0.0)
     t0 = time.perf_counter()
@@ -528,11 +528,20 @@ def main() -> None:
     parser.add_argument(
         "--s3-certificates", type=int, default=None, help="publish only the first N into S3 (default: all)"
     )
+    parser.add_argument(
+        "--inputs", type=Path, default=None, help="keep the graded bundles here, reuse them next time"
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="registry-bench-"))
     os.environ.setdefault("GREENCERT_HOME", str(root / "home"))
     t = time.perf_counter()
-    stages = make_stages(root / "inputs", args.certificates)
+    inputs = args.inputs or root / "inputs"
+    saved = inputs / f"stages-{args.certificates}.json"
+    if saved.exists():
+        stages = json.loads(saved.read_text())
+    else:
+        stages = make_stages(inputs, args.certificates)
+        saved.write_text(json.dumps(stages))
     print(
         f"{len(stages)} bundles graded in {time.perf_counter() - t:.1f} s (not part of the figures)",
         flush=True,

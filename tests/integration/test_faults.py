@@ -357,11 +357,10 @@ def _wait_for(condition, timeout: float = 900.0) -> None:
 def test_two_runs_of_the_same_period_leave_one_certificate_from_one_run(stages: dict, tmp_path: Path) -> None:
     registry = tmp_path / "registry"
     reference = tmp_path / "reference"
-    publish(stages, "x_corrected", reference)  # what the second run alone publishes
     marks = {k: str(tmp_path / k) for k in ("a-paused", "b-at-lock", "go")}
 
-    def start(bundle: str, **hooks: str) -> subprocess.Popen:
-        argv = ["certify", bundle, "--out", str(registry), "--signing-key", stages["key"], "--no-pdf"]
+    def start(bundle: str, into: Path = registry, **hooks: str) -> subprocess.Popen:
+        argv = ["certify", bundle, "--out", str(into), "--signing-key", stages["key"], "--no-pdf"]
         return subprocess.Popen(
             [sys.executable, "-c", _PAUSING_CLI, json.dumps({"argv": argv, **hooks})],
             env=_env(),
@@ -370,6 +369,10 @@ def test_two_runs_of_the_same_period_leave_one_certificate_from_one_run(stages: 
             text=True,
         )
 
+    # What the second run alone publishes: the same command, into a registry of its own.
+    alone = start(stages["x_corrected"]["bundle"], reference)
+    _, alone_err = alone.communicate(timeout=900)
+    assert alone.returncode == 0, alone_err
     # Run A publishes x and is held in the middle of its publication; run B then certifies the
     # same period from a corrected bundle.
     a = start(stages["x"]["bundle"], pause_marker=marks["a-paused"], go=marks["go"])

@@ -38,8 +38,8 @@ from greencert.certificate.registry import (
     ISSUER_PEM,
     KEYS_DIR,
     _issuer_anchor,
-    _write_index,
     ensure_trust_metadata,
+    index_after_commit,
     registry_lock,
     remove_shared_temporaries,
     safe_child,
@@ -342,8 +342,8 @@ def publish_certificate(
                 # 1. The issuance-log entry and the signed metadata listing the new bytes (incremental:
                 # this certificate only). Its commit point is timestamp.json: a full disk or a lost
                 # race before it leaves the registry's signed state as it was.
-                proofs: dict[str, bytes] = {}
-                update_trust(root, key, pending={cert_rel: (body, signature)}, proofs=proofs)
+                proofs: dict[Path, bytes] = {}
+                version = update_trust(root, key, pending={cert_rel: (body, signature)}, proofs=proofs)
                 committed = True
                 # 2. Only renames from here (no space needed): the inclusion proof, an older different
                 # certificate of this id withdrawn (a corrected bundle: so that no reader ever pairs
@@ -360,8 +360,9 @@ def publish_certificate(
                 _write_if_changed(root / KEYS_DIR / f"{key.key_id}.pem", key.public_pem)
                 _write_if_changed(root / ISSUER_PEM, key.public_pem)
                 certificate.commit()
-                if index:
-                    _write_index(root, None, _issuer_anchor(key))
+            if index:
+                # 3. The index, outside the registry lock (skipped if a newer one covers this commit).
+                index_after_commit(root, _issuer_anchor(key), version)
     except OSError as exc:
         if committed:
             raise PublishError(

@@ -379,10 +379,9 @@ def registry_lock(registry: Path) -> Generator[None, None, None]:
 
 
 # Hidden temporaries of registry-wide files: written only under the registry lock, so any found
-# by the lock's holder was left by a killed run.
+# by the lock's holder was left by a killed run (the index's: under the index-write lock).
+_INDEX_TEMPORARIES = (f".{INDEX_JSON}.*.tmp", f".{INDEX_HTML}.*.tmp")
 _SHARED_TEMPORARIES = (
-    f".{INDEX_JSON}.*.tmp",
-    f".{INDEX_HTML}.*.tmp",
     "metadata/.*.tmp",
     "log/.*.tmp",
     "log/tree-heads/.*.tmp",
@@ -410,16 +409,16 @@ def rebuild_index(registry: Path, at: dt.datetime | None = None, signing_key: An
     """
     registry = registry_root(registry)
     registry.mkdir(parents=True, exist_ok=True)
+    anchors = None
     with registry_lock(registry):
         remove_shared_temporaries(registry)
-        anchors = None
         if signing_key is not None:
             from greencert.certificate.sign import load_signing_key
 
             key = load_signing_key(signing_key)
             update_trust(registry, key)
             anchors = _issuer_anchor(key)
-        return _write_index(registry, at, anchors)
+    return write_index(registry, at, anchors)
 
 
 def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | None) -> Path:
@@ -491,6 +490,58 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
     return index_path
 
 
+INDEX_WRITE_LOCK = ".index-write.lock"
+
+
+def index_after_commit(registry: Path, anchors: list[Any], committed: int) -> None:
+    """Write the index after a commit of signed status version ``committed``, unless an index of that
+    version or a newer one is there already (it lists this commit's certificate: its writer listed
+    the registry after the commit, and its listing waits for a certificate still being renamed).
+    Under many publishers this coalesces index rebuilds instead of making each one list everything.
+
+    Called after the registry lock is released: the listing runs beside other publishers' commits.
+    Locally a separate lock serialises index writers (so an older listing never replaces a newer).
+    """
+    import fcntl
+
+    def indexed_version() -> int:
+        data, _ = read_tagged(registry / INDEX_JSON)
+        try:
+            return int((json.loads(data).get("trust") or {}).get("status_version") or 0) if data else 0
+        except (ValueError, TypeError, AttributeError):
+            return 0
+
+    if not is_local(registry):
+        if indexed_version() < committed:
+            _write_index(registry, None, anchors)
+        return
+    with open(registry / INDEX_WRITE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if indexed_version() < committed:
+            _remove_index_temporaries(registry)
+            _write_index(registry, None, anchors)
+
+
+def write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | None) -> Path:
+    """Write the index now (statuses at ``at``), locally under the index-write lock. Never called
+    with the registry lock held: the listing may take that lock shared (lock order: index, registry)."""
+    import fcntl
+
+    if not is_local(registry):
+        return _write_index(registry, at, anchors)
+    registry.mkdir(parents=True, exist_ok=True)
+    with open(registry / INDEX_WRITE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _remove_index_temporaries(registry)
+        return _write_index(registry, at, anchors)
+
+
+def _remove_index_temporaries(registry: Path) -> None:
+    for pattern in _INDEX_TEMPORARIES:
+        for stale in registry.glob(pattern):
+            stale.unlink(missing_ok=True)
+
+
 def _backoff(attempt: int) -> None:
     import random
     import time
@@ -506,7 +557,7 @@ def update_trust(
     pending: dict[str, tuple[bytes, bytes]] | None = None,
     revocations: list[dict[str, Any]] | None = None,
     proofs: dict[Path, bytes] | None = None,
-) -> None:
+) -> int:
     """Bring the registry's issuance log and TUF metadata up to date with its certificate files.
 
     Locally the caller holds :func:`registry_lock`; on S3 the update is a compare-and-swap loop:
@@ -535,7 +586,7 @@ def update_trust(
         try:
             if proofs is not None:
                 proofs.clear()
-            _update_trust_once(registry, key, moment, adopt, pending, revocations, proofs)
+            version = _update_trust_once(registry, key, moment, adopt, pending, revocations, proofs)
             break
         except Conflict:
             _backoff(attempt)
@@ -548,6 +599,7 @@ def update_trust(
     from greencert.trust.store import trust_signing_key
 
     trust_signing_key(key)
+    return version
 
 
 def _update_trust_once(
@@ -558,7 +610,8 @@ def _update_trust_once(
     pending: dict[str, tuple[bytes, bytes]] | None,
     revocations: list[dict[str, Any]] | None,
     proofs: dict[Path, bytes] | None,
-) -> None:
+) -> int:
+    """One round of :func:`update_trust`; returns the version of the timestamp it wrote or found."""
     import hashlib
 
     from greencert.certificate.build import stamp
@@ -671,14 +724,14 @@ def _update_trust_once(
             statuses[rel] == dict((previous[rel].custom or {}).get(CUSTOM_KEY) or {}) for rel in previous
         )
         if unchanged:
-            return  # a rerun of a listed publication: its status is signed already
+            return int(state.timestamp.signed.version) if state.timestamp is not None else 0  # signed already
     final = {}
     for rel, status in statuses.items():
         if rel in changed:
             final[rel] = target_file(rel, changed[rel], status)
         else:
             final[rel] = target_file(rel, None, status, like=previous[rel])
-    write_metadata(registry, key, final, moment, state)
+    return int(write_metadata(registry, key, final, moment, state).timestamp.signed.version)
 
 
 def _leaves(entries: list[dict[str, Any]]) -> list[bytes]:
@@ -771,5 +824,5 @@ def revoke(
         # One update: the revoke entry (unless the log has one already: the first stands) and the
         # next signed metadata, retried as a whole on an object store if another publisher commits.
         update_trust(root, key, revocations=[entry])
-        _write_index(root, None, _issuer_anchor(key))
+    write_index(root, None, _issuer_anchor(key))
     return root / "metadata"
