@@ -134,7 +134,8 @@ def _latest_tree_head_tagged(registry: Path) -> tuple[SignedTreeHead | None, str
 
 
 def _sign_tree_head(tree: Any, key: Any, moment: dt.datetime) -> SignedTreeHead:
-    from greencert.certificate.build import canonical_bytes, stamp
+    from greencert.certificate.build import canonical_bytes
+    from greencert.times import stamp
 
     document = {
         "format": TREE_HEAD_FORMAT,
