@@ -432,8 +432,9 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
 
     moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     anchors = resolve_anchors() if anchors is None else anchors
-    rows = list_certificates(registry, moment, anchors)
     try:
+        # Opened before the listing: the status version the index records is never newer than the
+        # one its rows were checked against (index_after_commit relies on that to skip a rebuild).
         view = open_trusted(registry, anchors, cache=False)
         trust = {
             # Name and key id only: where the checker keeps its trust store is nobody's business.
@@ -446,6 +447,7 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
         }
     except StatusError as exc:
         trust = {"checked_against": None, "problem": f"{exc.reason}: {exc.problem}"}
+    rows = list_certificates(registry, moment, anchors)
     index = {
         "format": INDEX_FORMAT,
         "status_at": stamp(moment),
