@@ -98,3 +98,12 @@ def parse_quantity(text: object, dimension: str, where: str) -> pint.Quantity:
 def as_array(values: np.ndarray, unit: pint.Unit | str) -> pint.Quantity:
     """Wrap a whole numpy array in one Quantity (never one Quantity per row)."""
     return Q_(np.asarray(values, dtype=np.float64), unit)
+
+
+def significant(value: float, digits: int = 12) -> float:
+    """``value`` rounded to ``digits`` significant digits, as published figures are.
+
+    12 digits (the default) is stable across platforms and far below any meter's accuracy; findings
+    and disclosures round to fewer.
+    """
+    return float(f"{float(value):.{digits}g}")

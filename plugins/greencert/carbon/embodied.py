@@ -15,7 +15,7 @@ from typing import Any
 
 from greencert.carbon.factors import embodied_profile
 from greencert.carbon.models import HardwareItem
-from greencert.units import parse_quantity
+from greencert.units import parse_quantity, significant
 
 
 @dataclass
@@ -72,17 +72,13 @@ def embodied_carbon(items: list[HardwareItem], period_seconds: float, where: str
             {
                 "item": item.item,
                 "count": item.count,
-                "embodied_per_unit": {"value": _r(te / 1000.0), "unit": "kgCO2e"},
-                "lifetime": {"value": _r(life / 86400.0), "unit": "day"},
-                "time_share": _r(time_share),
-                "resource_share": _r(item.resource_share),
-                "m": {"value": _r(m), "unit": "gCO2e"},
+                "embodied_per_unit": {"value": significant(te / 1000.0), "unit": "kgCO2e"},
+                "lifetime": {"value": significant(life / 86400.0), "unit": "day"},
+                "time_share": significant(time_share),
+                "resource_share": significant(item.resource_share),
+                "m": {"value": significant(m), "unit": "gCO2e"},
                 "source": item.source,
                 "tag": "sourced",
             }
         )
     return EmbodiedResult(total, rows)
-
-
-def _r(value: float) -> float:
-    return float(f"{float(value):.12g}")

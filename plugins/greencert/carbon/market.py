@@ -41,7 +41,7 @@ import numpy as np
 from greencert.bundle.reader import Series
 from greencert.carbon.models import CarbonSpec, Factor, Instrument
 from greencert.times import stamp
-from greencert.units import Q_, as_array
+from greencert.units import Q_, as_array, significant
 
 MWH = 1000.0  # kWh per MWh, for report figures only
 
@@ -195,10 +195,10 @@ def match_instruments(
                 "carbon_free": inst.is_carbon_free,
                 "valid_from": stamp(inst.valid_from),
                 "valid_to": stamp(inst.valid_to),
-                "available_in_period_mwh": _r(available / MWH),
-                "matched_mwh": _r(float(got.sum()) / MWH),
-                "unused_mwh": _r(max(available - float(got.sum()), 0.0) / MWH),
-                "emission_factor": {"value": _r(ef), "unit": "gCO2e/kWh"},
+                "available_in_period_mwh": significant(available / MWH),
+                "matched_mwh": significant(float(got.sum()) / MWH),
+                "unused_mwh": significant(max(available - float(got.sum()), 0.0) / MWH),
+                "emission_factor": {"value": significant(ef), "unit": "gCO2e/kWh"},
                 "source": inst.source,
                 **({"registry_ref": inst.registry_ref} if inst.registry_ref else {}),
                 **({"profile_file": inst.profile_file} if inst.profile_file else {}),
@@ -219,7 +219,3 @@ def match_instruments(
         instruments=reports,
         notes=notes,
     )
-
-
-def _r(value: float) -> float:
-    return float(f"{float(value):.12g}")

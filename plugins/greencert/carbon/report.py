@@ -31,7 +31,7 @@ from greencert.carbon.factors import residual_mix_factor
 from greencert.carbon.market import match_instruments
 from greencert.carbon.models import Factor
 from greencert.errors import BundleError
-from greencert.units import as_array
+from greencert.units import as_array, significant
 
 PER_MTOK = "gCO2e/Mtok"
 
@@ -41,10 +41,6 @@ class CarbonReport:
     metrics: dict[str, dict[str, Any]]
     section: dict[str, Any]
     hourly_intensity_share: float
-
-
-def _r(value: float) -> float:
-    return float(f"{float(value):.12g}")
 
 
 def _bool_column(values: list[Any], where: str, column: str) -> np.ndarray:
@@ -130,10 +126,10 @@ def _marginal(bundle: Bundle, hour_bins: np.ndarray, facility_kwh: np.ndarray, m
         "kind": "marginal",
         "signal": spec.signal,
         "source": spec.source,
-        "emissions": {"value": _r(total), "unit": "gCO2e"},
-        "per_million_tokens": {"value": _r(total / mtok), "unit": PER_MTOK},
+        "emissions": {"value": significant(total), "unit": "gCO2e"},
+        "per_million_tokens": {"value": significant(total / mtok), "unit": PER_MTOK},
         "mean_rate": {
-            "value": _r(total / facility_kwh.sum()) if facility_kwh.sum() > 0 else 0.0,
+            "value": significant(total / facility_kwh.sum()) if facility_kwh.sum() > 0 else 0.0,
             "unit": "gCO2e/kWh",
         },
         "note": "marginal operating emission rate: for decisions about shifting load, "
@@ -191,10 +187,10 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
     mkt_per = market.market_carbon_g / mtok
     emb_per = emb.total_g / mtok
     # The score is the exact decimal sum of the published (rounded) components, so they add up to it.
-    sci = float(Decimal(repr(_r(loc_per))) + Decimal(repr(_r(emb_per))))
+    sci = float(Decimal(repr(significant(loc_per))) + Decimal(repr(significant(emb_per))))
 
     def metric(value: float, unit: str) -> dict[str, Any]:
-        return {"value": _r(value), "unit": unit}
+        return {"value": significant(value), "unit": unit}
 
     metrics = {
         "carbon_location_per_million_tokens": metric(loc_per, PER_MTOK),
@@ -214,7 +210,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
         {
             "symbol": "E",
             "name": "facility energy (IT energy x PUE)",
-            "value": _r(energy),
+            "value": significant(energy),
             "unit": "kWh",
             "source": f"metered IT power ({m.power.file}, {m.power.kind}) x PUE ({fig.pue_basis})",
             "tag": "measured" if fig.pue_basis == "measured" else "modelled",
@@ -222,7 +218,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
         {
             "symbol": "IT",
             "name": "IT energy",
-            "value": _r(float(fig.it_energy.to("kWh").magnitude)),
+            "value": significant(float(fig.it_energy.to("kWh").magnitude)),
             "unit": "kWh",
             "source": f"{m.power.file}",
             "tag": "measured",
@@ -230,7 +226,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
         {
             "symbol": "PUE",
             "name": "power usage effectiveness",
-            "value": _r(fig.pue),
+            "value": significant(fig.pue),
             "unit": "1",
             "source": "facility and IT meters" if fig.pue_basis == "measured" else "declared in the manifest",
             "tag": pue_tag,
@@ -238,7 +234,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
         {
             "symbol": "I",
             "name": "location-based grid intensity, energy-weighted over the period",
-            "value": _r(mean_i),
+            "value": significant(mean_i),
             "unit": "gCO2e/kWh",
             "source": f"{grid_source} ({'annual factor' if fig.grid_basis == 'annual' else 'hourly'})",
             "tag": grid_tag,
@@ -246,7 +242,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
         {
             "symbol": "M",
             "name": "embodied emissions amortised over the period",
-            "value": _r(emb.total_g),
+            "value": significant(emb.total_g),
             "unit": "gCO2e",
             "source": f"{basis}: sum of TE x TS x RS (see carbon.embodied)",
             "tag": "sourced",
@@ -254,7 +250,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
         {
             "symbol": "R",
             "name": "output tokens",
-            "value": _r(mtok),
+            "value": significant(mtok),
             "unit": "Mtok",
             "source": f"{m.tokens.file} (counter increase)",
             "tag": "measured",
@@ -269,7 +265,7 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
     else:
         grid_note = (
             f"hourly grid intensity; {filled_hours} hour(s) filled by the documented rule, "
-            f"{_r(estimated_share)} of energy in hours the source marked as estimated"
+            f"{significant(estimated_share)} of energy in hours the source marked as estimated"
         )
     section: dict[str, Any] = {
         "method": "GHG Protocol Scope 2 dual reporting (location-based and market-based side by side); "
@@ -281,9 +277,9 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
             "grid_source": grid_source,
             "grid_year": m.grid.year,
             "grid_zone": m.grid.zone,
-            "hourly_intensity_share": _r(hourly_share),
+            "hourly_intensity_share": significant(hourly_share),
             "filled_hours": filled_hours,
-            "estimated_energy_share": _r(estimated_share),
+            "estimated_energy_share": significant(estimated_share),
             "note": grid_note,
             "used_for_grade": True,
         },
@@ -291,8 +287,8 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
             "emissions": metric(market.market_carbon_g, "gCO2e"),
             "per_million_tokens": metric(mkt_per, PER_MTOK),
             "matched_energy": metric(float(market.matched_kwh.sum()), "kWh"),
-            "cfe_hourly_share": _r(market.cfe_hourly_share),
-            "annual_match_share": _r(market.annual_match_share),
+            "cfe_hourly_share": significant(market.cfe_hourly_share),
+            "annual_match_share": significant(market.annual_match_share),
             "instruments": market.instruments,
             "residual_mix": {
                 "basis": market.residual.basis,

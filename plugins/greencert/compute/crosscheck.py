@@ -21,7 +21,7 @@ import numpy as np
 from greencert.bundle.reader import Bundle
 from greencert.compute.integrate import energy_of
 from greencert.grading import Scheme, effective_max_gap
-from greencert.units import as_array
+from greencert.units import as_array, significant
 
 DEFAULT_TOLERANCE = 0.05
 # Devices listed per finding; the counts cover all of them.
@@ -43,10 +43,6 @@ def tolerance_for(spec_tolerance: float | None, scheme: Scheme) -> float:
 def _kwh(series, spec, start: float, end: float, max_gap: float, where: str) -> tuple[list[str], np.ndarray]:
     integrated, unit = energy_of(series, spec, start, end, max_gap, where)
     return integrated.devices, as_array(integrated.per_device, unit).to("kWh").magnitude
-
-
-def _round(value: float) -> float:
-    return float(f"{value:.9g}")
 
 
 def crosscheck_meters(bundle: Bundle, scheme: Scheme) -> CrossChecks:
@@ -80,7 +76,7 @@ def crosscheck_meters(bundle: Bundle, scheme: Scheme) -> CrossChecks:
             "devices_outside_tolerance": int(outside.sum()),
             "devices_without_meter": sorted(set(p_devices) - set(meter_by_device)),
             "devices_without_power": sorted(set(m_devices) - set(power_by_device)),
-            "max_abs_relative_difference": _round(float(np.max(np.abs(rel)))) if rel.size else None,
+            "max_abs_relative_difference": significant(float(np.max(np.abs(rel))), 9) if rel.size else None,
             "passed": bool(not outside.any()),
         }
         out.summaries.append(summary)
@@ -89,9 +85,9 @@ def crosscheck_meters(bundle: Bundle, scheme: Scheme) -> CrossChecks:
             worst = [
                 {
                     "device": common[i],
-                    "meter_energy_kwh": _round(meter_e[i]),
-                    "integrated_power_kwh": _round(power_e[i]),
-                    "relative_difference": _round(rel[i]) if np.isfinite(rel[i]) else None,
+                    "meter_energy_kwh": significant(meter_e[i], 9),
+                    "integrated_power_kwh": significant(power_e[i], 9),
+                    "relative_difference": significant(rel[i], 9) if np.isfinite(rel[i]) else None,
                 }
                 for i in order[:MAX_LISTED_DEVICES]
             ]

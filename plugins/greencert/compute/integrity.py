@@ -37,7 +37,7 @@ from greencert.compute.uncertainty import (
     simulate,
 )
 from greencert.grading import Scheme, effective_max_gap
-from greencert.units import Q_
+from greencert.units import Q_, significant
 
 
 @dataclass
@@ -45,10 +45,6 @@ class Assessment:
     intervals: dict[str, list[float]]
     sections: dict[str, Any]
     methodology: dict[str, Any] = field(default_factory=dict)
-
-
-def _r(x: float, digits: int = 6) -> float:
-    return float(f"{float(x):.{digits}g}")
 
 
 def _grid_kinds(bundle: Bundle, fig: Any) -> np.ndarray:
@@ -213,8 +209,8 @@ def _budget_rows(
         rows.append(
             (
                 "gaps",
-                f"{gaps.count} unbridged gap(s), {_r(gaps.device_seconds / 3600.0, 4)} device-hours",
-                f"energy between {_r(gaps.low_kwh.sum(), 4)} and {_r(gaps.high_kwh.sum(), 4)} kWh (uniform)",
+                f"{gaps.count} unbridged gap(s), {significant(gaps.device_seconds / 3600.0, 4)} device-hours",
+                f"energy between {significant(gaps.low_kwh.sum(), 4)} and {significant(gaps.high_kwh.sum(), 4)} kWh (uniform)",
                 f"lowest and highest of the {defaults['gap_neighbours']} readings on each side",
             )
         )
@@ -224,7 +220,7 @@ def _budget_rows(
             (
                 "cross_check",
                 "disagreement between two meters of the GPU layer",
-                f"uniform factor between {_r(lo, 4)} and {_r(hi, 4)}",
+                f"uniform factor between {significant(lo, 4)} and {significant(hi, 4)}",
                 "the truth may lie anywhere between the two readings",
             )
         )
@@ -341,11 +337,11 @@ def assess(
             finding(
                 "unbridged-gaps",
                 "info",
-                f"{gaps.count} gap(s) in {bundle.power.file} longer than max_gap ({_r(gaps.device_seconds / 3600.0, 4)} "
+                f"{gaps.count} gap(s) in {bundle.power.file} longer than max_gap ({significant(gaps.device_seconds / 3600.0, 4)} "
                 f"device-hours): the certified value leaves their energy out, the interval includes "
-                f"{_r(gaps.low_kwh.sum(), 4)}-{_r(gaps.high_kwh.sum(), 4)} kWh for them",
+                f"{significant(gaps.low_kwh.sum(), 4)}-{significant(gaps.high_kwh.sum(), 4)} kWh for them",
                 gaps=gaps.count,
-                device_hours=_r(gaps.device_seconds / 3600.0, 4),
+                device_hours=significant(gaps.device_seconds / 3600.0, 4),
             )
         )
     uncertainty = {
@@ -361,8 +357,8 @@ def assess(
                 "interval95": iv,
                 "unit": metrics[name]["unit"],
                 "relative": [
-                    _r(iv[0] / metrics[name]["value"] - 1.0, 4) if metrics[name]["value"] else 0.0,
-                    _r(iv[1] / metrics[name]["value"] - 1.0, 4) if metrics[name]["value"] else 0.0,
+                    significant(iv[0] / metrics[name]["value"] - 1.0, 4) if metrics[name]["value"] else 0.0,
+                    significant(iv[1] / metrics[name]["value"] - 1.0, 4) if metrics[name]["value"] else 0.0,
                 ],
             }
             for name, iv in intervals.items()

@@ -25,11 +25,7 @@ import numpy as np
 from greencert.bundle.reader import Bundle, Series
 from greencert.compute.integrate import build_running, evaluate
 from greencert.errors import BundleError
-from greencert.units import Q_
-
-
-def _r(x: float, digits: int = 6) -> float:
-    return float(f"{float(x):.{digits}g}")
+from greencert.units import Q_, significant
 
 
 def _median_step(series: Series) -> float:
@@ -91,14 +87,14 @@ def concurrency_stats(series: Series, start: float, end: float, max_gap: float) 
     x = total[valid]
     p50, p90, p99 = np.percentile(x, [50, 90, 99])
     return {
-        "mean": _r(x.mean(), 4),
-        "p50": _r(p50, 4),
-        "p90": _r(p90, 4),
-        "p99": _r(p99, 4),
-        "max": _r(x.max(), 4),
+        "mean": significant(x.mean(), 4),
+        "p50": significant(p50, 4),
+        "p90": significant(p90, 4),
+        "p99": significant(p99, 4),
+        "max": significant(x.max(), 4),
         "instances": len(series.devices),
-        "step_seconds": _r(step, 4),
-        "coverage": _r(valid.mean(), 4),
+        "step_seconds": significant(step, 4),
+        "coverage": significant(valid.mean(), 4),
     }
 
 
@@ -142,22 +138,26 @@ def load_regime(bundle: Bundle, fig: Any, max_gap: float) -> dict[str, Any]:
     busy_tokens_mtok = out_tok / 1e6
     section: dict[str, Any] = {
         "tokens": {
-            "output": _r(out_tok, 12),
-            "input": _r(in_tok, 12),
-            "input_per_output": _r(in_tok / out_tok, 4) if out_tok > 0 else None,
-            "output_per_second": _r(out_tok / (end - start), 6),
+            "output": significant(out_tok, 12),
+            "input": significant(in_tok, 12),
+            "input_per_output": significant(in_tok / out_tok, 4) if out_tok > 0 else None,
+            "output_per_second": significant(out_tok / (end - start), 6),
         },
         "idle": {
             "definition": "steps of the token counters' interval with no output token while power was drawn",
-            "step_seconds": _r(idle["step_seconds"], 4),
-            "share_of_period": _r(idle["share_of_period"], 4),
-            "share_of_energy": _r(idle["share_of_energy"], 4),
-            "energy": {"value": _r(idle_facility), "unit": "kWh"},
+            "step_seconds": significant(idle["step_seconds"], 4),
+            "share_of_period": significant(idle["share_of_period"], 4),
+            "share_of_energy": significant(idle["share_of_energy"], 4),
+            "energy": {"value": significant(idle_facility, 6), "unit": "kWh"},
             "energy_basis": "share of the metered power drawn in idle steps x facility energy",
-            "mean_power_of_series_w": None if idle["mean_power_w"] is None else _r(idle["mean_power_w"], 4),
+            "mean_power_of_series_w": None
+            if idle["mean_power_w"] is None
+            else significant(idle["mean_power_w"], 4),
         },
         "energy_per_million_tokens_excluding_idle": {
-            "value": _r((facility_kwh - idle_facility) / busy_tokens_mtok) if busy_tokens_mtok > 0 else None,
+            "value": significant((facility_kwh - idle_facility) / busy_tokens_mtok, 6)
+            if busy_tokens_mtok > 0
+            else None,
             "unit": "kWh/Mtok",
             "note": "disclosure only; the certified and graded figure includes idle time",
         },

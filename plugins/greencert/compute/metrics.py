@@ -21,7 +21,7 @@ from greencert.compute.reconcile import node_parts as unmetered_node_parts
 from greencert.compute.uncertainty import load_defaults
 from greencert.errors import BundleError
 from greencert.grading import Scheme, effective_max_gap
-from greencert.units import Q_, as_array, ureg
+from greencert.units import Q_, as_array, significant, ureg
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Figures:
         """Headline metrics as {value, unit}; units are fixed by the certificate format."""
 
         def m(q: Any, unit: str) -> dict[str, Any]:
-            return {"value": _round(q.to(unit).magnitude), "unit": unit}
+            return {"value": significant(q.to(unit).magnitude), "unit": unit}
 
         return {
             "it_energy": m(self.it_energy, "kWh"),
@@ -65,11 +65,6 @@ class Figures:
             "carbon_per_million_tokens": m(self.carbon_per_million_tokens, "gCO2e/Mtok"),
             "operational_carbon": m(self.operational_carbon, "gCO2e"),
         }
-
-
-def _round(value: float) -> float:
-    """12 significant digits: stable across platforms, far below any meter's accuracy."""
-    return float(f"{float(value):.12g}")
 
 
 def hourly_intensity(bundle: Bundle, hour_edges: np.ndarray) -> tuple[np.ndarray, str, float]:

@@ -193,8 +193,7 @@ class Combined:
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Headline metrics in the certificate's units, converted with the one pint registry."""
-        from greencert.compute.metrics import _round
-        from greencert.units import Q_
+        from greencert.units import Q_, significant
 
         facility = Q_(self.facility_energy_kwh, "kWh")
         tokens = Q_(self.output_tokens, "token")
@@ -208,7 +207,9 @@ class Combined:
             "carbon_per_million_tokens": (carbon / tokens, "gCO2e/Mtok"),
             "operational_carbon": (carbon, "gCO2e"),
         }
-        return {name: {"value": _round(q.to(u).magnitude), "unit": u} for name, (q, u) in figures.items()}
+        return {
+            name: {"value": significant(q.to(u).magnitude), "unit": u} for name, (q, u) in figures.items()
+        }
 
 
 def _check_sequence(partials: list[DayPartial]) -> None:

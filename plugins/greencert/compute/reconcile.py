@@ -26,7 +26,7 @@ import numpy as np
 from greencert.bundle.reader import Bundle, Series
 from greencert.compute.integrate import energy_of
 from greencert.compute.uncertainty import meter_accuracy
-from greencert.units import Q_, as_array
+from greencert.units import Q_, as_array, significant
 
 LAYERS = ("gpu", "node", "pdu", "facility")
 LAYER_NAMES = {"gpu": "GPU", "node": "node", "pdu": "PDU", "facility": "facility"}
@@ -186,10 +186,6 @@ def finding(code: str, severity: str, message: str, **figures: Any) -> dict[str,
     return {"finding": code, "severity": severity, "message": message, "figures": figures}
 
 
-def _r(x: float, digits: int = 6) -> float:
-    return float(f"{float(x):.{digits}g}")
-
-
 @dataclass
 class Reconciliation:
     section: dict[str, Any]
@@ -238,8 +234,8 @@ def reconcile(
             "check": "same_layer",
             "layer": layer,
             "sources": [power.source, other.source],
-            "energy_kwh": [_r(base), _r(theirs)],
-            "relative_difference": _r(diff, 4),
+            "energy_kwh": [significant(base, 6), significant(theirs, 6)],
+            "relative_difference": significant(diff, 4),
             "tolerance": tol,
             "passed": ok,
         }
@@ -248,8 +244,8 @@ def reconcile(
         checks.append(check)
         what = (
             f"{other.source} ({other.kind}, {other.file}) and {power.source} ({power.kind}, {power.file}) "
-            f"measure the same {LAYER_NAMES.get(layer or '', layer)} layer: {_r(theirs, 5)} kWh against "
-            f"{_r(base, 5)} kWh over the period ({diff:+.1%})"
+            f"measure the same {LAYER_NAMES.get(layer or '', layer)} layer: {significant(theirs, 5)} kWh against "
+            f"{significant(base, 5)} kWh over the period ({diff:+.1%})"
         )
         if not ok:
             lo, hi = sorted((1.0, ratio))
@@ -262,7 +258,7 @@ def reconcile(
                     "warning",
                     f"{what}, beyond the +-{tol:.0%} tolerance: the 95 % interval is widened to span both "
                     "readings (the truth may lie anywhere between them)",
-                    relative_difference=_r(diff, 4),
+                    relative_difference=significant(diff, 4),
                     tolerance=tol,
                     sources=[power.source, other.source],
                 )
@@ -273,7 +269,7 @@ def reconcile(
                     "same-layer-agree",
                     "info",
                     f"{what}, within the +-{tol:.0%} tolerance",
-                    relative_difference=_r(diff, 4),
+                    relative_difference=significant(diff, 4),
                     tolerance=tol,
                 )
             )
@@ -307,11 +303,11 @@ def reconcile(
             "inner": inner,
             "outer": outer,
             "sources": [*src_in, *src_out],
-            "energy_kwh": [_r(e_in.sum()), _r(e_out.sum())],
-            "outer_to_inner_ratio": _r(total_ratio, 4),
+            "energy_kwh": [significant(e_in.sum(), 6), significant(e_out.sum(), 6)],
+            "outer_to_inner_ratio": significant(total_ratio, 4),
             "hours": int(e_in.size),
             "hours_violated": n_bad,
-            "tolerance": _r(a_in + a_out, 4),
+            "tolerance": significant(a_in + a_out, 4),
             "passed": n_bad == 0,
         }
         checks.append(check)
@@ -323,7 +319,7 @@ def reconcile(
                     "info",
                     f"{label} in all {e_in.size} hours; {LAYER_NAMES[outer]}/{LAYER_NAMES[inner]} = "
                     f"{total_ratio:.3f} over the period",
-                    outer_to_inner_ratio=_r(total_ratio, 4),
+                    outer_to_inner_ratio=significant(total_ratio, 4),
                 )
             )
         else:
@@ -334,8 +330,8 @@ def reconcile(
                     "layer-order-violated",
                     "warning",
                     f"{label} fails in {n_bad} of {e_in.size} hours beyond both meters' accuracy "
-                    f"(+-{a_in + a_out:.1%}); worst hour {stamp}: {LAYER_NAMES[inner]} {_r(e_in[worst], 5)} kWh, "
-                    f"{LAYER_NAMES[outer]} {_r(e_out[worst], 5)} kWh",
+                    f"(+-{a_in + a_out:.1%}); worst hour {stamp}: {LAYER_NAMES[inner]} {significant(e_in[worst], 5)} kWh, "
+                    f"{LAYER_NAMES[outer]} {significant(e_out[worst], 5)} kWh",
                     hours_violated=n_bad,
                     worst_hour=stamp,
                 )
@@ -362,10 +358,10 @@ def reconcile(
             {
                 "check": "pue",
                 "sources": [*fac_src, *it_src],
-                "measured_pue": _r(measured, 5),
+                "measured_pue": significant(measured, 5),
                 "declared_pue": declared,
-                "relative_difference": _r(diff, 4),
-                "tolerance": _r(tol, 4),
+                "relative_difference": significant(diff, 4),
+                "tolerance": significant(tol, 4),
                 "passed": ok,
             }
         )
@@ -375,7 +371,7 @@ def reconcile(
                 "info" if ok else "warning",
                 f"measured facility/IT = {measured:.3f} against declared PUE {declared:.3f} ({diff:+.1%}; "
                 f"tolerance +-{tol:.1%} = scheme {pue_tolerance:.0%} + both meters' accuracy)",
-                measured_pue=_r(measured, 5),
+                measured_pue=significant(measured, 5),
                 declared_pue=declared,
             )
         )
@@ -390,7 +386,7 @@ def reconcile(
                 "method": "IT energy per hour = node-meter energy (which contains the GPUs); "
                 "the GPU series where it reads more",
                 "sources": parts.node_sources,
-                "added_kwh": _r(it_total - power_total),
+                "added_kwh": significant(it_total - power_total, 6),
             }
         )
         findings.append(
@@ -398,8 +394,8 @@ def reconcile(
                 "node-parts-metered",
                 "info",
                 f"CPU, memory, network and fans added from node meters ({', '.join(parts.node_sources)}): "
-                f"+{_r(it_total - power_total, 5)} kWh on {_r(power_total, 5)} kWh of GPU energy",
-                added_kwh=_r(it_total - power_total),
+                f"+{significant(it_total - power_total, 5)} kWh on {significant(power_total, 5)} kWh of GPU energy",
+                added_kwh=significant(it_total - power_total, 6),
             )
         )
     elif parts.basis == "estimated_ratio":
@@ -411,7 +407,7 @@ def reconcile(
                 "ratio": parts.ratio[0],
                 "ratio_range": [parts.ratio[1], parts.ratio[2]],
                 "source": no["source"].strip(),
-                "added_kwh": _r(it_total - power_total),
+                "added_kwh": significant(it_total - power_total, 6),
             }
         )
         findings.append(
@@ -447,7 +443,7 @@ def reconcile(
                 "meter_class": lay.meter_class,
                 "kind": lay.kind,
                 "file": lay.file,
-                "energy_kwh": _r(lay.total_kwh),
+                "energy_kwh": significant(lay.total_kwh, 6),
                 "accuracy": lay.accuracy,
             }
             for lay in [power, *parts.layers]
