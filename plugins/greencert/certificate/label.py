@@ -654,6 +654,7 @@ def label_view(certificate: dict[str, Any], registry_url: str | None = None) -> 
         "hours": len(hourly.get("hour_start", [])),
         "verify": verify_commands(certificate),
         "energy": m["energy_per_million_tokens"],
+        "size_words": size_class_words(certificate["grading"].get("size_class")),
         "num": _num,
     }
 
