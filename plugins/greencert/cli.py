@@ -469,6 +469,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return exc.exit_code
     for line in result.lines:
         print(line)
+    cert = json.loads(certificate.read_bytes())  # its bytes verified above
+    size_class = (cert.get("grading") or {}).get("size_class")
+    print(f"grade: {cert.get('grade')}" + (f" (size class {size_class})" if size_class else ""))
     print(f"status: {statuses.verify_status(None, result.development_key)}")
     print(f"OK: {result.certificate_id} verified")
     return EXIT_OK

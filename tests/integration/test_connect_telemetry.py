@@ -185,6 +185,7 @@ def test_guide_from_prometheus_to_the_first_certificate(prom: PrometheusServer, 
     )
     assert verify.returncode == 0, verify.stderr[-3000:]
     assert "status: development key" in verify.stdout and "recomputed figures: ok" in verify.stdout
+    assert f"grade: {cert['grade']} (size class <=20B)" in verify.stdout
 
 
 def test_sources_check_names_what_is_missing(prom: PrometheusServer, checkout: Path) -> None:
