@@ -400,6 +400,10 @@ class PublishedPath(str):
         obj.certificate = certificate
         return obj
 
+    def __getnewargs__(self) -> tuple[str, dict[str, Any]]:  # type: ignore[override]  # str's takes no certificate
+        # Pickling (a fleet run's helper process sends its published paths back) calls __new__ with these.
+        return str(self), self.certificate
+
 
 def _published_bytes(path: Path) -> bytes | None:
     try:
