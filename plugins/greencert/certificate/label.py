@@ -698,6 +698,9 @@ def _pin_pdf_dates(pdf: bytes, moment: dt.datetime) -> bytes:
     return _PDF_DATE.sub(repl, pdf)
 
 
+_RELATIVE_HREF = re.compile(r' href="(?![a-zA-Z][a-zA-Z0-9+.-]*:)[^"]*"')
+
+
 def render_pdf(html: str, issued_at: dt.datetime | None = None, timeout: float = 120.0) -> bytes:
     """Print the label HTML to PDF with headless Chromium; raise LabelError if it cannot."""
     chromium = find_chromium()
@@ -705,7 +708,9 @@ def render_pdf(html: str, issued_at: dt.datetime | None = None, timeout: float =
         raise LabelError(f"no Chromium found for the PDF label (install chromium or set {ENV_CHROMIUM})")
     with tempfile.TemporaryDirectory(prefix="greencert-label-") as tmp:
         page = Path(tmp) / "label.html"
-        page.write_text(html, encoding="utf-8")
+        # Chromium turns relative links into file:// URLs of this temporary folder: useless in a
+        # PDF and different every time. They are printed as text; absolute links stay links.
+        page.write_text(_RELATIVE_HREF.sub("", html), encoding="utf-8")
         out = Path(tmp) / "label.pdf"
         cmd = [
             chromium,

@@ -15,6 +15,7 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
+import re
 import sys
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -130,6 +131,32 @@ DATA_DOCS_PRUNE = (
 )
 
 
+_BUILD_STAMP = re.compile(r"\?d=\d{8}T\d{6}\.\d{6}Z")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class _Numbering:
+    """``re.sub`` replacement: each distinct id becomes the next fixed-format number."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+
+    def __call__(self, match: re.Match[str]) -> str:
+        return self.ids.setdefault(match.group(0), f"00000000-0000-4000-8000-{len(self.ids):012d}")
+
+
+def _make_reproducible(site: Path, run_time: str) -> None:
+    """Pin what GX makes up at render time: the build time (a cache-busting ``?d=`` on one image
+    URL) and random ids of collapsible blocks, numbered instead in order of appearance, so that
+    certifying the same bundle again gives byte-identical pages (like every other published file)."""
+    stamp = "?d=" + re.sub(r"[^0-9TZ]", "", run_time)
+    for page in sorted(site.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        fixed = _UUID.sub(_Numbering(), _BUILD_STAMP.sub(stamp, text))
+        if fixed != text:
+            page.write_text(fixed, encoding="utf-8")
+
+
 def build_data_docs(report: dict[str, Any], target: Path, run_name: str, run_time: str) -> Path:
     """Build a Data Docs site of ``report``'s suite results into ``target``; return its index.html.
 
@@ -179,6 +206,7 @@ def build_data_docs(report: dict[str, Any], target: Path, run_name: str, run_tim
             context.validation_results_store.set(key, result)
             keys.append(key)
         context.build_data_docs(site_names=[DATA_DOCS_SITE], resource_identifiers=keys)
+        _make_reproducible(staging, run_time)
         for rel in DATA_DOCS_PRUNE:
             path = staging / rel
             if path.is_dir():
