@@ -33,7 +33,7 @@ import json
 import threading
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from greencert.errors import ConfigError, PublishError
 from greencert.files import (
@@ -45,6 +45,9 @@ from greencert.files import (
     shared_lock,
     write_file,
 )
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
@@ -130,8 +133,10 @@ def _fetch_all(registry: Path, paths: list[Path], names: set[str] | None) -> dic
     wanted = [p for p in wanted if p.relative_to(registry).as_posix() in names]
     if not wanted:
         return {}
-    fetched = registry.fs.cat([p.path for p in wanted], on_error="omit")
-    by_path = {p.path: p.name for p in wanted}
+    # Not local, so a UPath (greencert.files.registry_root): fsspec's filesystem and object keys.
+    objects = [cast("UPath", p) for p in wanted]
+    fetched = cast("UPath", registry).fs.cat([p.path for p in objects], on_error="omit")
+    by_path = {p.path: p.name for p in objects}
     return {by_path[k]: v for k, v in fetched.items() if k in by_path}
 
 
@@ -139,9 +144,10 @@ def _object_names(registry: Path) -> set[str] | None:
     """Relative names of every object (and folder prefix) of an object-store registry; None locally."""
     if is_local(registry):
         return None
-    base = registry.path.rstrip("/")
+    store = cast("UPath", registry)  # not local: a UPath (greencert.files.registry_root)
+    base = store.path.rstrip("/")
     names: set[str] = set()
-    for name in registry.fs.find(base, withdirs=True):
+    for name in store.fs.find(base, withdirs=True):
         rel = name[len(base) + 1 :] if name.startswith(base + "/") else name
         names.add(rel)
         parts = rel.split("/")
@@ -284,7 +290,7 @@ def _checked_rows(
                 "size_class": (cert.get("grading") or {}).get("size_class"),
                 "revocation": (
                     {"reason": signed.get("reason"), "revoked_at": signed.get("revoked_at")}
-                    if revoked
+                    if revoked and signed is not None
                     else None
                 ),
                 "verification": problem or "ok",
@@ -448,7 +454,7 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
     except StatusError as exc:
         trust = {"checked_against": None, "problem": f"{exc.reason}: {exc.problem}"}
     rows = list_certificates(registry, moment, anchors)
-    index = {
+    index: dict[str, Any] = {
         "format": INDEX_FORMAT,
         "status_at": stamp(moment),
         "trust": trust,
@@ -716,7 +722,7 @@ def _update_trust_once(
             else:
                 write_file(proof_path, json.dumps(record, sort_keys=True).encode())
     for status in statuses.values():  # listed or not (a revoked certificate's file may be gone)
-        revoke_entry = logged.get(status.get("certificate_id"), {}).get("revoke")
+        revoke_entry = logged.get(str(status.get("certificate_id")), {}).get("revoke")
         if revoke_entry is not None:
             status.update(
                 status="revoked", revoked_at=revoke_entry["revoked_at"], reason=revoke_entry["reason"]
@@ -733,7 +739,9 @@ def _update_trust_once(
             final[rel] = target_file(rel, changed[rel], status)
         else:
             final[rel] = target_file(rel, None, status, like=previous[rel])
-    return int(write_metadata(registry, key, final, moment, state).timestamp.signed.version)
+    written = write_metadata(registry, key, final, moment, state)
+    assert written.timestamp is not None  # write_metadata always signs a new timestamp
+    return int(written.timestamp.signed.version)
 
 
 def _leaves(entries: list[dict[str, Any]]) -> list[bytes]:
