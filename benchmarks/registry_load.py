@@ -166,7 +166,7 @@ import datetime as dt, json, os, random, sys, time, traceback
 args = json.loads(sys.argv[1])
 from greencert.certificate.registry import list_certificates
 from greencert.certificate.sign import load_public_key
-from greencert.files import registry_root
+from greencert.files import read_tagged, read_whole, registry_root
 from greencert.trust.store import TrustAnchor
 from greencert.certificate.sign import key_id
 
@@ -187,9 +187,9 @@ def check_one(root, row, public, anchors):
     from greencert.trust.metadata import open_trusted
 
     path = root / row["paths"]["json"]
-    raw = path.read_bytes()
+    raw = read_whole(path)
     cert = json.loads(raw)
-    if not signature_valid(public, path.with_name(path.name + ".sig").read_bytes(), raw):
+    if not signature_valid(public, read_whole(path.with_name(path.name + ".sig")), raw):
         return "signature does not verify"
     view = open_trusted(root, anchors, cache=False)
     target = view.targets.get(row["paths"]["json"])
@@ -198,10 +198,10 @@ def check_one(root, row, public, anchors):
         return "not listed with these bytes"
     if (view.status_of(row["paths"]["json"]) or {}).get("status") != "issued":
         return "not issued"
-    check_inclusion(json.loads((root / row["paths"]["log_proof"]).read_bytes()), public, digest)
+    check_inclusion(json.loads(read_whole(root / row["paths"]["log_proof"])), public, digest)
     evidence = path.parent / cert["evidence"]["bundle"]
     for item in cert["inputs"]:
-        if hashlib.sha256((evidence / item["file"]).read_bytes()).hexdigest() != item["sha256"]:
+        if hashlib.sha256(read_whole(evidence / item["file"])).hexdigest() != item["sha256"]:
             return f"evidence {item['file']} does not match"
     return None
 
@@ -229,7 +229,7 @@ while True:
         if lost:
             error(f"listed before, now missing: {sorted(lost)[:3]}")
         seen |= ids
-        data = (root / "index.json").read_bytes() if (root / "index.json").exists() else None
+        data = read_tagged(root / "index.json")[0]
         if data is not None:
             index = json.loads(data)
             out["index_reads"] += 1

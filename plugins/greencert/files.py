@@ -98,6 +98,15 @@ def _precondition_failed(exc: BaseException) -> bool:
     )
 
 
+def read_whole(path: Path) -> bytes:
+    """The whole file in one read: on a remote store one GET, never a size query followed by ranged
+    reads (fsspec's default file object), which could splice two versions of a file being replaced."""
+    if is_local(path):
+        return path.read_bytes()
+    data: bytes = path.fs.cat_file(path.path if _s3(path) else str(path))
+    return data
+
+
 def read_tagged(path: Path) -> tuple[bytes | None, str | None]:
     """The object's bytes and its version tag (S3 ETag; None elsewhere); (None, None) when absent.
 
@@ -106,7 +115,7 @@ def read_tagged(path: Path) -> tuple[bytes | None, str | None]:
     s3 = _s3(path)
     if s3 is None:
         try:
-            return path.read_bytes(), None
+            return read_whole(path), None
         except FileNotFoundError:
             return None, None
     fs, bucket, key = s3

@@ -41,6 +41,7 @@ from greencert.files import (
     conditional,
     is_local,
     read_tagged,
+    read_whole,
     registry_root,
     shared_lock,
     write_file,
@@ -177,7 +178,7 @@ def check_listed(
     if public is None:
         return None, f"signed by key {kid}, which the registry's root does not authorise"
     try:
-        signature = sig_path.read_bytes() if signature is None else signature
+        signature = read_whole(sig_path) if signature is None else signature
     except OSError:
         return None, "signature file missing"
     if not signature:
@@ -252,7 +253,7 @@ def _checked_rows(
     blobs = _fetch_all(registry, paths, names)
     for path in paths:
         try:
-            raw = blobs[path.name] if blobs is not None else path.read_bytes()
+            raw = blobs[path.name] if blobs is not None else read_whole(path)
         except (OSError, KeyError):
             continue
         cert = _read_certificate(raw)
