@@ -362,7 +362,7 @@ def publish_certificate(
                 certificate.commit()
             if index:
                 # 3. The index, outside the registry lock (skipped if a newer one covers this commit).
-                index_after_commit(root, _issuer_anchor(key), version)
+                index_after_commit(root, _issuer_anchor(key), version, cert_id)
     except OSError as exc:
         if committed:
             raise PublishError(

@@ -502,31 +502,38 @@ def _write_index(registry: Path, at: dt.datetime | None, anchors: list[Any] | No
 INDEX_WRITE_LOCK = ".index-write.lock"
 
 
-def index_after_commit(registry: Path, anchors: list[Any], committed: int) -> None:
+def index_after_commit(registry: Path, anchors: list[Any], committed: int, certificate_id: str) -> None:
     """Write the index after a commit of signed status version ``committed``, unless an index of that
-    version or a newer one is there already (it lists this commit's certificate: its writer listed
-    the registry after the commit, and its listing waits for a certificate still being renamed).
-    Under many publishers this coalesces index rebuilds instead of making each one list everything.
+    version or a newer one is there already and lists ``certificate_id``. The version alone is not
+    enough on object storage: a listing there does not wait for a certificate still being renamed,
+    so an index of a newer status can miss a certificate whose publisher was killed before indexing;
+    the rerun must then write it. Under many publishers this coalesces index rebuilds instead of
+    making each one list everything.
 
     Called after the registry lock is released: the listing runs beside other publishers' commits.
     Locally a separate lock serialises index writers (so an older listing never replaces a newer).
     """
     import fcntl
 
-    def indexed_version() -> int:
+    def covered() -> bool:
         data, _ = read_tagged(registry / INDEX_JSON)
+        if not data:
+            return False
         try:
-            return int((json.loads(data).get("trust") or {}).get("status_version") or 0) if data else 0
+            document = json.loads(data)
+            version = int((document.get("trust") or {}).get("status_version") or 0)
+            listed = {row.get("certificate_id") for row in document.get("certificates") or []}
         except (ValueError, TypeError, AttributeError):
-            return 0
+            return False
+        return version >= committed and certificate_id in listed
 
     if not is_local(registry):
-        if indexed_version() < committed:
+        if not covered():
             _write_index(registry, None, anchors)
         return
     with open(registry / INDEX_WRITE_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if indexed_version() < committed:
+        if not covered():
             _remove_index_temporaries(registry)
             _write_index(registry, None, anchors)
 
