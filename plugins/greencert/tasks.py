@@ -52,9 +52,15 @@ def list_deployments(config_path: str, subset: list[str] | None = None) -> list[
 
 
 def extract(config_path: str, deployment: str, start: Any, end: Any) -> str:
+    from greencert.errors import GreenCertError
     from greencert.sources.extract import extract_stage
 
-    path = extract_stage(config_path, deployment, to_utc(start), to_utc(end))
+    try:
+        path = extract_stage(config_path, deployment, to_utc(start), to_utc(end))
+    except GreenCertError as exc:
+        # A source that is down or incomplete is a reason too: the page answers "why no certificate?".
+        record_rejection(work_folder(config_path, deployment, start, end), "extract", exc)
+        raise
     files = sorted(p for p in Path(path).iterdir() if p.is_file())
     log.info(
         "extracted %s for [%s, %s): %d files, %s bytes (%s) -> %s",
@@ -122,16 +128,26 @@ def validate(config_path: str, bundle: str, work: str) -> str:
 
 def compute(config_path: str, bundle: str, validation: str, work: str) -> str:
     from greencert.config import load_config
+    from greencert.errors import GreenCertError
     from greencert.pipeline import compute_stage
 
-    return compute_stage(bundle, validation, work, load_config(config_path).scheme_path)
+    try:
+        return compute_stage(bundle, validation, work, load_config(config_path).scheme_path)
+    except GreenCertError as exc:
+        record_rejection(work, "compute", exc)
+        raise
 
 
 def grade(config_path: str, figures: str, work: str) -> str:
     from greencert.config import load_config
+    from greencert.errors import GreenCertError
     from greencert.pipeline import grade_stage
 
-    return grade_stage(figures, work, load_config(config_path).scheme_path)
+    try:
+        return grade_stage(figures, work, load_config(config_path).scheme_path)
+    except GreenCertError as exc:
+        record_rejection(work, "grade", exc)
+        raise
 
 
 def registry_for(config_path: str, registry: str | None = None) -> str:
@@ -142,9 +158,14 @@ def registry_for(config_path: str, registry: str | None = None) -> str:
 
 
 def publish(config_path: str, graded: str, bundle: str, validation: str, registry: str | None = None) -> str:
+    from greencert.errors import GreenCertError
     from greencert.pipeline import publish_stage
 
-    path = publish_stage(graded, bundle, validation, registry_for(config_path, registry))
+    try:
+        path = publish_stage(graded, bundle, validation, registry_for(config_path, registry))
+    except GreenCertError as exc:
+        record_rejection(Path(validation).parent, "publish", exc)
+        raise
     (Path(validation).parent / REJECTION_FILE).unlink(missing_ok=True)  # this period has its certificate now
     return path
 

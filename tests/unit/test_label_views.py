@@ -292,3 +292,34 @@ def test_a_failed_validation_records_its_rejection_with_its_data_docs_page(tmp_p
     assert "n_negative" in text and "gpu0" in text  # the failed expectation and the offending row
     failed = json.loads((work / "validation.failed.json").read_bytes())
     assert [s["success"] for s in failed["suites"]][0] is False
+
+
+def test_an_extract_failure_is_recorded_as_a_rejection_with_its_reason(tmp_path: Path) -> None:
+    """A deployment whose source has no data for the period has no certificate: the page says why."""
+    import datetime as dt
+
+    import yaml
+
+    from greencert import tasks
+    from greencert.errors import ConfigError
+    from greencert.webui import load_rejections
+
+    missing = tmp_path / "nowhere" / "chat-8b"
+    config = tmp_path / "fleet.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "registry": str(tmp_path / "registry"),
+                "work_dir": str(tmp_path / "work"),
+                "deployments": [{"deployment": "chat-8b", "source": {"kind": "bundle", "path": str(missing)}}],
+            }
+        )
+    )
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with pytest.raises(ConfigError):
+        tasks.extract(str(config), "chat-8b", start, start + dt.timedelta(days=1))
+    [record] = load_rejections(tmp_path / "work")
+    assert record["deployment"] == "chat-8b" and record["stage"] == "extract"
+    assert record["period"] == {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
+    assert str(missing) in record["message"] and "does not exist" in record["message"]
+    assert record["data_docs"] is None  # nothing was validated
