@@ -508,6 +508,7 @@ class MotoS3:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
         os.environ.update(self.env)
+        self._forget_clients()
         import boto3
 
         boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
@@ -515,6 +516,16 @@ class MotoS3:
 
     def stop(self) -> None:
         self.server.stop()
+        self._forget_clients()
+
+    @staticmethod
+    def _forget_clients() -> None:
+        # fsspec keeps one S3FileSystem per set of arguments for the life of the process; the
+        # endpoint comes from the environment, so a cached instance would still talk to a server
+        # stopped earlier in the same process (a test module after another one).
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
 
 
 def main() -> None:
