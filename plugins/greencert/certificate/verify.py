@@ -11,6 +11,7 @@ to the recorded sha256, and every figure recomputed from the evidence equals the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import tempfile
@@ -187,6 +188,21 @@ def _issuer(cert: dict[str, Any], anchors: list[Any], view: Any, path: Path) -> 
     return anchor.public, anchor.describe(), anchor.development
 
 
+# What a publication in flight can show for a moment in a local registry (the signed status already
+# lists the new bytes while the certificate, its signature or evidence are still being renamed in).
+_IN_FLIGHT_REASONS = frozenset(
+    {
+        "unreadable",
+        "bad-signature",
+        "not-listed",
+        "metadata-mismatch",
+        "bundle-missing",
+        "input-hash-mismatch",
+        "log-inclusion",
+    }
+)
+
+
 def verify_certificate(
     path: Path,
     bundle_dir: Path | None = None,
@@ -196,6 +212,42 @@ def verify_certificate(
     options: TrustOptions | None = None,
 ) -> VerifyResult:
     """Run every check (docs/trust.md); raise VerificationFailed with the first failing reason.
+
+    A failure that a publication in flight can cause is checked once more with the local registry's
+    lock held shared (between two publications): a reader never reports a half-renamed publication,
+    and a real fault (tampering, a missing file) fails the second time just as the first.
+    """
+    from greencert.certificate import registry as registry_module
+    from greencert.files import shared_lock
+
+    options = options or TrustOptions()
+    if public_key is not None:
+        keys = [public_key] if isinstance(public_key, Path | str) else list(public_key)
+        options = dataclasses.replace(options, keys=[*options.keys, *keys])
+    try:
+        return _verify_once(Path(path), bundle_dir, at, registry, options)
+    except VerificationFailed as exc:
+        if exc.reason not in _IN_FLIGHT_REASONS:
+            raise
+        root = Path(registry) if isinstance(registry, Path) else _default_registry(Path(path))
+        if isinstance(registry, str) and "://" not in registry:
+            root = Path(registry)
+        if root is None or getattr(registry_module._held, "registry", None) == str(root):
+            raise
+        with shared_lock(root / registry_module.LOCK) as held:
+            if not held:
+                raise
+            return _verify_once(Path(path), bundle_dir, at, registry, options)
+
+
+def _verify_once(
+    path: Path,
+    bundle_dir: Path | None,
+    at: dt.datetime | None,
+    registry: str | Path | None,
+    options: TrustOptions,
+) -> VerifyResult:
+    """One pass of every check, in order.
 
     Trust comes only from ``options`` (pinned keys or the trust store): never from a key found
     beside the certificate or in the registry. The registry (a folder, an fsspec URL or an https://
@@ -210,10 +262,6 @@ def verify_certificate(
     from greencert.trust.metadata import StatusError, open_trusted
     from greencert.trust.store import resolve_anchors
 
-    options = options or TrustOptions()
-    if public_key is not None:
-        options.keys = [*options.keys, *([public_key] if isinstance(public_key, Path | str) else public_key)]
-    path = Path(path)
     moment = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     cert, raw = read_certificate(path)
     check_fields(cert, path)
