@@ -132,6 +132,22 @@ def read_tagged(path: Path) -> tuple[bytes | None, str | None]:
         return None, None
 
 
+def durable_temporary(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a hidden temporary beside local ``path`` (``.<name>.<random>.tmp``), flushed
+    to disk, and return it: the caller links or renames it into place (or removes it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
 def put_if(path: Path, data: bytes, tag: str | None, *, create: bool = False) -> None:
     """Write ``data`` only if the object is unchanged since it was read with ``tag`` (S3 If-Match), or,
     with ``create``, only if it does not exist yet (If-None-Match: *). Raise :class:`Conflict` otherwise.
@@ -152,17 +168,11 @@ def put_if(path: Path, data: bytes, tag: str | None, *, create: bool = False) ->
             raise
         return
     if is_local(path) and create:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        tmp = durable_temporary(path, data)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise Conflict(str(path)) from None
+            os.link(tmp, path)
+        except FileExistsError:
+            raise Conflict(str(path)) from None
         finally:
             os.unlink(tmp)
         return

@@ -46,7 +46,7 @@ from greencert.certificate.registry import (
     update_trust,
 )
 from greencert.errors import PublishError
-from greencert.files import is_local, registry_root, remove_file, write_file
+from greencert.files import durable_temporary, is_local, registry_root, remove_file, write_file
 
 log = logging.getLogger("greencert")
 
@@ -110,17 +110,7 @@ class _Publication:
         if not is_local(path):
             self._remote.append((path, data))  # PUT at commit, after an old version is withdrawn
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        self._moves.append((Path(tmp), path))
+        self._moves.append((durable_temporary(path, data), path))
 
     def stage(self, path: Path, data: bytes) -> _Publication:
         """Write ``path`` like :meth:`write`, but as a publication of its own, committed separately
