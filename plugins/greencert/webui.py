@@ -579,34 +579,29 @@ def create_app() -> FastAPI:
     @app.get("/rejections/{path:path}", dependencies=can_read)
     def rejection_file(path: str) -> FileResponse:
         """A rejected run's Data Docs page (from the work folder; nothing else of it is served)."""
-        from greencert.certificate.registry import safe_child
-        from greencert.errors import ConfigError
 
         work = work_root()
         parts = path.split("/")
         if work is None or len(parts) < 4 or parts[2] != "datadocs":
             raise HTTPException(404, "no such rejection page")
-        try:
-            target = safe_child(work / "runs", *parts)
-        except ConfigError:
-            raise HTTPException(404, "no such rejection page") from None
-        media_type = SERVABLE.get(target.suffix)
-        if media_type is None or not target.is_file():
-            raise HTTPException(404, "no such rejection page")
-        return FileResponse(target, media_type=media_type, headers={"Content-Security-Policy": FILE_CSP})
+        return _serve(work / "runs", parts, "no such rejection page")
 
     @app.get("/files/{path:path}", dependencies=can_read)
     def registry_file(path: str) -> FileResponse:
+        return _serve(registry_root(), path.split("/"), "no such file in the registry")
+
+    def _serve(root: Path, parts: list[str], missing: str) -> FileResponse:
+        """A servable file below ``root`` (no escape through ``..`` or links), else 404 ``missing``."""
         from greencert.certificate.registry import safe_child
         from greencert.errors import ConfigError
 
         try:
-            target = safe_child(registry_root(), *path.split("/"))
+            target = safe_child(root, *parts)
         except ConfigError:
-            raise HTTPException(404, "no such file in the registry") from None
+            raise HTTPException(404, missing) from None
         media_type = SERVABLE.get(target.suffix)
         if media_type is None or not target.is_file():
-            raise HTTPException(404, "no such file in the registry")
+            raise HTTPException(404, missing)
         return FileResponse(target, media_type=media_type, headers={"Content-Security-Policy": FILE_CSP})
 
     return app
