@@ -36,6 +36,7 @@ import yaml
 
 from greencert.bundle.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 from greencert.bundle.reader import _times_to_seconds
+from greencert.certificate.publish import swap_directory
 from greencert.errors import BundleError
 from greencert.times import compact, stamp
 from greencert.units import Q_
@@ -191,9 +192,7 @@ def split_bundle(bundle_dir: Path | str, target_root: Path | str, default_gap: f
                     cut_file(bundle_dir / name, staging / name, low, high)
                 except BundleError as exc:
                     raise BundleError(f"{exc.problem} ({where})", exc.where) from None
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
+            swap_directory(staging, target)  # renames only: no moment without a folder
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from greencert.certificate.publish import swap_directory
+
 
 def expectations_dir() -> Path:
     env = os.environ.get("GREENCERT_EXPECTATIONS_DIR")
@@ -213,9 +215,7 @@ def build_data_docs(report: dict[str, Any], target: Path, run_name: str, run_tim
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        swap_directory(staging, target)  # renames only: no moment without a folder
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
