@@ -244,6 +244,57 @@ def gpu_count(manifest: Any, power_devices: int) -> int:
     return max(1, min(int(declared), MAX_GPUS_PER_POWER_DEVICE * max(1, power_devices)))
 
 
+# ---------------------------------------------------------------- measurement class (2026.3)
+
+MEASUREMENT_CLASSES = {
+    "facility": "facility and PDU meters",
+    "pdu": "PDU or revenue meters",
+    "node": "node meters",
+    "gpu_only": "GPU sensors only",
+    "estimated": "meter class not declared",
+}
+_PDU_CLASSES = ("pdu", "revenue_meter")
+
+
+def measurement_class(figures: dict[str, Any]) -> dict[str, str]:
+    """What the evidence metered, as one of five classes (best first): facility, pdu, node, gpu_only, estimated.
+
+    Read from the figures only (the certified series' meter class, how node parts were covered, how the PUE
+    was obtained), so ``verify`` recomputes it. An undeclared class is "estimated", the last, never better.
+    """
+    layers = figures.get("reconciliation", {}).get("layers") or [{}]
+    power_class = layers[0].get("meter_class")
+    node = figures.get("reconciliation", {}).get("unmetered_node_parts", {})
+    node_basis = figures.get("methodology", {}).get("it_energy_basis") or node.get("basis")
+    pue_measured = figures.get("methodology", {}).get("pue_basis") == "measured"
+    pue_text = "PUE measured by facility meters" if pue_measured else "PUE declared"
+    if power_class is None:
+        name = "estimated"
+        detail = (
+            "the certified power series declares no meter class: read as GPU-only metering, host parts estimated; "
+            + pue_text
+        )
+    elif power_class in _PDU_CLASSES:
+        name = "facility" if pue_measured else "pdu"
+        detail = f"IT power metered at the PDU ({power_class}); {pue_text}"
+    elif node_basis == "whole_node_metered" or node_basis == "node_meter":
+        name = "node"
+        detail = (
+            "whole nodes metered (GPU, host CPU, memory, network); " + pue_text
+            if node_basis == "whole_node_metered"
+            else "GPUs and node meters metered: host parts measured as node minus GPU; " + pue_text
+        )
+    else:
+        name = "gpu_only"
+        detail = "GPU power sensors only: host CPU, memory and network estimated with a cited ratio; " + pue_text
+    return {"class": name, "label": MEASUREMENT_CLASSES[name], "detail": detail}
+
+
+def headline_is_efficiency(scheme: Scheme) -> bool:
+    """2026.3+: the letter is the efficiency grade; the confirmed grade and measurement class are stated beside it."""
+    return (scheme.raw.get("measurement_integrity") or {}).get("headline_grade") == "efficiency"
+
+
 def grade(
     energy_per_mtok_kwh: float,
     carbon_per_mtok_g: float,
@@ -251,6 +302,7 @@ def grade(
     scheme: Scheme,
     energy_interval: list[float] | None = None,
     carbon_interval: list[float] | None = None,
+    measurement: dict[str, str] | None = None,
 ) -> dict:
     """Grade both figures; the overall grade is the worse of the two.
 
@@ -259,6 +311,10 @@ def grade(
     the top grade also needs an interval no wider than the scheme allows; otherwise the
     lower grade is awarded and ``reasons`` says why. Without intervals (or with an older
     scheme) the point values are graded, as before.
+
+    2026.3+ (``headline_grade: efficiency``): ``overall``/``energy``/``carbon`` are the efficiency grades (the
+    bands of the certified figures); ``confirmed`` holds the grades at 95 % confidence, ``measurement`` the
+    measurement class, and ``limited_by`` says whether the confirmed letter is held back by metering.
     """
     cls = scheme.size_class(active_params_billions)
     carbon_edges = scheme.carbon_band_edges(cls)
@@ -297,6 +353,24 @@ def grade(
             "point_grades": point,
         }
         result["reasons"] = reasons
+    if at_confidence and headline_is_efficiency(scheme):
+        assert integrity is not None
+        efficiency_overall = max(point["energy"], point["carbon"], key=scheme.grades.index)
+        result.update(
+            overall=efficiency_overall,
+            energy=point["energy"],
+            carbon=point["carbon"],
+            efficiency={"overall": efficiency_overall, **point},
+            confirmed={
+                "overall": overall,
+                "energy": energy_grade,
+                "carbon": carbon_grade,
+                "level": integrity.confidence_level,
+            },
+            limited_by="measurement" if overall != efficiency_overall else "efficiency",
+        )
+        if measurement is not None:
+            result["measurement"] = measurement
     return result
 
 

@@ -237,7 +237,7 @@ def grade_stage(figures_path: str | Path, work_dir: str | Path, scheme_path: str
 
 def graded_document(figures: dict[str, Any], scheme: Any) -> dict[str, Any]:
     """The content of graded.json: the figures with their grades under ``scheme``."""
-    from greencert.grading import grade
+    from greencert.grading import grade, headline_is_efficiency, measurement_class
 
     metrics = figures["metrics"]
     grading = grade(
@@ -247,6 +247,7 @@ def graded_document(figures: dict[str, Any], scheme: Any) -> dict[str, Any]:
         scheme,
         energy_interval=metrics["energy_per_million_tokens"].get("interval95"),
         carbon_interval=metrics["carbon_per_million_tokens"].get("interval95"),
+        measurement=measurement_class(figures) if headline_is_efficiency(scheme) else None,
     )
     graded = dict(figures)
     graded["grading"] = grading

@@ -89,7 +89,14 @@ def build_certificate(graded: dict[str, Any], signing: dict[str, Any] | None = N
         "evidence": {"bundle": f"{cert_id}.evidence"},
         "software": {"greencert": __version__},
     }
-    for key in ("software_stack", "carbon", "uncertainty", "reconciliation", "load_regime", "findings"):
+    grading = graded["grading"]
+    if "confirmed" in grading:
+        # 2026.3+: three separate statements (docs/methodology.md, "What a letter says").
+        cert["confirmed_grade"] = grading["confirmed"]["overall"]
+    if "measurement" in grading:
+        cert["measurement_class"] = grading["measurement"]["class"]
+    sections = ("software_stack", "carbon", "uncertainty", "reconciliation", "load_regime", "findings")
+    for key in (*sections, "boundary", "water", "per_query"):
         if key in graded:
             cert[key] = graded[key]
     if "software_stack" not in cert:

@@ -64,10 +64,16 @@ class NodeParts:
     node_accuracy: float = 0.0
     node_sources: list[str] = field(default_factory=list)
     layers: list[LayerSeries] = field(default_factory=list)
+    # False when the certified series has no meter_class and the defaults read it as GPU-only (2026.3).
+    meter_class_declared: bool = True
 
 
 def primary_layer(meter_class: str | None, defaults: dict[str, Any]) -> str | None:
-    return None if meter_class is None else defaults["meter_layers"].get(meter_class)
+    """Layer of a meter class. 2026.3 defaults read an undeclared class conservatively
+    (``undeclared_meter_layer: gpu``: node parts are added, so leaving it out never lowers the figure)."""
+    if meter_class is None:
+        return defaults.get("undeclared_meter_layer")
+    return defaults["meter_layers"].get(meter_class)
 
 
 def integrate_layer(
@@ -155,6 +161,7 @@ def node_parts(
     spec = bundle.manifest.power
     layers = meter_layers(bundle, start, end, default_gap, defaults)
     layer = primary_layer(spec.meter_class, defaults)
+    declared = spec.meter_class is not None or layer is None
     if layer != "gpu":
         basis = "not_declared" if spec.meter_class is None else "whole_node_metered"
         return NodeParts(basis, power_hourly_kwh, power_hourly_kwh, layers=layers)
@@ -171,11 +178,17 @@ def node_parts(
             node_accuracy=accuracy,
             node_sources=[lay.source for lay in nodes],
             layers=layers,
+            meter_class_declared=declared,
         )
     no = defaults["node_overhead"]
     ratio = (float(no["value"]), float(no["low"]), float(no["high"]))
     return NodeParts(
-        "estimated_ratio", power_hourly_kwh * ratio[0], power_hourly_kwh, ratio=ratio, layers=layers
+        "estimated_ratio",
+        power_hourly_kwh * ratio[0],
+        power_hourly_kwh,
+        ratio=ratio,
+        layers=layers,
+        meter_class_declared=declared,
     )
 
 
@@ -433,6 +446,16 @@ def reconcile(
                 "warning",
                 "power.meter_class is not declared: the series is taken as the whole IT load; if it meters "
                 "GPUs only, the figure leaves out CPUs, memory and network",
+            )
+        )
+    if not parts.meter_class_declared:
+        node["meter_class_undeclared"] = "read as GPU-only metering (conservative)"
+        findings.append(
+            finding(
+                "meter-class-undeclared",
+                "warning",
+                "power.meter_class is not declared: the series is read as GPU-only metering and the node "
+                "parts are added (the conservative reading); declare the meter class to certify what was metered",
             )
         )
     section = {
