@@ -36,7 +36,8 @@ from greencert.compute.uncertainty import (
     sampling_variance,
     simulate,
 )
-from greencert.grading import Scheme, effective_max_gap
+from greencert.compute.token_coverage import TokenCoverage, check_minimum, first_uncovered, token_coverage
+from greencert.grading import Scheme, effective_max_device_power, effective_max_gap
 from greencert.units import Q_, significant
 
 
@@ -96,6 +97,23 @@ def build_model(
     gaps = gap_bounds(
         bundle.power, spec.kind, to_kwh, start, end, max_gap, edges, int(defaults["gap_neighbours"])
     )
+    # The neighbours' bounds stay the best estimate of a gap's energy (reconciliation); under
+    # ``gap_bound: device_ceiling`` the interval lets a gap hold up to the device's power ceiling.
+    gaps_estimate = gaps
+    if scheme.raw.get("measurement_integrity", {}).get("gap_bound") == "device_ceiling" and gaps.count:
+        ceiling_w = effective_max_device_power(spec, scheme)
+        ceiling = float(Q_(ceiling_w, "W").to(spec.unit).magnitude)
+        gaps = gap_bounds(
+            bundle.power,
+            spec.kind,
+            to_kwh,
+            start,
+            end,
+            max_gap,
+            edges,
+            int(defaults["gap_neighbours"]),
+            ceiling=ceiling,
+        )
     noise = sampling_variance(bundle.power, spec.kind, to_kwh, start, end, max_gap, edges)
     parts = fig.node_parts
     if parts is None:  # the scheme does not add node parts: IT energy is the series as metered
@@ -121,7 +139,7 @@ def build_model(
         bundle,
         parts,
         power,
-        gaps.mid_kwh,
+        gaps_estimate.mid_kwh,
         fig.hour_starts,
         scheme.integrity.same_layer_tolerance,
         scheme.integrity.pue_tolerance,
@@ -140,6 +158,11 @@ def build_model(
         grid_halfwidth=(measured_hw, estimated_hw, annual_hw),
         cross_factor=rec.cross_factor,
     )
+    idle = getattr(fig, "idle_capacity", None)
+    if idle is not None:
+        # Facility = (IT + IT x share) x PUE; an unmetered share is uniform in [low, high].
+        model.idle_share = (float(idle.share), float(idle.low), float(idle.high))
+        model.idle_uncertain = str(idle.basis) != "measured"
     if parts.basis == "estimated_ratio":
         model.it_mode, model.ratio = "ratio", parts.ratio
     elif parts.basis == "node_meter":
@@ -155,6 +178,8 @@ def build_model(
         fac_h = np.asarray(fig.facility_energy_hourly_kwh, dtype=np.float64)
         model.pue_mode = "measured"
         model.pue_hourly = np.where(it_h > 0, fac_h / np.where(it_h > 0, it_h, 1.0), 0.0)
+        if model.idle_share is not None:  # the idle share is applied on its own (point_facility_kwh)
+            model.pue_hourly = model.pue_hourly / model.idle_factor()
         model.facility_accuracy, fac_basis = meter_accuracy(m.facility.meter, defaults)
         model.it_meter_accuracy, itm_basis = meter_accuracy(m.facility.it_meter, defaults)
         pue_info = {
@@ -172,6 +197,9 @@ def build_model(
             + "; "
             + " ".join(str(defaults["pue"]["source"]).split()),
         }
+    tok = _token_coverage(bundle, scheme)
+    if tok is not None and scheme.raw.get("measurement_integrity", {}).get("token_coverage_term") is True:
+        model.tokens_missing_high_mtok = tok.missing_high / 1e6
     emb_g, emb_kind = _embodied(figures)
     if emb_g is not None and emb_kind is not None:
         model.embodied_g = emb_g
@@ -181,11 +209,31 @@ def build_model(
     got = model.point_facility_kwh()
     if not np.allclose(got, expected, rtol=1e-9, atol=1e-12):
         raise RuntimeError("uncertainty model does not reproduce the certified hourly facility energy")
-    return model, parts, power, gaps, rec.findings, {"reconciliation": rec.section, "pue": pue_info}
+    return (
+        model,
+        parts,
+        power,
+        gaps,
+        rec.findings,
+        {"reconciliation": rec.section, "pue": pue_info, "token_coverage": tok, "gap_ceiling": gaps is not gaps_estimate},
+    )
+
+
+def _token_coverage(bundle: Bundle, scheme: Scheme) -> TokenCoverage | None:
+    """Token coverage when the scheme asks for it (2026.3); below the minimum, a BundleError."""
+    minimum = scheme.raw.get("data_quality", {}).get("min_token_coverage")
+    term = scheme.raw.get("measurement_integrity", {}).get("token_coverage_term") is True
+    if minimum is None and not term:
+        return None
+    m = bundle.manifest
+    cov = token_coverage(bundle.tokens, m.period.start.timestamp(), m.period.end.timestamp(), scheme.max_gap_seconds)
+    if minimum is not None:
+        check_minimum(cov, float(minimum), bundle.tokens.file)
+    return cov
 
 
 def _budget_rows(
-    model: Model, parts: NodeParts, power: LayerSeries, gaps: Any, pue_info: dict, defaults: dict, spec: Any
+    model: Model, parts: NodeParts, power: LayerSeries, gaps: Any, extra: dict, defaults: dict, spec: Any
 ) -> list[tuple[str, str, str, str]]:
     """(source key, what, distribution, basis) for every source that applies to this bundle."""
     rows = [
@@ -211,7 +259,12 @@ def _budget_rows(
                 "gaps",
                 f"{gaps.count} unbridged gap(s), {significant(gaps.device_seconds / 3600.0, 4)} device-hours",
                 f"energy between {significant(gaps.low_kwh.sum(), 4)} and {significant(gaps.high_kwh.sum(), 4)} kWh (uniform)",
-                f"lowest and highest of the {defaults['gap_neighbours']} readings on each side",
+                (
+                    f"lowest of the {defaults['gap_neighbours']} readings on each side to the device's power "
+                    "ceiling (data_quality.max_device_power or the manifest's) for the whole gap"
+                    if extra.get("gap_ceiling")
+                    else f"lowest and highest of the {defaults['gap_neighbours']} readings on each side"
+                ),
             )
         )
     if model.cross_factor is not None:
@@ -243,6 +296,17 @@ def _budget_rows(
                 "node meter accuracy (manifest or meter class default)",
             )
         )
+    if model.idle_share is not None and model.idle_uncertain and model.idle_share[2] > model.idle_share[1]:
+        s0, lo, hi = model.idle_share
+        rows.append(
+            (
+                "idle_capacity",
+                "idle provisioned capacity (share of IT energy)",
+                f"share uniform {significant(lo, 4)}-{significant(hi, 4)} (certified {significant(s0, 4)})",
+                "boundary defaults of the scheme (compute/boundary.py)",
+            )
+        )
+    pue_info = extra["pue"]
     rows.append(("pue", "PUE", pue_info["distribution"], pue_info["basis"]))
     counts = np.bincount(model.grid_kind, minlength=len(GRID_KINDS))
     kinds = ", ".join(
@@ -258,6 +322,18 @@ def _budget_rows(
             " ".join(str(defaults["grid"]["source"]).split()),
         )
     )
+    tok = extra.get("token_coverage")
+    if model.tokens_missing_high_mtok > 0 and tok is not None:
+        rows.append(
+            (
+                "token_coverage",
+                f"output tokens of the {len(tok.uncovered)} span(s) the counters do not cover "
+                f"({significant(tok.uncovered_seconds, 4)} s, coverage {significant(tok.coverage, 4)})",
+                f"uniform between 0 and {significant(tok.missing_high, 4)} tokens, one fraction for all spans",
+                "span duration x the highest observed output-token rate (sum over instances); "
+                "the certified value counts none of them",
+            )
+        )
     if model.embodied_g is not None:
         lo, hi = model.embodied_bounds
         rows.append(
@@ -310,7 +386,7 @@ def assess(
     budget = []
     if with_budget:
         for key, what, dist, basis in _budget_rows(
-            model, parts, power, gaps, extra["pue"], defaults, bundle.manifest.power
+            model, parts, power, gaps, extra, defaults, bundle.manifest.power
         ):
             one = simulate(model, max(2000, draws // 4), seed, block, frozenset({key}))
             row = {
@@ -344,6 +420,28 @@ def assess(
                 device_hours=significant(gaps.device_seconds / 3600.0, 4),
             )
         )
+    tok = extra["token_coverage"]
+    data_quality = None
+    if tok is not None:
+        data_quality = {**(figures.get("data_quality") or {}), "token_coverage": round(tok.coverage, 9)}
+        if tok.coverage < 1.0:
+            first = first_uncovered(tok)
+            findings.append(
+                finding(
+                    "token-coverage-partial",
+                    "warning",
+                    f"the output-token counters in {bundle.tokens.file} cover {tok.coverage:.2%} of the period "
+                    f"({len(tok.uncovered)} uncovered span(s), first {first[0] if first else '-'} to "
+                    f"{first[1] if first else '-'}): the certified value counts only the tokens counted, "
+                    f"the interval allows up to {significant(tok.missing_high, 4)} more",
+                    token_coverage=round(tok.coverage, 6),
+                    uncovered_seconds=significant(tok.uncovered_seconds, 6),
+                    uncovered_spans=len(tok.uncovered),
+                    missing_tokens_high=significant(tok.missing_high, 6),
+                    max_token_rate=significant(tok.max_rate, 6),
+                    per_instance={k: round(v, 6) for k, v in sorted(tok.per_instance.items())},
+                )
+            )
     uncertainty = {
         "method": "Monte Carlo propagation of distributions (JCGM 101:2008, GUM Supplement 1); "
         "interval = central 95 % of the draws, widened to contain the certified value, rounded outwards",
@@ -366,19 +464,23 @@ def assess(
         "budget": budget,
         "budget_note": "each row: the central 95 % range, relative to the certified value, with only that "
         "source uncertain; sources combine (not add) in the interval; sources with no effect are left out",
-        "tokens": "output tokens are counter increases, taken as exact",
+        "tokens": "output tokens are counter increases, taken as exact"
+        + (
+            "; tokens of spans the counters do not cover are the token_coverage source"
+            if model.tokens_missing_high_mtok > 0
+            else ""
+        ),
     }
     spec = bundle.manifest.power
     max_gap = effective_max_gap(spec, scheme)
     regime = load_regime(bundle, fig, max_gap)
     all_findings = list(figures.get("findings") or []) + findings
-    return Assessment(
-        intervals,
-        {
-            "uncertainty": uncertainty,
-            "reconciliation": extra["reconciliation"],
-            "load_regime": regime,
-            "findings": all_findings,
-        },
-        {"it_energy_basis": parts.basis},
-    )
+    sections = {
+        "uncertainty": uncertainty,
+        "reconciliation": extra["reconciliation"],
+        "load_regime": regime,
+        "findings": all_findings,
+    }
+    if data_quality is not None:  # the compute stage's data_quality, with token_coverage added
+        sections["data_quality"] = data_quality
+    return Assessment(intervals, sections, {"it_energy_basis": parts.basis})

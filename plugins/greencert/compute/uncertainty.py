@@ -16,7 +16,10 @@ Supplement 1"). Every input that is not known exactly gets a distribution:
 * grid intensity (per kind of hour: measured, estimated, annual factor);
 * embodied carbon (SCI M) when the certificate has it.
 
-Output tokens are counter increases and are taken as exact. The seed and the
+Output tokens are counter increases and are taken as exact where the counters
+cover the period; under scheme 2026.3 the tokens of uncovered spans are a
+source of their own (between 0 and the span x the highest observed rate), and
+a gap may hide a peak up to the device's power ceiling. The seed and the
 number of draws are fixed by the defaults file the scheme names, so the same
 bundle always gives the same interval. Draws are processed in vectorised blocks
 of (draws x hours) arrays: no Python loop runs per draw or per hour.
@@ -47,6 +50,10 @@ SOURCES = (
     "pue",
     "grid",
     "embodied",
+    # Scheme 2026.3 (docs/uncertainty.md): tokens the counters may have missed, and the share of
+    # idle provisioned capacity when it is estimated or declared rather than metered.
+    "token_coverage",
+    "idle_capacity",
 )
 GRID_KINDS = ("measured_hour", "estimated_hour", "annual_factor")
 
@@ -157,11 +164,15 @@ def gap_bounds(
     max_gap: float,
     edges: np.ndarray,
     neighbours: int,
+    ceiling: float | None = None,
 ) -> GapBounds:
     """Gauge gaps longer than ``max_gap`` and the time before a device's first / after its last reading.
 
     A counter bridges its gaps (it measured them), so it has none. ``to_kwh``
-    converts (series unit x second) to kWh.
+    converts (series unit x second) to kWh. With ``ceiling`` (the device's power
+    ceiling in the series unit; scheme ``gap_bound: device_ceiling``) the high
+    bound is the ceiling for the whole gap: a gap may hide a peak the readings
+    next to it do not show.
     """
     n_hours = edges.size - 1
     if kind != "gauge" or series.t.size == 0:
@@ -191,6 +202,8 @@ def gap_bounds(
     a, b = np.clip(a, start, end), np.clip(b, start, end)
     keep = b > a
     a, b, p_lo, p_hi = a[keep], b[keep], p_lo[keep], p_hi[keep]
+    if ceiling is not None:
+        p_hi = np.maximum(p_hi, ceiling)
     low = _spread_over_hours(a, b, p_lo, edges) * to_kwh
     high = _spread_over_hours(a, b, p_hi, edges) * to_kwh
     return GapBounds(low, high, int(a.size), float(np.sum(b - a)))
@@ -267,6 +280,15 @@ class Model:
     it_meter_accuracy: float = 0.0
     embodied_g: float | None = None
     embodied_bounds: tuple[float, float] = (0.0, 0.0)
+    # Scheme 2026.3: most output tokens (Mtok) the uncovered spans could hold (0: no term).
+    tokens_missing_high_mtok: float = 0.0
+    # Idle provisioned capacity as a share of IT energy: (point, low, high) and whether it is
+    # uncertain (not metered). None: no idle-capacity component (schemes before 2026.3).
+    idle_share: tuple[float, float, float] | None = None
+    idle_uncertain: bool = False
+
+    def idle_factor(self) -> float:
+        return 1.0 + self.idle_share[0] if self.idle_share is not None else 1.0
 
     def point_it_kwh(self) -> np.ndarray:
         if self.it_mode == "ratio":
@@ -277,10 +299,11 @@ class Model:
         return self.primary_kwh
 
     def point_facility_kwh(self) -> np.ndarray:
+        # Facility energy = (IT + IT x idle share) x PUE (compute/metrics.py, scheme 2026.3).
         if self.pue_mode == "measured":
             assert self.pue_hourly is not None
-            return self.point_it_kwh() * self.pue_hourly
-        return self.point_it_kwh() * self.pue_value
+            return self.point_it_kwh() * self.idle_factor() * self.pue_hourly
+        return self.point_it_kwh() * self.idle_factor() * self.pue_value
 
 
 @dataclass
@@ -355,12 +378,29 @@ def simulate(model: Model, draws: int, seed: int, block_values: int, active: fro
         intensity = model.intensity[None, :] * (1.0 + g @ kind_onehot)
         carbon = np.einsum("nh,nh->n", facility, intensity)
         energy = facility.sum(axis=1)
-        out_e.append(energy / model.tokens_mtok)
-        out_c.append(carbon / model.tokens_mtok)
+        m = None
         if model.embodied_g is not None:
             lo_m, hi_m = model.embodied_bounds
             m = _uniform(rng, lo_m, hi_m, n, "embodied" in active)
-            out_s.append((carbon + model.embodied_g * (1.0 + m)) / model.tokens_mtok)
+        # 2026.3 sources draw after all the others, and only when the model has them, so that
+        # a bundle without them (every 2026.2 bundle) draws exactly the numbers it drew before.
+        if model.idle_share is not None:
+            s0, s_lo, s_hi = model.idle_share
+            share = rng.uniform(s_lo, s_hi, n) if s_hi > s_lo else np.full(n, s0)
+            if not (model.idle_uncertain and "idle_capacity" in active):
+                share = np.full(n, s0)
+            energy = energy * (1.0 + share)
+            carbon = carbon * (1.0 + share)
+        tokens = np.full(n, model.tokens_mtok)
+        if model.tokens_missing_high_mtok > 0:
+            u_tok = rng.uniform(0.0, 1.0, n)
+            if "token_coverage" in active:
+                tokens = tokens + u_tok * model.tokens_missing_high_mtok
+        out_e.append(energy / tokens)
+        out_c.append(carbon / tokens)
+        if m is not None:
+            assert model.embodied_g is not None
+            out_s.append((carbon + model.embodied_g * (1.0 + m)) / tokens)
     return Draws(np.concatenate(out_e), np.concatenate(out_c), np.concatenate(out_s) if out_s else None)
 
 
