@@ -46,6 +46,7 @@ class _Registry(pint.UnitRegistry):
 
 ureg: pint.UnitRegistry = _Registry(cache_folder=None)
 ureg.define("token = [tokens] = tok")
+ureg.define("query = [queries]")  # one completed request; kquery = 1,000 (figures per 1,000 queries)
 ureg.define("gCO2e = [carbon] = gCO2eq")
 ureg.define("kgCO2e = 1000 * gCO2e = kgCO2eq")
 ureg.define("tCO2e = 1000000 * gCO2e = tCO2eq")

@@ -245,6 +245,55 @@ class ConcurrencySpec(_Strict):
         return None if v is None else check_label(v, "concurrency.metric")
 
 
+class RequestsSpec(_Strict):
+    """Cumulative count of completed requests per serving instance (e.g. vLLM
+    ``vllm:request_success_total``), for the figures per 1,000 queries (docs/boundary.md).
+
+    Columns ``timestamp, requests`` and optionally ``instance``; read like the token counters.
+    """
+
+    file: str
+    metric: str | None = None  # the counter it was read from, recorded on the certificate
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str) -> str:
+        return _check_file_name(v)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str | None) -> str | None:
+        return None if v is None else check_label(v, "requests.metric")
+
+
+class IdleCapacitySpec(_Strict):
+    """Machines provisioned for the deployment but not serving (docs/boundary.md).
+
+    ``metered``: every provisioned device is in the power evidence, nothing is added.
+    ``declared``: ``share`` of the serving machines' (IT) energy, with its ``source``.
+    Without this key scheme 2026.3 adds an estimated share (boundary-2026.3.yaml).
+    """
+
+    basis: Literal["metered", "declared"]
+    share: Annotated[float, Field(ge=0, le=1)] | None = None
+    source: str | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str | None) -> str | None:
+        return None if v is None else check_label(v, "idle_capacity.source")
+
+    @model_validator(mode="after")
+    def _share(self) -> IdleCapacitySpec:
+        if self.basis == "declared" and (self.share is None or not self.source):
+            raise ValueError("idle_capacity.basis declared needs share (of IT energy) and source")
+        if self.basis == "metered" and self.share not in (None, 0.0):
+            raise ValueError(
+                "idle_capacity.basis metered means every provisioned device is metered: no share to add"
+            )
+        return self
+
+
 class ScopeChange(_Strict):
     """Scope fields that change at a segment boundary; unset fields keep the bundle's scope."""
 
@@ -289,8 +338,36 @@ class Segment(_Strict):
         return None if v is None else check_label(v, "segments[].reason")
 
 
+class Wue(_Strict):
+    """Declared water usage effectiveness: site water / IT energy (ISO/IEC 30134-9), in L/kWh."""
+
+    value: Annotated[float, Field(ge=0, le=100)]
+    source: str
+    period: str | None = None  # the period the WUE was measured over, as the operator states it
+
+    @field_validator("source", "period")
+    @classmethod
+    def _labels(cls, v: str | None, info) -> str | None:
+        return None if v is None else check_label(v, f"facility.wue.{info.field_name}")
+
+
+class OffsiteWater(_Strict):
+    """Water consumed off site to generate the electricity (L/kWh of facility energy)."""
+
+    intensity: Annotated[float, Field(ge=0, le=1000)]
+    source: str
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        return check_label(v, "facility.offsite_water.source")
+
+
 class Facility(_Strict):
     pue: Annotated[float, Field(ge=1.0, le=5.0)] | None = None
+    # Water (scheme 2026.3, docs/boundary.md): on-site WUE and the optional off-site intensity.
+    wue: Wue | None = None
+    offsite_water: OffsiteWater | None = None
     # ISO/IEC 30134-2 measurement category of the declared PUE (1-3), if known.
     pue_category: Literal[1, 2, 3] | None = None
     meter: SeriesSpec | None = None
@@ -367,6 +444,10 @@ class Manifest(_Strict):
     concurrency: ConcurrencySpec | None = None
     # Shared GPUs (MIG slices): the share of each device's energy that is this deployment's.
     attribution: Attribution | None = None
+    # Completed-requests counter for the figures per 1,000 queries (scheme 2026.3).
+    requests: RequestsSpec | None = None
+    # Idle provisioned capacity (scheme 2026.3 full-stack boundary, docs/boundary.md).
+    idle_capacity: IdleCapacitySpec | None = None
     # A change of engine version, model or GPUs inside the period: each segment is certified apart.
     segments: list[Segment] = Field(default_factory=list)
 

@@ -32,6 +32,8 @@ GRID_COLUMNS = ("timestamp", "intensity")
 # Provenance columns a grid API client writes (docs/carbon.md); not needed for the figures.
 GRID_OPTIONAL_COLUMNS = ("is_estimated", "estimation_method", "emission_factor_type", "filled")
 METER_COLUMNS = ("timestamp", "value")
+# Completed-requests counter (manifest ``requests:``), a cumulative counter like the tokens.
+REQUEST_COLUMNS = ("timestamp", "requests")
 # Hourly files of the manifest's carbon section: instrument delivery profiles, marginal rates.
 PROFILE_COLUMNS = ("timestamp", "energy")
 MARGINAL_COLUMNS = ("timestamp", "rate")
@@ -98,6 +100,8 @@ class Bundle:
     carbon_series: dict[str, Series] = field(default_factory=dict)
     # Running-requests gauge (manifest ``concurrency:``), for the load-regime disclosure.
     concurrency: Series | None = None
+    # Completed-requests counter (manifest ``requests:``), for the figures per 1,000 queries.
+    requests: Series | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -465,6 +469,11 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
         concurrency = read_series(
             path_of(m.concurrency.file), METER_COLUMNS, ("instance",), ("value",), "instance", "concurrency"
         )
+    requests = None
+    if m.requests is not None:
+        requests = read_series(
+            path_of(m.requests.file), REQUEST_COLUMNS, ("instance",), ("requests",), "instance", "requests"
+        )
     inputs = [{"file": name, "sha256": sha256_file(p)} for name, p in sorted(files.items())]
     return Bundle(
         bundle_dir,
@@ -478,6 +487,7 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
         inputs,
         carbon_series,
         concurrency,
+        requests,
     )
 
 

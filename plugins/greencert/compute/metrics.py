@@ -16,6 +16,7 @@ import numpy as np
 
 from greencert.bundle.reader import Bundle
 from greencert.compute.attribution import attributed
+from greencert.compute.boundary import boundary_defaults, idle_capacity
 from greencert.compute.integrate import energy_of, integrate
 from greencert.compute.reconcile import node_parts as unmetered_node_parts
 from greencert.compute.uncertainty import load_defaults
@@ -49,6 +50,10 @@ class Figures:
     devices: int = 0
     # Scheme 2026.2+: how the IT energy covers whole nodes (compute.reconcile.NodeParts), else None.
     node_parts: Any = None
+    # Scheme 2026.3 full-stack boundary (compute/boundary.py): the idle provisioned capacity added
+    # (IdleCapacity: share of IT energy, low, high, basis, source) and its energy; None before 2026.3.
+    idle_capacity: Any = None
+    idle_capacity_energy: Any = None
 
     def metrics(self) -> dict[str, dict[str, Any]]:
         """Headline metrics as {value, unit}; units are fixed by the certificate format."""
@@ -56,7 +61,7 @@ class Figures:
         def m(q: Any, unit: str) -> dict[str, Any]:
             return {"value": significant(q.to(unit).magnitude), "unit": unit}
 
-        return {
+        out = {
             "it_energy": m(self.it_energy, "kWh"),
             "facility_energy": m(self.facility_energy, "kWh"),
             "output_tokens": m(self.output_tokens, "token"),
@@ -65,6 +70,9 @@ class Figures:
             "carbon_per_million_tokens": m(self.carbon_per_million_tokens, "gCO2e/Mtok"),
             "operational_carbon": m(self.operational_carbon, "gCO2e"),
         }
+        if self.idle_capacity_energy is not None:
+            out["idle_capacity_energy"] = m(self.idle_capacity_energy, "kWh")
+        return out
 
 
 def hourly_intensity(bundle: Bundle, hour_edges: np.ndarray) -> tuple[np.ndarray, str, float]:
@@ -123,6 +131,11 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
         )
         it_hourly = node_parts.it_hourly_kwh
 
+    # Scheme 2026.3: idle provisioned capacity joins the IT energy before the PUE applies, hour by
+    # hour, so facility energy and carbon include it (compute/boundary.py, Google 2025).
+    idle = idle_capacity(m, boundary_defaults(scheme))
+    served_hourly = it_hourly if idle is None else it_hourly + it_hourly * idle.share
+
     if m.facility.meter is not None and bundle.facility_meter is not None and bundle.it_meter is not None:
         fac, fac_unit = energy_of(
             bundle.facility_meter, m.facility.meter, start, end, max_gap, "facility.meter"
@@ -138,13 +151,13 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
                 f"IT meter reads no energy in hour {hour} of the period: PUE undefined", "facility.it_meter"
             )
         pue_hourly = fac_h / itm_h
-        facility_hourly = it_hourly * pue_hourly
+        facility_hourly = served_hourly * pue_hourly
         pue_basis = "measured"
     else:
         if m.facility.pue is None:  # the manifest model requires a pue where the meters are missing
             raise BundleError("facility has neither a declared pue nor both meters", "manifest.yaml facility")
         pue_hourly = np.full(it_hourly.size, float(m.facility.pue))
-        facility_hourly = it_hourly * pue_hourly
+        facility_hourly = served_hourly * pue_hourly
         pue_basis = "declared"
 
     tokens_out = integrate(bundle.tokens, "output_tokens", "counter", start, end, np.inf)
@@ -165,7 +178,10 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     )
     if output_tokens.magnitude <= 0:
         raise BundleError("no output tokens in the period: energy per token undefined", bundle.tokens.file)
-    pue = float(facility_energy.magnitude / it_energy.magnitude) if it_energy.magnitude > 0 else float("nan")
+    idle_energy = None if idle is None else Q_(float((it_hourly * idle.share).sum()), "kWh")
+    # The PUE stays facility / (IT + idle): idle machines are IT equipment, not overhead.
+    served = it_energy.magnitude if idle_energy is None else it_energy.magnitude + idle_energy.magnitude
+    pue = float(facility_energy.magnitude / served) if served > 0 else float("nan")
     return Figures(
         it_energy=it_energy,
         facility_energy=facility_energy,
@@ -187,4 +203,6 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
         device_energy_kwh={d: float(e) for d, e in zip(power.devices, device_kwh, strict=True)},
         devices=len(power.devices),
         node_parts=node_parts,
+        idle_capacity=idle,
+        idle_capacity_energy=idle_energy,
     )
