@@ -201,6 +201,8 @@ def figures_document(bundle: Any, scheme: Any, report: dict[str, Any]) -> dict[s
     figures["metrics"].update(carbon.metrics)
     figures["carbon"] = carbon.section
     figures["methodology"]["hourly_intensity_share"] = carbon.hourly_intensity_share
+    # Scheme 2026.3 (docs/boundary.md): full-stack components, water and figures per 1,000 queries.
+    _full_stack(bundle, scheme, fig, figures)
     # Second meters of the same devices (docs/prometheus.md): a mismatch is a finding, not a failure.
     from greencert.compute.crosscheck import crosscheck_meters
 
@@ -226,6 +228,28 @@ def figures_document(bundle: Any, scheme: Any, report: dict[str, Any]) -> dict[s
             **({"match": dict(m.attribution.match)} if m.attribution.match else {}),
         }
     return figures
+
+
+def _full_stack(bundle: Any, scheme: Any, fig: Any, figures: dict[str, Any]) -> None:
+    """Add the ``boundary``, ``water`` and ``per_query`` sections the scheme asks for (none before 2026.3)."""
+    from greencert.compute.boundary import boundary_defaults, boundary_section, per_query, water
+
+    raw = getattr(scheme, "raw", None) or {}
+    defaults = boundary_defaults(scheme)
+    if defaults is not None and fig.idle_capacity is not None:
+        figures["boundary"] = boundary_section(bundle, fig, defaults)
+    water_l = None
+    if raw.get("water"):
+        w = water(bundle, fig)
+        if w is not None:
+            figures["water"] = w.section
+            figures["metrics"]["water_per_million_tokens"] = w.section["per_million_tokens"]
+            water_l = w.total_l
+    if raw.get("per_query"):
+        pq = per_query(bundle, fig, water_l)
+        if pq is not None:
+            figures["per_query"], metrics = pq
+            figures["metrics"].update(metrics)
 
 
 def grade_stage(figures_path: str | Path, work_dir: str | Path, scheme_path: str | Path | None = None) -> str:
