@@ -1,7 +1,7 @@
 """Prometheus source profiles: which PromQL selectors fill which series of an evidence bundle.
 
 Built-in profiles live in ``data/source_profiles.yaml`` (DCGM, Kepler 0.11, redfish_exporter, vLLM,
-SGLang, TGI);
+SGLang, TGI; the engines' completed-requests counters too);
 a fleet config adds or overrides profiles under ``source_profiles:`` with the same schema, so a new
 exporter needs no code change. A deployment combines profiles (``profile: [dcgm, vllm]``); each role
 (power, tokens, facility meters, a named meter) may come from one profile only.
@@ -39,6 +39,7 @@ ROLE_POWER = "power"
 ROLE_TOKENS = "tokens"
 ROLE_FACILITY = "facility_meter"
 ROLE_IT = "it_meter"
+ROLE_REQUESTS = "requests"
 
 
 class _Strict(BaseModel):
@@ -151,6 +152,9 @@ class SourceProfile(_Strict):
     tokens: TokenSelectors | None = None
     meters: list[ProfileMeter] = Field(default_factory=list)
     facility: FacilitySelectors | None = None
+    # Completed-requests counter (figures per 1,000 queries); optional: a deployment without it
+    # simply has no per-query figures.
+    requests: Selector | None = None
     # Metric names older releases of the exporter used (name -> why and what to do): when a query of
     # this profile finds nothing, the pull looks for these and says so instead of "no samples".
     retired_metrics: dict[str, str] = Field(default_factory=dict)
@@ -174,6 +178,7 @@ class Plan:
     meters: list[ProfileMeter] = field(default_factory=list)
     facility: FacilitySelectors | None = None
     retired_metrics: dict[str, str] = field(default_factory=dict)
+    requests: Selector | None = None
 
     def roles(self) -> list[str]:
         names = [ROLE_POWER, ROLE_TOKENS, *(m.name for m in self.meters)]
@@ -206,7 +211,7 @@ def resolve_plan(names: list[str], user_profiles: Mapping[str, Any], where: str)
     known = dict(builtin_profiles())
     for name, data in user_profiles.items():
         known[name] = parse_profile(name, data, f"{where}: source_profiles.{name}")
-    power = tokens = facility = None
+    power = tokens = facility = requests = None
     owner: dict[str, str] = {}
     meters: list[ProfileMeter] = []
     retired: dict[str, str] = {}
@@ -234,8 +239,11 @@ def resolve_plan(names: list[str], user_profiles: Mapping[str, Any], where: str)
         if prof.facility is not None:
             claim("facility", name)
             facility = prof.facility
+        if prof.requests is not None:
+            claim(ROLE_REQUESTS, name)
+            requests = prof.requests
         for meter in prof.meters:
-            if meter.name in (ROLE_POWER, ROLE_TOKENS, ROLE_FACILITY, ROLE_IT):
+            if meter.name in (ROLE_POWER, ROLE_TOKENS, ROLE_FACILITY, ROLE_IT, ROLE_REQUESTS):
                 raise ConfigError(f"profile {name!r}: meter name {meter.name!r} is reserved", where)
             claim(f"meter {meter.name}", name)
             meters.append(meter)
@@ -246,7 +254,7 @@ def resolve_plan(names: list[str], user_profiles: Mapping[str, Any], where: str)
             "with a token profile (e.g. vllm)",
             where,
         )
-    return Plan(list(names), power, tokens, meters, facility, retired)
+    return Plan(list(names), power, tokens, meters, facility, retired, requests)
 
 
 def promql_string(value: str) -> str:

@@ -39,6 +39,7 @@ from greencert.sources.profiles import (
     ROLE_FACILITY,
     ROLE_IT,
     ROLE_POWER,
+    ROLE_REQUESTS,
     ROLE_TOKENS,
     Plan,
     Selector,
@@ -522,6 +523,18 @@ def _token_table(
     return table, dropped
 
 
+def _request_table(pulled: Pulled) -> dict[str, np.ndarray]:
+    """Every request-counter series as its own instance (named by its full label set): vLLM splits
+    the count by finished_reason, and each series is a counter whose increases add up."""
+    keys = sorted(pulled.series, key=lambda k: canonical_labels(dict(k)))
+    names = [canonical_labels(dict(k)) or "all" for k in keys]
+    return {
+        "timestamp": np.concatenate([pulled.series[k][0] for k in keys]) / 1000.0,
+        "instance": np.repeat(np.array(names), [pulled.series[k][0].size for k in keys]),
+        "requests": np.concatenate([pulled.series[k][1] for k in keys]),
+    }
+
+
 def prometheus_source(dep: DeploymentConfig) -> PrometheusSource:
     """The deployment's source, which must be ``kind: prometheus``."""
     src = dep.source
@@ -763,6 +776,14 @@ def pull_deployment(
     replaced = [r for r in chain_rows if len(r["series"]) > 1]
     if replaced:
         queries[-1]["replaced_instances"] = replaced
+
+    if plan.requests is not None:
+        # Optional: without the engine's request counter the certificate has no per-query figures.
+        req = pull(ROLE_REQUESTS, plan.requests, None, required=False)
+        if req.series:
+            tables["requests.parquet"] = _request_table(req)
+            manifest["requests"] = {"file": "requests.parquet", "metric": plan.requests.metric}
+            report["roles"][ROLE_REQUESTS] = {"query": req.query, "series": len(req.series)}
 
     absent = set()
     for meter in plan.meters:

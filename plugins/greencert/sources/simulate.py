@@ -43,6 +43,8 @@ class DeploymentProfile:
     node_meter: bool = False
     pdu_meter: bool = False
     max_concurrency: int = 64
+    # Mean output tokens per completed request (vllm:request_success_total follows the tokens).
+    output_tokens_per_request: float = 250.0
 
 
 SAMPLE_FLEET: tuple[DeploymentProfile, ...] = (
@@ -178,7 +180,29 @@ def simulate_deployment(
             "year": 2023,
         }
     _extra_layers(profile, manifest, tables, t, load, gpu_power, devices, ext, rng)
+    _requests(profile, manifest, tables, t, per_step, reset_at, ext, rng)
     return write_bundle(target, manifest, tables)
+
+
+def _requests(
+    profile: DeploymentProfile,
+    manifest: dict,
+    tables: dict,
+    t: np.ndarray,
+    per_step: np.ndarray,
+    reset_at: int,
+    ext: str,
+    rng: np.random.Generator,
+) -> None:
+    """vLLM's vllm:request_success_total, reset with the token counters at the engine restart.
+
+    Drawn last, so every other file keeps the bytes it had before request counters existed.
+    """
+    done = rng.poisson(per_step[1:] / profile.output_tokens_per_request).astype(np.float64)
+    count = np.concatenate([[0.0], np.cumsum(done)]) + 4000.0
+    count[reset_at:] -= count[reset_at] - done[reset_at - 1]
+    manifest["requests"] = {"file": f"requests.{ext}", "metric": "vllm:request_success_total"}
+    tables[f"requests.{ext}"] = {"timestamp": t, "requests": count}
 
 
 # Host power per GPU slot (CPUs, memory, NICs, fans): a fixed part plus a part that follows the GPUs.

@@ -227,6 +227,24 @@ def token_profile(series: Series, start: float, end: float) -> Profile:
     return Profile(pd.DataFrame(frame), integrated)
 
 
+def request_profile(series: Series, start: float, end: float) -> Profile:
+    """The completed-requests counters (``requests_profile`` suite): checked like the token counters."""
+    frame, starts = _base_columns(series, ("requests",), "instance")
+    frame["reset_share"] = _reset_share(series, "requests", starts, frame["n_rows"])
+    integrated = None
+    if _usable(frame):
+        integrated = integrate(series, "requests", "counter", start, end, np.inf)
+        frame["coverage"] = integrated.covered_seconds.sum(axis=1) / (end - start)
+        if starts.size > 1:
+            # vLLM splits the count by finished_reason, and pods are replaced: judged on the union.
+            frame["coverage"] = np.full(starts.size, _union_coverage(series, start, end))
+        frame["requests_increase"] = integrated.per_device
+    else:
+        frame["coverage"] = np.full(starts.size, -1.0)
+        frame["requests_increase"] = np.full(starts.size, -1.0)
+    return Profile(pd.DataFrame(frame), integrated)
+
+
 def grid_profile(series: Series, start: float, end: float) -> Profile:
     frame, starts = _base_columns(series, ("intensity",), "series")
     t = series.t[np.isfinite(series.t)]

@@ -35,6 +35,7 @@ from greencert.validation.profile import (
     implausible_token_rate,
     locate,
     meter_profile,
+    request_profile,
     token_profile,
 )
 
@@ -220,6 +221,17 @@ def profile_bundle(bundle: Bundle, scheme: Scheme) -> tuple[list[SuiteInput], fl
             "tokens_profile", token_profile(bundle.tokens, start, end), bundle.tokens, "instance", tok_params
         )
     )
+
+    if bundle.requests is not None:
+        items.append(
+            SuiteInput(
+                "requests_profile",
+                request_profile(bundle.requests, start, end),
+                bundle.requests,
+                "instance",
+                dict(tok_params),
+            )
+        )
 
     if bundle.grid is not None:
         grid_params = {
