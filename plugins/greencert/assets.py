@@ -52,6 +52,8 @@ def certificate_event_extra(cert_path: str | Path, registry: str | Path) -> dict
         "period_start": cert["period"]["start"],
         "period_end": cert["period"]["end"],
         "grade": cert.get("grade"),
+        "confirmed_grade": cert.get("confirmed_grade"),
+        "measurement_class": cert.get("measurement_class"),
         "energy_kwh_per_mtok": value("energy_per_million_tokens"),
         "carbon_gco2e_per_mtok": value("carbon_per_million_tokens"),
         "facility_energy_kwh": value("facility_energy"),

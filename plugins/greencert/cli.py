@@ -260,6 +260,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _grade_text(cert: dict[str, Any]) -> str:
+    """``B`` or ``B (confirmed C)`` (scheme 2026.3+: the letter is the efficiency grade)."""
+    from greencert.certificate import status as statuses
+
+    return statuses.grade_text(cert)
+
+
+def _statements_text(cert: dict[str, Any]) -> str:
+    """``, confirmed at 95 %: C, measurement: GPU sensors only`` for 2026.3+ certificates, else ``""``.
+
+    Appended after ``grade: B (size class ...)``, so the efficiency grade keeps its place in the line.
+    """
+    from greencert.certificate import status as statuses
+
+    out = ""
+    if cert.get("confirmed_grade"):
+        out += f", confirmed at 95 %: {cert['confirmed_grade']}"
+    if cert.get("measurement_class"):
+        out += f", measurement: {statuses.measurement_text(cert)}"
+    return out
+
+
 def _grade_counts(grades: list[str]) -> str:
     from collections import Counter
 
@@ -268,6 +290,7 @@ def _grade_counts(grades: list[str]) -> str:
 
 
 def cmd_certify_fleet(args: argparse.Namespace) -> int:
+    from greencert.certificate import status as statuses
     from greencert.fleet import certify_fleet_day, deployment_bundles
 
     folder = _need_dir(args.fleet_day, "fleet-day")
@@ -303,15 +326,19 @@ def cmd_certify_fleet(args: argparse.Namespace) -> int:
         rows.append(
             (
                 deployment,
-                cert["grade"],
+                _grade_text(cert),
                 f"{m['energy_per_million_tokens']['value']:.4f}",
                 f"{m['carbon_per_million_tokens']['value']:.1f}",
                 (cert.get("grading") or {}).get("size_class") or "-",
+                statuses.measurement_text(cert),
                 path,
             )
         )
     if rows:
-        _print_table(("deployment", "grade", "kWh/Mtok", "gCO2e/Mtok", "size class", "certificate"), rows)
+        _print_table(
+            ("deployment", "grade", "kWh/Mtok", "gCO2e/Mtok", "size class", "measurement", "certificate"),
+            rows,
+        )
     for deployment, reason in sorted(run.failures.items()):
         print(f"{deployment}: NOT CERTIFIED: {reason}", file=sys.stderr)
     summary = f"{len(run.certificates)} of {len(bundles)} deployments certified"
@@ -402,7 +429,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
         size_class = (cert.get("grading") or {}).get("size_class")
         print(
             f"certificate {cert['certificate_id']}: grade {cert['grade']}"
-            f"{f' (size class {size_class})' if size_class else ''}, "
+            f"{f' (size class {size_class})' if size_class else ''}{_statements_text(cert)}, "
             f"{e['value']:.6g} kWh/Mtok{interval}, "
             f"{c['value']:.6g} gCO2e/Mtok"
         )
@@ -471,7 +498,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(line)
     cert = json.loads(certificate.read_bytes())  # its bytes verified above
     size_class = (cert.get("grading") or {}).get("size_class")
-    print(f"grade: {cert.get('grade')}" + (f" (size class {size_class})" if size_class else ""))
+    print(
+        f"grade: {cert.get('grade')}"
+        + (f" (size class {size_class})" if size_class else "")
+        + _statements_text(cert)
+    )
     print(f"status: {statuses.verify_status(None, result.development_key)}")
     print(f"OK: {result.certificate_id} verified")
     return EXIT_OK
@@ -605,7 +636,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
             else ""
         )
         print(
-            f"{r['certificate_id']}  {r['grade']}  {statuses.size_class_text(r)}  {figures}  "
+            f"{r['certificate_id']}  {statuses.grade_text(r)}  {statuses.size_class_text(r)}  "
+            f"{statuses.measurement_text(r)}  {figures}  "
             f"{statuses.status_text(r)}"
         )
     print(f"{len(rows)} certificate(s){_count_text(rows)}")
@@ -653,15 +685,27 @@ def cmd_summary(args: argparse.Namespace) -> int:
                 r["site"],
                 r["deployment"],
                 r["period"]["start"][:10],
-                r["grade"],
+                statuses.grade_text(r),
                 statuses.size_class_text(r),
+                statuses.measurement_text(r),
                 f"{energy:.4f}" if energy is not None else "",
                 f"{carbon:.1f}" if carbon is not None else "",
                 statuses.status_text(r),
             )
         )
     _print_table(
-        ("site", "deployment", "day", "grade", "size class", "kWh/Mtok", "gCO2e/Mtok", "status"), rows
+        (
+            "site",
+            "deployment",
+            "day",
+            "grade",
+            "size class",
+            "measurement",
+            "kWh/Mtok",
+            "gCO2e/Mtok",
+            "status",
+        ),
+        rows,
     )
     print(f"{len(rows)} certificate(s) in {args.registry}{_count_text(listed)}")
     return EXIT_OK if rows else EXIT_INCOMPLETE

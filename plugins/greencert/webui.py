@@ -36,6 +36,7 @@ from urllib.parse import quote, urlencode
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 
+from greencert.certificate.status import MEASUREMENT_CLASSES as MEASUREMENT_CLASSES_TEXT
 from greencert.times import to_utc
 
 log = logging.getLogger("greencert.webui")
@@ -47,6 +48,8 @@ DEFAULT_LIMIT = 50
 # signed with an installation's development key.
 STATUSES = ("valid", "development key", "superseded", "expired", "revoked", "unverified")
 GRADES = ("A", "B", "C", "D", "E", "F", "G")
+# What was metered (certificate measurement_class, scheme 2026.3+), best first, and in words.
+MEASUREMENT_CLASSES = tuple(MEASUREMENT_CLASSES_TEXT)
 # Registry files the page may serve, by suffix; anything else (work files, keys folder listings) is 404.
 SERVABLE = {
     ".html": "text/html; charset=utf-8",
@@ -124,12 +127,14 @@ def select_rows(
     grade: str | None = None,
     since: str | None = None,
     until: str | None = None,
+    measurement: str | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Filter, order (newest period first, then site, deployment) and page the rows; return (total, page).
 
     ``status`` is a displayed status (``development key`` included); ``since``/``until`` are
     dates (``YYYY-MM-DD``, UTC): a certificate is chosen when its period starts on or after
-    ``since`` and before the day after ``until``.
+    ``since`` and before the day after ``until``. ``measurement`` is a measurement class
+    (certificates older than scheme 2026.3 state none and are not chosen by it).
     """
     from greencert.certificate.status import display_status
 
@@ -143,6 +148,7 @@ def select_rows(
         and (not grade or r.get("grade") == grade)
         and (not since or r["period"]["start"][:10] >= since)
         and (not until or r["period"]["start"][:10] <= until)
+        and (not measurement or r.get("measurement_class") == measurement)
     ]
     # Two stable sorts: newest period end first; ties by site, deployment, id.
     chosen.sort(key=lambda r: (r["site"], r["deployment"], r["certificate_id"]))
@@ -301,6 +307,7 @@ def deployment_trends(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "model": items[-1].get("model"),
                 "size_class": items[-1].get("size_class"),
                 "latest_grade": items[-1].get("grade"),
+                "latest_confirmed": items[-1].get("confirmed_grade"),
                 "count": len(items),
                 "energy": trend_chart(points, "energy", "energy_interval"),
                 "carbon": trend_chart(points, "carbon", "carbon_interval"),
@@ -412,13 +419,14 @@ def _page_data(
     since: str | None = None,
     until: str | None = None,
     analysis: bool = False,
+    measurement: str | None = None,
 ) -> dict[str, Any]:
-    from greencert.certificate.status import display_status, status_detail
+    from greencert.certificate.status import display_status, grade_text, measurement_text, status_detail
 
     registry = registry_root()
     rows, source = load_rows(registry)
     filters = {"site": site, "deployment": deployment, "status": status, "model": model, "grade": grade,
-               "since": since, "until": until}  # fmt: skip
+               "since": since, "until": until, "measurement": measurement}  # fmt: skip
     total, page = select_rows(rows, offset=offset, limit=limit, **filters)
     try:
         runs = issuing_runs({r["certificate_id"] for r in page})
@@ -433,6 +441,8 @@ def _page_data(
             {
                 **row,
                 "display_status": display_status(row),  # the one status vocabulary (certificate/status.py)
+                "grade_text": grade_text(row),
+                "measurement_text": measurement_text(row),
                 "status_detail": status_detail(row),
                 "issued_by": run,
                 "links": _links(row, run, app_root, ui_root),
@@ -448,6 +458,9 @@ def _page_data(
         "sites": sorted({r["site"] for r in rows}),
         "deployments": sorted({r["deployment"] for r in rows if not site or r["site"] == site}),
         "models": sorted({r["model"] for r in rows if r.get("model")}),
+        "measurement_classes": [
+            m for m in MEASUREMENT_CLASSES if any(r.get("measurement_class") == m for r in rows)
+        ],
         "certificates": items,
     }
     if analysis:
@@ -500,6 +513,7 @@ def render_page(data: dict[str, Any], app_root: str) -> str:
         colours=GRADE_COLOURS,
         statuses=STATUSES,
         grades=GRADES,
+        measurement_words=MEASUREMENT_CLASSES_TEXT,
         app_root=app_root,
         first=offset + 1 if total else 0,
         last=min(offset + limit, total),
@@ -533,6 +547,7 @@ def create_app() -> FastAPI:
     Status = Query(None, pattern="^(" + "|".join(STATUSES) + ")?$")
     Model = Query(None, max_length=200)
     Grade = Query(None, pattern="^[A-G]?$")
+    Measurement = Query(None, pattern="^(" + "|".join(MEASUREMENT_CLASSES) + ")?$")
     Day = Query(None, pattern=r"^([0-9]{4}-[0-9]{2}-[0-9]{2})?$")
 
     @app.get("/certificates", dependencies=can_read)
@@ -547,12 +562,14 @@ def create_app() -> FastAPI:
         grade: str | None = Grade,
         since: str | None = Day,
         until: str | None = Day,
+        measurement: str | None = Measurement,
     ) -> dict[str, Any]:
         data = _page_data(
             request, site or None, deployment or None, status or None, offset, limit,
-            model or None, grade or None, since or None, until or None,
+            model or None, grade or None, since or None, until or None, measurement=measurement or None,
         )  # fmt: skip
         data.pop("sites")
+        data.pop("measurement_classes")
         data.pop("deployments")
         data.pop("models")
         return data
@@ -569,10 +586,12 @@ def create_app() -> FastAPI:
         grade: str | None = Grade,
         since: str | None = Day,
         until: str | None = Day,
+        measurement: str | None = Measurement,
     ) -> HTMLResponse:
         data = _page_data(
             request, site or None, deployment or None, status or None, offset, limit,
             model or None, grade or None, since or None, until or None, analysis=True,
+            measurement=measurement or None,
         )  # fmt: skip
         return HTMLResponse(render_page(data, _roots(request)[0]))
 

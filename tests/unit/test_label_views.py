@@ -178,15 +178,186 @@ def test_label_links_and_qr_follow_the_public_registry_url() -> None:
     assert 'href="https://registry.example/index.html#dc-t.chat.20260101T0000Z-20260101T0300Z"' in html
 
 
-def test_headline_has_room_for_efficiency_and_confirmed_grades() -> None:
+def split_certificate(limited_by_metering: bool = True) -> dict:
+    """Scheme-2026.3 shape (design16.md) on the analytic case of graded_certificate().
+
+    Energy 0.3 kWh/Mtok lies in E (0.25-0.5), carbon 30 g in C (18-36): efficiency E (the worse).
+    Limited by metering: the energy interval [0.2, 0.55] reaches F (0.5-1.0), so energy confirms F
+    and the confirmed grade is F. Otherwise the energy interval [0.27, 0.33] stays in E and carbon's
+    [25, 40] confirms D: the confirmed grade is still E (the worse of E and D)."""
+    cert = graded_certificate()
+    if limited_by_metering:
+        cert["metrics"]["energy_per_million_tokens"]["interval95"] = [0.2, 0.55]
+    confirmed_energy = "F" if limited_by_metering else "E"
+    confirmed = "F" if limited_by_metering else "E"
+    cert["grade"] = "E"
+    cert["confirmed_grade"] = confirmed
+    cert["measurement_class"] = "gpu_only"
+    cert["grading"].update(
+        overall="E",
+        energy="E",
+        carbon="C",
+        efficiency={"overall": "E", "energy": "E", "carbon": "C"},
+        confirmed={"overall": confirmed, "energy": confirmed_energy, "carbon": "D", "level": 0.95},
+        measurement={
+            "class": "gpu_only",
+            "label": "GPU sensors only",
+            "detail": "GPU power sensors only: host estimated; PUE declared",
+        },
+        limited_by="measurement" if limited_by_metering else "efficiency",
+    )
+    cert["grading"]["confidence"]["point_grades"] = {"energy": "E", "carbon": "C"}
+    return cert
+
+
+def test_old_certificates_keep_one_grade_card_and_the_inferred_measurement() -> None:
     cert = graded_certificate()
     assert [h["id"] for h in label.headline(cert)] == ["grade", "measurement"]
-    cert["grading"]["efficiency"], cert["grading"]["confirmed"] = "C", "E"
-    assert [(h["id"], h.get("grade")) for h in label.headline(cert)] == [
-        ("efficiency", "C"),
-        ("confirmed", "E"),
+    assert label.confirmed_meaning(cert) is None and label.split_grades(cert) is None
+    assert label.boundary_rows(cert) is None and label.water_view(cert) is None
+    assert label.token_types(cert) == []
+    html = label.render_label(cert)
+    for absent in ("Efficiency grade", 'id="boundary"', 'id="water-figures"', 'id="limited-by"'):
+        assert absent not in html
+    assert 'id="grade-grade"' in html and "so D is awarded" in html
+
+
+def test_headline_states_efficiency_confirmed_and_measurement_apart() -> None:
+    cert = split_certificate()
+    items = label.headline(cert)
+    assert [(h["id"], h.get("grade")) for h in items] == [
+        ("efficiency", "E"),
+        ("confirmed", "F"),
         ("measurement", None),
     ]
+    confirmed, measurement = items[1], items[2]
+    # F's upper edges (index 5): 1 kWh and 300 g CO2e per million output tokens.
+    assert confirmed["title"] == "Confirmed at 95 %"
+    assert (
+        confirmed["text"] == "With 95 % confidence, at most 1 kWh and 300 g CO2e per million output tokens."
+    )
+    assert confirmed["limited"].startswith("Limited by metering") and confirmed["limited"].endswith(
+        "confirm E."
+    )
+    assert (measurement["title"], measurement["text"]) == ("Measurement class", "GPU sensors only")
+    assert measurement["detail"] == "GPU power sensors only: host estimated; PUE declared"
+    # E's upper edges (index 4): 0.5 kWh and 150 g, "as measured" (the efficiency grade is not a 95 % claim).
+    assert label.grade_meaning(cert) == (
+        "E on a scale from A (best) to G: as measured, this service used at most 0.5 kWh of electricity "
+        "and caused at most 150 g CO2e per million output tokens (bands for models of up to 20 B active "
+        "parameters)."
+    )
+    same = split_certificate(limited_by_metering=False)
+    assert label.headline(same)[1]["limited"] == "Limited by efficiency: the measurement confirms E."
+    # Three statements, three different texts.
+    texts = {label.grade_meaning(cert), confirmed["text"] + confirmed["limited"], measurement["text"]}
+    assert len(texts) == 3
+
+
+def test_scale_dot_is_the_efficiency_band_and_the_outline_the_confirmed_band() -> None:
+    scale = label.build_scale(split_certificate())
+    energy, carbon = scale["rows"]
+    assert (energy["point_grade"], energy["grade"]) == ("E", "F")
+    assert (carbon["point_grade"], carbon["grade"]) == ("C", "D")
+    assert scale["awarded_word"] == "confirmed"
+    assert label.build_scale(graded_certificate())["awarded_word"] == "awarded"
+
+
+def test_why_says_which_edge_holds_the_confirmed_grade_back() -> None:
+    why = label.why_this_grade(split_certificate())
+    assert why[0] == "The efficiency grade is set by energy (E); carbon alone earns C."
+    assert any(
+        "The energy figure, 0.300 kWh, lies in band E, but its 95 % range (0.200–0.550) crosses E's upper"
+        " edge of 0.5"
+        in w
+        and "so F is confirmed" in w
+        for w in why
+    )
+    assert any("so D is confirmed" in w for w in why)
+
+
+def boundary_certificate() -> dict:
+    """Components 0.12 + 0.06 + 0.03 + 0.09 = 0.30 kWh/Mtok (the graded figure of graded_certificate)."""
+    cert = split_certificate()
+    parts = [
+        ("accelerator", 0.12, "measured"),
+        ("host", 0.06, "estimated"),
+        ("idle_capacity", 0.03, "estimated"),
+        ("facility_overhead", 0.09, "declared"),
+    ]
+    cert["boundary"] = {
+        "method": "Google 2025 (arXiv 2508.15734)",
+        "components": [
+            {
+                "component": name,
+                "energy": {"value": v * 2, "unit": "kWh"},
+                "per_million_tokens": {"value": v, "unit": "kWh/Mtok"},
+                "share": v / 0.30,
+                "basis": basis,
+                "source": f"source of {name}",
+            }
+            for name, v, basis in parts
+        ],
+        "total_per_million_tokens": {"value": 0.30, "unit": "kWh/Mtok"},
+    }
+    return cert
+
+
+def test_boundary_rows_sum_to_the_graded_figure() -> None:
+    view = label.boundary_rows(boundary_certificate())
+    assert view is not None
+    assert [(r["id"], r["basis"]) for r in view["rows"]] == [
+        ("accelerator", "measured"),
+        ("host", "estimated"),
+        ("idle_capacity", "estimated"),
+        ("facility_overhead", "declared"),
+    ]
+    assert [r["share"] for r in view["rows"]] == pytest.approx([0.4, 0.2, 0.1, 0.3])
+    assert view["sum"] == pytest.approx(0.30) and view["total"] == pytest.approx(0.30)
+    html = label.render_label(boundary_certificate())
+    assert 'id="boundary-sum">0.300<' in html
+    assert html.count('data-component="') == 4 and 'title="source of host"' in html
+
+
+def test_water_per_query_and_token_types() -> None:
+    cert = boundary_certificate()
+    # 2 Mtok; WUE 0.5 L/kWh x 0.42 kWh IT (incl. idle) = 0.21 L -> 0.105 L/Mtok.
+    cert["metrics"]["water_per_million_tokens"] = {"value": 0.105, "unit": "L/Mtok"}
+    cert["water"] = {
+        "wue": {
+            "value": 0.5,
+            "unit": "L/kWh",
+            "basis": "declared",
+            "source": "site",
+            "standard": "ISO/IEC 30134-9",
+        },
+        "offsite_included": False,
+        "per_million_tokens": {"value": 0.105, "unit": "L/Mtok"},
+    }
+    water = label.water_view(cert)
+    assert water is not None and water["per_mtok"] == 0.105 and water["unit"] == "L"
+    assert water["source"] == "WUE 0.5 L/kWh, declared, ISO/IEC 30134-9, site"
+    assert "off-site water for electricity not included" in water["offsite_text"]
+    # 0.6 kWh facility energy over 1,500 queries = 0.4 Wh per query = 400 Wh per 1,000 queries.
+    cert["metrics"]["requests"] = {"value": 1500, "unit": "query"}
+    cert["metrics"]["energy_per_thousand_queries"] = {"value": 400.0, "unit": "Wh/kquery"}
+    cert["metrics"]["carbon_per_thousand_queries"] = {"value": 160.0, "unit": "gCO2e/kquery"}
+    cert["metrics"]["water_per_thousand_queries"] = {"value": 0.14, "unit": "L/kquery"}
+    pq = label.per_query(cert)
+    assert (pq["energy"]["unit"], pq["carbon"]["unit"], pq["water"]["unit"]) == ("Wh", "g CO2e", "L")
+    cert["load_regime"] = {
+        "tokens": {
+            "by_type": {"input": 6_000_000, "output": 2_000_000, "cached_input": 1_500_000, "note": "otel"}
+        }
+    }
+    assert [(t["id"], t["value"]) for t in label.token_types(cert)] == [
+        ("input", 6e6),
+        ("output", 2e6),
+        ("cached_input", 1.5e6),
+    ]
+    html = label.render_label(cert)
+    assert 'id="per-query">400 Wh<' in html and 'id="per-query-water">0.140 L<' in html
+    assert 'id="water-per-mtok">0.105 L<' in html and 'data-token-type="cached_input"' in html
 
 
 # --- the analyst's page -------------------------------------------------------------------------
@@ -311,7 +482,9 @@ def test_an_extract_failure_is_recorded_as_a_rejection_with_its_reason(tmp_path:
             {
                 "registry": str(tmp_path / "registry"),
                 "work_dir": str(tmp_path / "work"),
-                "deployments": [{"deployment": "chat-8b", "source": {"kind": "bundle", "path": str(missing)}}],
+                "deployments": [
+                    {"deployment": "chat-8b", "source": {"kind": "bundle", "path": str(missing)}}
+                ],
             }
         )
     )
@@ -323,3 +496,24 @@ def test_an_extract_failure_is_recorded_as_a_rejection_with_its_reason(tmp_path:
     assert record["period"] == {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
     assert str(missing) in record["message"] and "does not exist" in record["message"]
     assert record["data_docs"] is None  # nothing was validated
+
+
+def test_grade_text_and_measurement_text_of_rows() -> None:
+    from greencert.certificate import status
+
+    assert status.grade_text({"grade": "B", "confirmed_grade": "C"}) == "B (confirmed C)"
+    assert status.grade_text({"grade": "B", "confirmed_grade": "B"}) == "B"
+    assert status.grade_text({"grade": "D"}) == "D"  # a certificate before 2026.3
+    assert status.measurement_text({"measurement_class": "node"}) == "node meters"
+    assert status.measurement_text({"measurement_class": None}) == "-"
+
+
+def test_select_rows_filters_by_measurement_class() -> None:
+    from greencert.webui import select_rows
+
+    rows = copy.deepcopy(ROWS)
+    rows[0]["measurement_class"] = "node"
+    rows[1]["measurement_class"] = "gpu_only"
+    assert [r["certificate_id"] for r in select_rows(rows, measurement="node")[1]] == ["s1.a.2026-01-01"]
+    assert select_rows(rows, measurement="facility")[0] == 0
+    assert select_rows(rows)[0] == 4  # no filter: the older certificates without a class stay in

@@ -118,6 +118,47 @@ def build_chart(hourly: dict[str, list[float]]) -> Chart:
     return Chart(CHART_W, CHART_H, bars, " ".join(points), left, right, x_ticks, plot, False)
 
 
+GRADES = ("A", "B", "C", "D", "E", "F", "G")
+
+
+def split_grades(certificate: dict[str, Any]) -> dict[str, Any] | None:
+    """The efficiency and confirmed letters when the certificate states them apart (scheme 2026.3+), else None.
+
+    ``grading.efficiency`` and ``grading.confirmed`` are ``{overall, energy, carbon[, level]}``; older
+    certificates have one letter per figure (confirmed at 95 % where the scheme said so).
+    """
+    grading = certificate.get("grading") or {}
+    eff, conf = grading.get("efficiency"), grading.get("confirmed")
+    if not (isinstance(eff, dict) and isinstance(conf, dict)):
+        return None
+    limited = grading.get("limited_by") or (
+        "measurement" if conf.get("overall") != eff.get("overall") else "efficiency"
+    )
+    return {
+        "efficiency": eff,
+        "confirmed": conf,
+        "level": float(conf.get("level") or 0.95),
+        "limited_by": limited,
+    }
+
+
+def _awarded(certificate: dict[str, Any], what: str) -> str:
+    """The letter a figure holds at 95 % confidence (the outlined band of the scale)."""
+    split = split_grades(certificate)
+    if split:
+        return str(split["confirmed"][what])
+    return str(certificate["grading"][what])
+
+
+def _point(certificate: dict[str, Any], what: str) -> str:
+    """The band of a figure's certified value (the dot of the scale)."""
+    split = split_grades(certificate)
+    if split:
+        return str(split["efficiency"][what])
+    grading = certificate["grading"]
+    return str(((grading.get("confidence") or {}).get("point_grades") or {}).get(what) or grading[what])
+
+
 def band_rows(certificate: dict[str, Any]) -> list[dict[str, Any]]:
     """A..G rows with their kWh/Mtok and gCO2e/Mtok ranges for the certificate's size class."""
     from greencert.certificate.render import GRADE_COLOURS
@@ -182,7 +223,6 @@ def build_scale(certificate: dict[str, Any]) -> dict[str, Any]:
     metrics = certificate["metrics"]
     grades = list(GRADE_COLOURS)
     n = len(grades)
-    point = (grading.get("confidence") or {}).get("point_grades") or {}
     rows = []
     for what, key, edges_key, unit in (
         ("energy", "energy_per_million_tokens", "energy_band_edges", "kWh"),
@@ -200,8 +240,8 @@ def build_scale(certificate: dict[str, Any]) -> dict[str, Any]:
             "what": what,
             "unit": unit,
             "value": value,
-            "point_grade": point.get(what) or grading[what],
-            "grade": grading[what],
+            "point_grade": _point(certificate, what),
+            "grade": _awarded(certificate, what),
             "x": pct(value),
             "edges": [{"x": round(100.0 * (i + 1) / n, 3), "label": f"{e:g}"} for i, e in enumerate(edges)],
             "low": None,
@@ -216,7 +256,12 @@ def build_scale(certificate: dict[str, Any]) -> dict[str, Any]:
             )
         rows.append(row)
     bands = [{"grade": g, "colour": GRADE_COLOURS[g], "dark_text": g in ("C", "D", "E")} for g in grades]
-    return {"bands": bands, "rows": rows}
+    # "awarded" (one letter per figure) or "confirmed" (2026.3+: the letter is the efficiency grade).
+    return {
+        "bands": bands,
+        "rows": rows,
+        "awarded_word": "confirmed" if split_grades(certificate) else "awarded",
+    }
 
 
 # --- plain language ------------------------------------------------------------------------------
@@ -266,29 +311,74 @@ def size_class_words(name: str | None) -> str | None:
     return f"{words} {match.group(2)} B".strip()
 
 
-def grade_meaning(certificate: dict[str, Any]) -> str:
-    """One sentence: what the letter says about this deployment, with the limits of its band."""
+def _band_limits(certificate: dict[str, Any], grade: str) -> tuple[float, float] | None:
+    """The upper energy and carbon edges of ``grade`` (None for the last band, which has none)."""
     grading = certificate["grading"]
-    grade = certificate["grade"]
-    grades = ["A", "B", "C", "D", "E", "F", "G"]
-    i = grades.index(grade) if grade in grades else len(grades) - 1
     e_edges = grading["energy_band_edges"]["upper_edges"]
     c_edges = grading["carbon_band_edges"]["upper_edges"]
-    confident = bool(grading.get("confidence"))
+    i = GRADES.index(grade) if grade in GRADES else len(GRADES) - 1
+    if i < len(e_edges):
+        return float(e_edges[i]), float(c_edges[i])
+    return None
+
+
+def grade_meaning(certificate: dict[str, Any]) -> str:
+    """One sentence: what the headline letter says about this deployment, with the limits of its band.
+
+    Up to scheme 2026.2 the letter is awarded at 95 % confidence; from 2026.3 it is the efficiency
+    grade (the band of the certified figures), and :func:`confirmed_meaning` states the 95 % one.
+    """
+    grading = certificate["grading"]
+    grade = certificate["grade"]
+    e_edges = grading["energy_band_edges"]["upper_edges"]
+    c_edges = grading["carbon_band_edges"]["upper_edges"]
+    split = split_grades(certificate)
+    confident = bool(grading.get("confidence")) and not split
     size = size_class_words(grading.get("size_class"))
     size_text = f" (bands for models of {size} active parameters)" if size else ""
-    if i < len(e_edges):
-        how = "with 95 % confidence, " if confident else ""
+    stack = " at the full-stack boundary" if certificate.get("boundary") else ""
+    limits = _band_limits(certificate, grade)
+    if limits is not None:
+        how = "with 95 % confidence, " if confident else ("as measured, " if split else "")
         return (
             f"{grade} on a scale from A (best) to G: {how}this service used at most "
-            f"{e_edges[i]:g} kWh of electricity and caused at most {c_edges[i]:g} g CO2e "
+            f"{limits[0]:g} kWh of electricity{stack} and caused at most {limits[1]:g} g CO2e "
             f"per million output tokens{size_text}."
         )
+    tail = "" if split else ", or its measurements could not confirm a better band"
     return (
         f"{grade} is the lowest grade from A (best) to G: this service used more than "
-        f"{e_edges[-1]:g} kWh or caused more than {c_edges[-1]:g} g CO2e per million output tokens"
-        f"{size_text}, or its measurements could not confirm a better band."
+        f"{e_edges[-1]:g} kWh{stack} or caused more than {c_edges[-1]:g} g CO2e per million output tokens"
+        f"{size_text}{tail}."
     )
+
+
+def confirmed_meaning(certificate: dict[str, Any]) -> dict[str, str] | None:
+    """What the confirmed grade says, and whether the letter is limited by efficiency or by metering.
+
+    None for certificates without separate grades (their one letter is already the confirmed one).
+    """
+    split = split_grades(certificate)
+    if not split:
+        return None
+    eff, conf = str(split["efficiency"]["overall"]), str(split["confirmed"]["overall"])
+    level = f"{100 * split['level']:g} %"
+    limits = _band_limits(certificate, conf)
+    if limits is not None:
+        text = (
+            f"With {level} confidence, at most {limits[0]:g} kWh and {limits[1]:g} g CO2e "
+            "per million output tokens."
+        )
+    else:
+        text = f"The {level} range reaches beyond band F: no better band is confirmed."
+    if split["limited_by"] == "measurement":
+        limited = (
+            f"Limited by metering: the {level} range crosses a band edge; "
+            f"more precise meters could confirm {eff}."
+        )
+    else:
+        limited = f"Limited by efficiency: the measurement confirms {eff}."
+    return {"text": text, "limited": limited, "limited_by": str(split["limited_by"])}
 
 
 def _largest_uncertainty(certificate: dict[str, Any]) -> str | None:
@@ -308,47 +398,53 @@ def _largest_uncertainty(certificate: dict[str, Any]) -> str | None:
 
 
 def why_this_grade(certificate: dict[str, Any]) -> list[str]:
-    """Short plain sentences: which figure sets the grade, and why it is worse than the figure alone."""
+    """Short plain sentences: which figure sets the grade, and why the confirmed letter is lower."""
     grading = certificate["grading"]
-    grade = certificate["grade"]
-    energy, carbon = grading["energy"], grading["carbon"]
-    point = (grading.get("confidence") or {}).get("point_grades") or {}
+    split = split_grades(certificate)
+    grade = str(split["efficiency"]["overall"]) if split else certificate["grade"]
+    energy, carbon = _point(certificate, "energy"), _point(certificate, "carbon")
+    if not split:
+        energy, carbon = grading["energy"], grading["carbon"]
+    word = "efficiency grade" if split else "grade"
+    verb = "is confirmed" if split else "is awarded"
     out: list[str] = []
     if energy == carbon:
-        out.append(f"Energy and carbon both earn {grade}; the grade is the worse of the two.")
+        out.append(f"Energy and carbon both earn {grade}; the {word} is the worse of the two.")
     else:
         worse = "carbon" if grade == carbon else "energy"
         better = "energy" if worse == "carbon" else "carbon"
         out.append(
-            f"The grade is set by {worse} ({grade}); {better} alone earns "
+            f"The {word} is set by {worse} ({grade}); {better} alone earns "
             f"{energy if better == 'energy' else carbon}."
         )
     metrics = certificate["metrics"]
+    crossed = False
     for what, key, edges_key, unit in (
         ("energy", "energy_per_million_tokens", "energy_band_edges", "kWh"),
         ("carbon", "carbon_per_million_tokens", "carbon_band_edges", "g CO2e"),
     ):
-        at_point, awarded = point.get(what), grading[what]
-        if not at_point or at_point == awarded:
+        at_point, awarded = _point(certificate, what), _awarded(certificate, what)
+        if at_point == awarded:
             continue
+        crossed = True
         m = metrics[key]
         edges = grading[edges_key]["upper_edges"]
         interval = m.get("interval95") or [None, None]
-        grades = ["A", "B", "C", "D", "E", "F", "G"]
-        idx = grades.index(at_point)
+        idx = GRADES.index(at_point)
         if idx < len(edges) and interval[1] is not None and float(interval[1]) > float(edges[idx]):
             out.append(
                 f"The {what} figure, {_num(m['value'])} {unit}, lies in band {at_point}, but its 95 % "
                 f"range ({_num(interval[0])}–{_num(interval[1])}) crosses {at_point}'s upper edge of "
-                f"{float(edges[idx]):g}: the measurement cannot rule out {awarded}, so {awarded} is awarded."
+                f"{float(edges[idx]):g}: the measurement cannot rule out {awarded}, so {awarded} {verb}."
             )
         else:
+            half = (grading.get("confidence") or {}).get("top_grade_max_relative_halfwidth")
+            allows = f" allows (±{100 * float(half):.0f} %)" if half is not None else " allows"
             out.append(
                 f"The {what} figure lies in band {at_point}, but its 95 % range is wider than band "
-                f"{at_point} allows (±{100 * float(grading['confidence']['top_grade_max_relative_halfwidth']):.0f} %), "
-                f"so {awarded} is awarded."
+                f"{at_point}{allows}, so {awarded} {verb}."
             )
-    if point and any(point.get(f) != grading[f] for f in ("energy", "carbon")):
+    if crossed:
         widest = _largest_uncertainty(certificate)
         if widest:
             out.append(f"What widens the range most: {widest}. Better metering narrows it.")
@@ -358,9 +454,17 @@ def why_this_grade(certificate: dict[str, Any]) -> list[str]:
 def measurement_class(certificate: dict[str, Any]) -> dict[str, str]:
     """What was metered, as a short statement and a detail line.
 
-    Issue 16 gives the certificate a measurement class (``grading.measurement_class``); until
-    then it is read from the meter layers and how the node's other parts were obtained.
+    From scheme 2026.3 the certificate states it (``grading.measurement``: ``{class, label,
+    detail}``, computed by grading and recomputed by verify); older certificates have it read from
+    the meter layers and how the node's other parts were obtained.
     """
+    stated = (certificate.get("grading") or {}).get("measurement")
+    if isinstance(stated, dict) and stated.get("class"):
+        return {
+            "name": str(stated.get("label") or stated["class"]),
+            "detail": str(stated.get("detail") or ""),
+            "class": str(stated["class"]),
+        }
     declared = (certificate.get("grading") or {}).get("measurement_class")
     if isinstance(declared, dict):
         return {
@@ -395,52 +499,154 @@ def measurement_class(certificate: dict[str, Any]) -> dict[str, str]:
 
 
 def headline(certificate: dict[str, Any]) -> list[dict[str, Any]]:
-    """The statements of the headline, left to right (docs/label.md: issue 16 adds two more).
+    """The statements of the headline, left to right (docs/label.md).
 
-    Today: the grade (awarded at 95 % confidence where the scheme says so) and the measurement
-    class. A scheme with separate efficiency and confirmed grades adds ``grading.efficiency`` and
-    ``grading.confirmed``; they become their own statements without a new layout.
+    Scheme 2026.3+ (``grading.efficiency`` and ``grading.confirmed``): the efficiency grade with its
+    meaning, the grade confirmed at 95 % with what limits it, and the measurement class. Older
+    certificates: one grade (awarded at 95 % confidence where the scheme said so) and the
+    measurement statement inferred from the meter layers.
     """
     from greencert.certificate.render import GRADE_COLOURS
 
     grading = certificate["grading"]
+    split = split_grades(certificate)
     items: list[dict[str, Any]] = []
-    for key, title in (("efficiency", "Efficiency grade"), ("confirmed", "Confirmed at 95 %")):
-        if isinstance(grading.get(key), str):
-            g = grading[key]
-            items.append(
-                {
-                    "kind": "grade",
-                    "id": key,
-                    "title": title,
-                    "grade": g,
-                    "colour": GRADE_COLOURS.get(g, "#555"),
-                    "dark_text": g in ("C", "D", "E"),
-                }
-            )
-    if not items:
-        g = certificate["grade"]
+
+    def card(key: str, title: str, g: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "kind": "grade",
+            "id": key,
+            "title": title,
+            "grade": g,
+            "colour": GRADE_COLOURS.get(g, "#555"),
+            "dark_text": g in ("C", "D", "E"),
+            **extra,
+        }
+
+    if split:
+        level = f"{100 * split['level']:g} %"
+        confirmed = confirmed_meaning(certificate) or {}
+        items.append(card("efficiency", "Efficiency grade", str(split["efficiency"]["overall"])))
         items.append(
-            {
-                "kind": "grade",
-                "id": "grade",
-                "title": "Grade" + (" (confirmed at 95 %)" if grading.get("confidence") else ""),
-                "grade": g,
-                "colour": GRADE_COLOURS.get(g, "#555"),
-                "dark_text": g in ("C", "D", "E"),
-            }
+            card(
+                "confirmed",
+                f"Confirmed at {level}",
+                str(split["confirmed"]["overall"]),
+                text=confirmed.get("text"),
+                limited=confirmed.get("limited"),
+                limited_by=split["limited_by"],
+            )
         )
+    else:
+        g = certificate["grade"]
+        title = "Grade" + (" (confirmed at 95 %)" if grading.get("confidence") else "")
+        items.append(card("grade", title, g))
     mc = measurement_class(certificate)
     items.append(
         {
             "kind": "text",
             "id": "measurement",
-            "title": "Measurement",
+            "title": "Measurement class" if split else "Measurement",
             "text": mc["name"],
             "detail": mc["detail"],
         }
     )
     return items
+
+
+COMPONENT_NAMES = {
+    "accelerator": "Accelerators (GPU)",
+    "host": "Host CPU, memory, network",
+    "idle_capacity": "Idle provisioned capacity",
+    "facility_overhead": "Facility overhead (PUE)",
+}
+
+
+def boundary_rows(certificate: dict[str, Any]) -> dict[str, Any] | None:
+    """The graded energy figure component by component (Google 2025 boundary), or None before 2026.3.
+
+    Each row: name, kWh per million output tokens, share of the total, basis (measured, estimated,
+    declared) and its source; ``total`` is the certificate's own total, ``sum`` the sum of the rows,
+    so a reader (and a test) can see they agree.
+    """
+    boundary = certificate.get("boundary")
+    if not isinstance(boundary, dict) or not boundary.get("components"):
+        return None
+    rows = []
+    for c in boundary["components"]:
+        per = (c.get("per_million_tokens") or {}).get("value")
+        rows.append(
+            {
+                "id": str(c.get("component")),
+                "name": COMPONENT_NAMES.get(str(c.get("component")), str(c.get("component"))),
+                "per_mtok": float(per) if per is not None else None,
+                "share": float(c["share"]) if c.get("share") is not None else None,
+                "basis": str(c.get("basis") or ""),
+                "source": str(c.get("source") or ""),
+            }
+        )
+    total = (boundary.get("total_per_million_tokens") or {}).get("value")
+    if total is None:
+        total = (certificate["metrics"].get("energy_per_million_tokens") or {}).get("value")
+    return {
+        "rows": rows,
+        "sum": sum(r["per_mtok"] or 0.0 for r in rows),
+        "total": float(total) if total is not None else None,
+        "method": str(boundary.get("method") or ""),
+    }
+
+
+def water_view(certificate: dict[str, Any]) -> dict[str, Any] | None:
+    """Water per million output tokens with its WUE source and whether off-site water is included."""
+    water = certificate.get("water")
+    water = water if isinstance(water, dict) else {}
+    per = certificate["metrics"].get("water_per_million_tokens") or water.get("per_million_tokens") or {}
+    if per.get("value") is None:
+        return None
+    wue = water.get("wue") or {}
+    source = []
+    if wue.get("value") is not None:
+        source.append(f"WUE {float(wue['value']):.3g} {wue.get('unit', 'L/kWh')}")
+    if wue.get("basis"):
+        source.append(str(wue["basis"]))
+    if wue.get("standard"):
+        source.append(str(wue["standard"]))
+    if wue.get("source"):
+        source.append(str(wue["source"]))
+    offsite = water.get("offsite_included")
+    return {
+        "per_mtok": float(per["value"]),
+        "unit": str(per.get("unit") or "L/Mtok").removesuffix("/Mtok") or "L",
+        "source": ", ".join(source),
+        "offsite_included": offsite,
+        "offsite_text": "on-site and off-site (electricity generation) water"
+        if offsite
+        else "on-site (cooling) water only; off-site water for electricity not included"
+        if offsite is False
+        else "on-site water",
+    }
+
+
+def token_types(certificate: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tokens by type (OpenTelemetry GenAI token types) when the engine exports them, else []."""
+    by_type = ((certificate.get("load_regime") or {}).get("tokens") or {}).get("by_type")
+    if not isinstance(by_type, dict):
+        return []
+    names = {
+        "input": "Input tokens",
+        "output": "Output tokens",
+        "cached_input": "Cached input tokens",
+        "reasoning_output": "Reasoning output tokens",
+    }
+    out = []
+    for key, entry in by_type.items():
+        value = entry.get("value") if isinstance(entry, dict) else entry
+        if not isinstance(value, int | float):
+            continue  # notes (e.g. the OpenTelemetry names) are not counts
+        out.append(
+            {"id": key, "name": names.get(key, key.replace("_", " ") + " tokens"), "value": float(value)}
+        )
+    return out
 
 
 def per_query(certificate: dict[str, Any]) -> dict[str, Any]:
@@ -457,12 +663,20 @@ def per_query(certificate: dict[str, Any]) -> dict[str, Any]:
             "note": "not available: the evidence has no request counter, so only per-token figures are certified",
         }
     carbon = metrics.get("carbon_per_thousand_queries") or {}
+    water = metrics.get("water_per_thousand_queries") or {}
     return {
         "available": True,
-        "energy": energy,
-        "carbon": carbon or None,
+        "energy": {**energy, "unit": _per_query_unit(energy.get("unit"))},
+        "carbon": {**carbon, "unit": _per_query_unit(carbon.get("unit"))} if carbon else None,
+        "water": {**water, "unit": _per_query_unit(water.get("unit"))} if water else None,
         "queries": (metrics.get("requests") or {}).get("value"),
     }
+
+
+def _per_query_unit(unit: Any) -> str:
+    """``Wh/kquery`` -> ``Wh`` (the row already says "per 1,000 queries"), ``gCO2e`` -> ``g CO2e``."""
+    text = str(unit or "").removesuffix("/kquery")
+    return "g CO2e" if text == "gCO2e" else text
 
 
 def carbon_picture(certificate: dict[str, Any]) -> list[dict[str, Any]]:
@@ -643,6 +857,10 @@ def label_view(certificate: dict[str, Any], registry_url: str | None = None) -> 
         "why": why_this_grade(certificate),
         "carbon": carbon_picture(certificate),
         "per_query": per_query(certificate),
+        "confirmed": confirmed_meaning(certificate),
+        "boundary": boundary_rows(certificate),
+        "water": water_view(certificate),
+        "token_types": token_types(certificate),
         "period_text": human_period(certificate["period"]),
         "issued_text": human_date(certificate["issued_at"]),
         "valid_until_text": human_date(certificate["valid_until"]),

@@ -283,6 +283,9 @@ def _checked_rows(
                 "issued_at": cert.get("issued_at"),
                 "valid_until": cert.get("valid_until"),
                 "grade": cert.get("grade"),
+                # 2026.3+: the grade confirmed at 95 % and what was metered (None before).
+                "confirmed_grade": cert.get("confirmed_grade"),
+                "measurement_class": cert.get("measurement_class"),
                 "energy_kwh_per_mtok": (metrics.get("energy_per_million_tokens") or {}).get("value"),
                 "carbon_gco2e_per_mtok": (metrics.get("carbon_per_million_tokens") or {}).get("value"),
                 "scheme": cert.get("scheme"),

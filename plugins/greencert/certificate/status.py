@@ -29,6 +29,12 @@ Contract (a leaf module: it imports nothing from greencert, so every page and co
   ``greencert summary``, ``greencert registry list`` and ``greencert verify``;
   :func:`size_class_text` how a size class is printed (``"-"`` when unknown).
 
+* Grades (scheme 2026.3+): ``row["grade"]`` is the efficiency grade, ``row["confirmed_grade"]`` the
+  grade confirmed at 95 % confidence and ``row["measurement_class"]`` what was metered (one of
+  :data:`MEASUREMENT_CLASSES`); both are ``None`` for older certificates. :func:`grade_text`
+  prints ``B (confirmed C)`` (or just ``B`` when they agree or the certificate has one letter),
+  :func:`measurement_text` the class in words (``-`` when unknown).
+
 * :func:`verify_status` maps the outcome of ``greencert verify`` (its failure reason code from
   ``greencert.certificate.verify.EXIT_CODES``, or ``None`` on success) to the same vocabulary.
 """
@@ -130,3 +136,30 @@ def verify_status(reason: str | None, development_key: bool = False) -> str:
     if reason is None:
         return DEVELOPMENT_KEY if development_key else VALID
     return _VERIFY_REASONS.get(reason, UNVERIFIED)
+
+
+# What was metered (certificate ``measurement_class``, best first), in the words of the label.
+MEASUREMENT_CLASSES = {
+    "facility": "facility and PDU meters",
+    "pdu": "PDU or revenue meters",
+    "node": "node meters",
+    "gpu_only": "GPU sensors only",
+    "estimated": "meter class not declared",
+}
+
+
+def grade_text(row: Mapping[str, Any]) -> str:
+    """``B (confirmed C)`` when the confirmed grade differs from the (efficiency) grade, else ``B``."""
+    grade = str(row.get("grade") or "-")
+    confirmed = row.get("confirmed_grade")
+    if confirmed and confirmed != row.get("grade"):
+        return f"{grade} (confirmed {confirmed})"
+    return grade
+
+
+def measurement_text(row: Mapping[str, Any]) -> str:
+    """The measurement class in words (``-`` for certificates that state none)."""
+    name = row.get("measurement_class")
+    if not name:
+        return "-"
+    return MEASUREMENT_CLASSES.get(str(name), str(name))
