@@ -18,7 +18,10 @@ from integrity_bundles import START, assess_bundle, budget_row, build, findings
 S26_2 = SCHEME_DIR / "greencert-2026.2.yaml"
 S26_3 = SCHEME_DIR / "greencert-2026.3.yaml"
 J_PER_KWH = 3.6e6
-GAP = (lambda t: (t > 1200) & (t < 1800))  # readings at 20:00 and 30:00, none between: 600 s
+
+
+def GAP(t: np.ndarray) -> np.ndarray:  # readings at 20:00 and 30:00, none between: a 600 s gap
+    return (t > 1200) & (t < 1800)
 
 
 def test_gap_bounds_with_a_ceiling_run_from_the_lowest_neighbour_to_the_ceiling(tmp_path: Path) -> None:
@@ -61,6 +64,7 @@ def test_a_gap_hiding_a_peak_is_inside_the_2026_3_interval_only(tmp_path: Path) 
         drop=GAP,
         power_spec={"meter_class": "pdu", "accuracy": 0.01},
         facility={"pue": 1.2, "pue_category": 3},
+        manifest_extra={"idle_capacity": {"basis": "metered"}},  # no idle share in the truth
     )
     true_it_j = 300 * 3600 + (1400 - 300) * 500  # the peak lasts 500 of the gap's 600 s
     truth = true_it_j / J_PER_KWH * 1.2  # kWh per Mtok (1 Mtok in the hour)

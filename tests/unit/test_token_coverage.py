@@ -70,7 +70,12 @@ def test_instances_cover_the_period_together_and_rates_add_up(tmp_path: Path) ->
 def test_partial_coverage_is_a_finding_and_an_interval_term_under_2026_3(tmp_path: Path) -> None:
     # 3 % of the hour before the first token sample: the case (97 % coverage).
     first = 108.0 - 108.0 % 15 + 15  # 120 s: the first 15 s sample at or after 108 s
-    path = _late_start(tmp_path / "b", first, power_spec={"meter_class": "pdu", "accuracy": 0.01})
+    path = _late_start(
+        tmp_path / "b",
+        first,
+        power_spec={"meter_class": "pdu", "accuracy": 0.01},
+        manifest_extra={"idle_capacity": {"basis": "metered"}},  # no idle share: the truth is 500 W
+    )
     fig, a = assess_bundle(path, S26_3)
     counted = RATE * (3600 - first)
     assert fig.output_tokens.to("token").magnitude == pytest.approx(counted)

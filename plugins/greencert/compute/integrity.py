@@ -24,6 +24,7 @@ from greencert.compute.reconcile import (
     primary_layer,
     reconcile,
 )
+from greencert.compute.token_coverage import TokenCoverage, check_minimum, first_uncovered, token_coverage
 from greencert.compute.uncertainty import (
     GRID_KINDS,
     SOURCES,
@@ -36,7 +37,6 @@ from greencert.compute.uncertainty import (
     sampling_variance,
     simulate,
 )
-from greencert.compute.token_coverage import TokenCoverage, check_minimum, first_uncovered, token_coverage
 from greencert.grading import Scheme, effective_max_device_power, effective_max_gap
 from greencert.units import Q_, significant
 
@@ -200,6 +200,16 @@ def build_model(
     tok = _token_coverage(bundle, scheme)
     if tok is not None and scheme.raw.get("measurement_integrity", {}).get("token_coverage_term") is True:
         model.tokens_missing_high_mtok = tok.missing_high / 1e6
+    k = class_widening(scheme, defaults)
+    if k != 1.0:
+        # 2026.3 defaults: a class is a maximum error, so the central 95 % of each meter's
+        # distribution is the whole class (a meter at the edge of its class is inside the interval).
+        model.primary_accuracy *= k
+        model.node_accuracy *= k
+        model.facility_accuracy *= k
+        model.it_meter_accuracy *= k
+        if model.pue_mode == "measured":
+            pue_info["distribution"] += f"; each widened x{k:.4g} so that its central 95 % is the whole class"
     emb_g, emb_kind = _embodied(figures)
     if emb_g is not None and emb_kind is not None:
         model.embodied_g = emb_g
@@ -215,8 +225,32 @@ def build_model(
         power,
         gaps,
         rec.findings,
-        {"reconciliation": rec.section, "pue": pue_info, "token_coverage": tok, "gap_ceiling": gaps is not gaps_estimate},
+        {
+            "reconciliation": rec.section,
+            "pue": pue_info,
+            "token_coverage": tok,
+            "gap_ceiling": gaps is not gaps_estimate,
+        },
     )
+
+
+def _source(defaults: dict[str, Any], key: str) -> str:
+    return " ".join(str((defaults.get(key) or {}).get("source", "docs/uncertainty.md")).split())
+
+
+def class_widening(scheme: Scheme, defaults: dict[str, Any]) -> float:
+    """Factor on every meter's uniform half-width: 1, or 1 / confidence level when the defaults say
+    ``meter_class_coverage: whole_class`` (the class +-a is then the central 95 % of +-a / 0.95)."""
+    assert scheme.integrity is not None
+    if defaults.get("meter_class_coverage") == "whole_class":
+        return 1.0 / scheme.integrity.confidence_level
+    return 1.0
+
+
+def _whole_class(accuracy: float, k: float) -> str:
+    if k == 1.0:
+        return f"uniform +-{accuracy:.1%}"
+    return f"uniform +-{accuracy * k:.2%} (its central 95 % the whole class +-{accuracy:.1%})"
 
 
 def _token_coverage(bundle: Bundle, scheme: Scheme) -> TokenCoverage | None:
@@ -226,7 +260,9 @@ def _token_coverage(bundle: Bundle, scheme: Scheme) -> TokenCoverage | None:
     if minimum is None and not term:
         return None
     m = bundle.manifest
-    cov = token_coverage(bundle.tokens, m.period.start.timestamp(), m.period.end.timestamp(), scheme.max_gap_seconds)
+    cov = token_coverage(
+        bundle.tokens, m.period.start.timestamp(), m.period.end.timestamp(), scheme.max_gap_seconds
+    )
     if minimum is not None:
         check_minimum(cov, float(minimum), bundle.tokens.file)
     return cov
@@ -240,7 +276,8 @@ def _budget_rows(
         (
             "meter",
             f"accuracy of {power.file} ({spec.meter_class or 'meter class not declared'})",
-            f"uniform +-{power.accuracy:.1%}, systematic for all devices and hours",
+            f"{_whole_class(power.accuracy, model.primary_accuracy / power.accuracy if power.accuracy else 1.0)}, "
+            "systematic for all devices and hours",
             power.accuracy_basis,
         )
     ]
@@ -261,7 +298,8 @@ def _budget_rows(
                 f"energy between {significant(gaps.low_kwh.sum(), 4)} and {significant(gaps.high_kwh.sum(), 4)} kWh (uniform)",
                 (
                     f"lowest of the {defaults['gap_neighbours']} readings on each side to the device's power "
-                    "ceiling (data_quality.max_device_power or the manifest's) for the whole gap"
+                    "ceiling (data_quality.max_device_power or the manifest's) for the whole gap; "
+                    + _source(defaults, "gap_bound")
                     if extra.get("gap_ceiling")
                     else f"lowest and highest of the {defaults['gap_neighbours']} readings on each side"
                 ),
@@ -292,7 +330,8 @@ def _budget_rows(
             (
                 "node_parts",
                 f"node meters {', '.join(parts.node_sources)}",
-                f"uniform +-{parts.node_accuracy:.1%}, systematic",
+                f"{_whole_class(parts.node_accuracy, model.node_accuracy / parts.node_accuracy if parts.node_accuracy else 1.0)}, "
+                "systematic",
                 "node meter accuracy (manifest or meter class default)",
             )
         )
@@ -331,7 +370,7 @@ def _budget_rows(
                 f"({significant(tok.uncovered_seconds, 4)} s, coverage {significant(tok.coverage, 4)})",
                 f"uniform between 0 and {significant(tok.missing_high, 4)} tokens, one fraction for all spans",
                 "span duration x the highest observed output-token rate (sum over instances); "
-                "the certified value counts none of them",
+                "the certified value counts none of them; " + _source(defaults, "token_coverage"),
             )
         )
     if model.embodied_g is not None:
