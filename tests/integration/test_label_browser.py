@@ -25,7 +25,6 @@ pytestmark = pytest.mark.integration
 SHOTS = REPO / "build" / "screenshots"
 DAY = "2026-01-01"  # the label does not depend on today's date: no verification happens here
 KEY_ELEMENTS = (
-    "grade-grade",
     "meaning",
     "figure-energy",
     "figure-carbon",
@@ -134,7 +133,9 @@ def test_label_picture_at_desktop_and_phone_width(issued: dict, browser, width: 
     # Nothing wider than the screen: no horizontal scrolling, on a phone either.
     scroll = browser.execute_script("return document.documentElement.scrollWidth")
     assert scroll <= viewport, (width, scroll, viewport)
-    for element_id in KEY_ELEMENTS:
+    split = "confirmed" in cert["grading"]  # scheme 2026.3+: efficiency and confirmed grades apart
+    headline_id = "grade-efficiency" if split else "grade-grade"
+    for element_id in (*KEY_ELEMENTS, headline_id):
         el = browser.find_element(By.ID, element_id)
         assert el.is_displayed(), element_id
         r = el.rect
@@ -142,7 +143,7 @@ def test_label_picture_at_desktop_and_phone_width(issued: dict, browser, width: 
         assert r["x"] >= 0 and r["x"] + r["width"] <= viewport + 0.5, (width, element_id, r, viewport)
 
     # The headline letter is the certificate's grade, large enough to read at a glance.
-    letter = browser.find_element(By.ID, "grade-grade")
+    letter = browser.find_element(By.ID, headline_id)
     assert letter.text == cert["grade"]
     assert float(letter.value_of_css_property("font-size").removesuffix("px")) >= 36
     meaning = browser.find_element(By.ID, "meaning").text
@@ -166,7 +167,8 @@ def test_label_picture_at_desktop_and_phone_width(issued: dict, browser, width: 
         assert track["x"] - 1 <= bar["x"] and bar["x"] + bar["width"] <= track["x"] + track["width"] + 1
         assert bar["x"] - 1 <= dot["x"] + dot["width"] / 2 <= bar["x"] + bar["width"] + 1
         marked = row.find_elements(By.CSS_SELECTOR, ".seg.on")
-        assert [s.text for s in marked] == [cert["grading"][what]]
+        awarded = cert["grading"]["confirmed"][what] if split else cert["grading"][what]
+        assert [s.text for s in marked] == [awarded]
         low, high = cert["metrics"][key]["interval95"]
         assert low <= cert["metrics"][key]["value"] <= high
 
@@ -174,13 +176,17 @@ def test_label_picture_at_desktop_and_phone_width(issued: dict, browser, width: 
     why = browser.find_element(By.ID, "why").text
     point = cert["grading"]["confidence"]["point_grades"]
     for figure in ("energy", "carbon"):
-        if point[figure] != cert["grading"][figure]:
-            assert (
-                f"The {figure} figure" in why
-                and "crosses" in why
-                and f"{cert['grading'][figure]} is awarded" in why
-            )
-    assert "not available" in browser.find_element(By.ID, "per-query").text  # no request counter here
+        awarded = cert["grading"]["confirmed"][figure] if split else cert["grading"][figure]
+        if point[figure] != awarded:
+            verb = "confirmed" if split else "awarded"
+            assert f"The {figure} figure" in why and "crosses" in why and f"{awarded} is {verb}" in why
+    per_query = browser.find_element(By.ID, "per-query").text
+    if "energy_per_thousand_queries" in cert["metrics"]:
+        assert number(per_query) == pytest.approx(
+            cert["metrics"]["energy_per_thousand_queries"]["value"], rel=5e-3
+        )
+    else:
+        assert "not available" in per_query  # no request counter in this bundle
     assert browser.find_element(By.ID, "status").text == "development key"
     assert "1 January 2026" in browser.find_element(By.ID, "period").text
     assert browser.find_element(By.ID, "valid-until").text == "2 July 2026"
@@ -273,3 +279,161 @@ def test_pdf_stays_one_page_with_per_query_figures_and_long_names(issued: dict, 
     expected_wh = energy_kwh * 1e6 / queries
     assert f"{expected_wh:.3g} Wh" in flat, flat[:3000]
     assert shutil.which("pdftotext")
+
+
+# --- issue 16: the label of a scheme-2026.3 certificate -------------------------------------------
+
+ISSUE16_ELEMENTS = (
+    "grade-efficiency",
+    "grade-confirmed",
+    "statement-measurement",
+    "meaning",
+    "confirmed-meaning",
+    "limited-by",
+    "boundary",
+    "boundary-sum",
+    "water-per-mtok",
+    "water-scope",
+    "per-query",
+    "per-query-carbon",
+    "per-query-water",
+    "requests",
+)
+
+
+@pytest.fixture(scope="module")
+def issue16(issued: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The CLI-certified certificate with the issue-16 keys added (tests/label16.py), and its label."""
+    from greencert.certificate.label import render_label
+    from label16 import with_issue16_keys
+
+    cert = with_issue16_keys(issued["cert"])
+    page = tmp_path_factory.mktemp("label16") / f"{cert['certificate_id']}.html"
+    page.write_text(render_label(cert), encoding="utf-8")
+    return {"cert": cert, "page": page}
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_issue16_label_states_efficiency_confirmed_and_measurement_apart(
+    issue16: dict, browser, width: int
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    cert = issue16["cert"]
+    g = cert["grading"]
+    assert g["limited_by"] == "measurement"  # the case worth showing: metering holds the letter back
+    browser.set_window_size(width, 1000)
+    browser.get(issue16["page"].as_uri())
+    viewport = browser.execute_script("return document.documentElement.clientWidth")
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= viewport
+    # Nothing drawn beyond the right edge: every element's box, not only the page's scroll width.
+    right = browser.execute_script(
+        "return Math.max(...Array.from(document.querySelectorAll('body *'))"
+        ".map(e => e.getBoundingClientRect().right))"
+    )
+    assert right <= viewport + 0.5, (width, right, viewport)
+    for element_id in ISSUE16_ELEMENTS:
+        el = browser.find_element(By.ID, element_id)
+        assert el.is_displayed(), element_id
+        r = el.rect
+        assert r["width"] > 0 and r["height"] > 0 and r["x"] >= 0, (element_id, r)
+
+    # Three statements, three boxes that do not overlap, three different texts.
+    cards = [
+        browser.find_element(By.CSS_SELECTOR, f'[data-statement="{name}"]')
+        for name in ("efficiency", "confirmed", "measurement")
+    ]
+    boxes = [c.rect for c in cards]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            apart = (
+                a["x"] + a["width"] <= b["x"] + 0.5
+                or b["x"] + b["width"] <= a["x"] + 0.5
+                or a["y"] + a["height"] <= b["y"] + 0.5
+                or b["y"] + b["height"] <= a["y"] + 0.5
+            )
+            assert apart, (width, a, b)
+    assert len({c.text for c in cards}) == 3
+    assert browser.find_element(By.ID, "grade-efficiency").text == g["efficiency"]["overall"] == cert["grade"]
+    assert browser.find_element(By.ID, "grade-confirmed").text == g["confirmed"]["overall"]
+    assert g["confirmed"]["overall"] != g["efficiency"]["overall"]
+    assert "Confirmed at 95 %" in cards[1].text.replace("CONFIRMED AT", "Confirmed at")
+    assert browser.find_element(By.ID, "limited-by").text.startswith("Limited by metering")
+    assert browser.find_element(By.ID, "statement-measurement").text == g["measurement"]["label"]
+    conf_idx = "ABCDEFG".index(g["confirmed"]["overall"])
+    e_edge = g["energy_band_edges"]["upper_edges"][conf_idx]
+    assert f"at most {e_edge:g} kWh" in browser.find_element(By.ID, "confirmed-meaning").text
+    # The scale: outlined = the confirmed band of each figure.
+    for what in ("energy", "carbon"):
+        row = browser.find_element(By.CSS_SELECTOR, f".scale-row[data-figure={what}]")
+        assert [s.text for s in row.find_elements(By.CSS_SELECTOR, ".seg.on")] == [g["confirmed"][what]]
+
+    # Boundary components: each row is the certificate's, and the shown sum is the graded figure.
+    components = cert["boundary"]["components"]
+    for comp in components:
+        cells = browser.find_elements(
+            By.CSS_SELECTOR, f'#boundary tr[data-component="{comp["component"]}"] td'
+        )
+        assert number(cells[1].text) == pytest.approx(comp["per_million_tokens"]["value"], rel=5e-3)
+        assert number(cells[2].text) == pytest.approx(100 * comp["share"], abs=0.5)
+        assert cells[3].text == comp["basis"]
+    total = sum(c["per_million_tokens"]["value"] for c in components)
+    assert total == pytest.approx(cert["metrics"]["energy_per_million_tokens"]["value"], rel=1e-9)
+    assert number(browser.find_element(By.ID, "boundary-sum").text) == pytest.approx(total, rel=5e-3)
+    assert number(browser.find_element(By.ID, "energy-per-mtok").text) == pytest.approx(total, rel=5e-3)
+
+    # Water and per-query figures, with their units.
+    m = cert["metrics"]
+    water = browser.find_element(By.ID, "water-per-mtok").text
+    assert number(water) == pytest.approx(m["water_per_million_tokens"]["value"], rel=5e-3)
+    assert water.endswith(" L")
+    assert "not included" in browser.find_element(By.ID, "water-scope").text  # offsite_included: false
+    for element_id, key, unit in (
+        ("per-query", "energy_per_thousand_queries", "Wh"),
+        ("per-query-carbon", "carbon_per_thousand_queries", "g CO2e"),
+        ("per-query-water", "water_per_thousand_queries", "L"),
+    ):
+        shown = browser.find_element(By.ID, element_id).text
+        assert number(shown) == pytest.approx(m[key]["value"], rel=5e-3) and shown.endswith(unit), shown
+    assert number(browser.find_element(By.ID, "requests").text) == m["requests"]["value"]
+    by_type = cert["load_regime"]["tokens"]["by_type"]
+    for key, value in by_type.items():
+        if isinstance(value, int):
+            cell = browser.find_element(By.CSS_SELECTOR, f'tr[data-token-type="{key}"] td')
+            assert number(cell.text) == value
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(width, height + 40)
+    shot = SHOTS / f"label16-{width}.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 20_000
+
+
+def test_issue16_pdf_is_one_page_with_the_new_statements(issue16: dict, tmp_path: Path) -> None:
+    """Everything issue 16 adds, with a long model name, still prints on one A4 page."""
+    from greencert.certificate.label import render_label, render_pdf
+
+    cert = copy.deepcopy(issue16["cert"])
+    cert["scope"]["model"] = (
+        "organisation-with-a-long-name/Llama-3.1-70B-Instruct-FP8-dynamic-long-context-128k"
+    )
+    pdf = tmp_path / "issue16.pdf"
+    pdf.write_bytes(render_pdf(render_label(cert)))
+    pages, text = pdf_text(pdf)
+    assert pages == 1
+    flat = " ".join(text.split())
+    assert "EFFICIENCY GRADE" in flat.upper() and "CONFIRMED AT 95 %" in flat.upper()
+    assert cert["grading"]["measurement"]["label"] in flat
+    total = sum(c["per_million_tokens"]["value"] for c in cert["boundary"]["components"])
+    assert f"Sum = graded figure {total:.3g}" in flat
+    assert f"{cert['metrics']['water_per_million_tokens']['value']:.3g} L" in flat
+    assert f"{cert['metrics']['energy_per_thousand_queries']['value']:.3g} Wh" in flat
+    shot = SHOTS / "label16-pdf.png"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["pdftoppm", "-r", "80", "-png", "-singlefile", str(pdf), str(shot.with_suffix(""))],
+        check=True,
+        timeout=60,
+    )
+    assert shot.stat().st_size > 20_000

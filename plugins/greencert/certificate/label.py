@@ -660,7 +660,7 @@ def per_query(certificate: dict[str, Any]) -> dict[str, Any]:
     if not energy:
         return {
             "available": False,
-            "note": "not available: the evidence has no request counter, so only per-token figures are certified",
+            "note": "not available: the evidence has no request counter",
         }
     carbon = metrics.get("carbon_per_thousand_queries") or {}
     water = metrics.get("water_per_thousand_queries") or {}
