@@ -184,3 +184,111 @@ def test_simulated_bundles_have_request_counters(tmp_path):
     assert f["metrics"]["energy_per_thousand_queries"]["value"] == pytest.approx(
         energy_wh / (f["metrics"]["requests"]["value"] / 1000), rel=1e-9
     )
+
+
+# --- the Prometheus pull of the request counters, against an in-memory server ----------------------
+LOOKBACK_MS = 300_000
+
+
+class _Server:
+    """Answers /api/v1/query_range like Prometheus: at each step the latest sample within 5 min."""
+
+    base_url = "http://prometheus.test"
+
+    def __init__(self, series: list[tuple[str, dict[str, str], np.ndarray, np.ndarray]]):
+        self.series = series
+
+    def build_info(self) -> dict[str, str]:
+        return {"version": "3.0.0-test", "revision": "test"}
+
+    def query_range(self, query: str, start: float, end: float, step: float) -> list[dict]:
+        stamp = query.startswith("timestamp(")
+        name = (query[len("timestamp(") : -1] if stamp else query).split("{")[0]
+        first, last, step_ms = round(start * 1000), round(end * 1000), round(step * 1000)
+        out = []
+        for metric, labels, t, v in self.series:
+            if metric != name:
+                continue
+            values, times = [], []
+            for e in range(first, last + 1, step_ms):
+                i = np.searchsorted(t, e, side="right") - 1
+                if i >= 0 and t[i] >= e - LOOKBACK_MS:
+                    values.append([e / 1000, repr(float(v[i]))])
+                    times.append([e / 1000, repr(int(t[i]) / 1000)])
+            if values:
+                out.append(
+                    {
+                        "metric": labels if stamp else {"__name__": metric, **labels},
+                        "values": times if stamp else values,
+                    }
+                )
+        return out
+
+
+@pytest.mark.parametrize("exported", [True, False])
+def test_prometheus_pull_writes_the_request_counters(tmp_path, exported):
+    import yaml
+
+    from greencert.config import load_config
+    from greencert.sources.prometheus import pull_deployment
+
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    t = (start.timestamp() + np.arange(0, 3600 + 15, 15.0)) * 1000
+    t = t.astype(np.int64)
+    rel = (t - t[0]) / 3.6e6  # hours since the start
+    gpu = {"Hostname": "node0", "gpu": "0", "cluster": "main"}
+    eng = {"model_name": "m", "cluster": "main", "instance": "vllm-0"}
+    series = [
+        ("DCGM_FI_DEV_POWER_USAGE", gpu, t, np.full(t.size, 500.0)),
+        ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", gpu, t, 1e9 + 500.0 * 1000 * (t - t[0]) / 1000),
+        ("vllm:generation_tokens_total", eng, t, 1e6 * rel),
+        ("vllm:prompt_tokens_total", eng, t, 3e6 * rel),
+        ("vllm:request_success_total", {**eng, "finished_reason": "stop"}, t, 100 + 1500 * rel),
+        ("vllm:request_success_total", {**eng, "finished_reason": "length"}, t, 500 * rel),
+    ]
+    # An engine without the counter: the pull goes on, the bundle has no per-query figures.
+    server = _Server(series if exported else [s for s in series if s[0] != "vllm:request_success_total"])
+    source = {
+        "kind": "prometheus",
+        "profile": ["dcgm", "vllm"],
+        "labels": {"cluster": "main"},
+        "step_seconds": 15,
+        "manifest": {
+            "scope": {
+                "site": "dc-test-1",
+                "model": "m",
+                "hardware": "1x NVIDIA H100",
+                "active_params_billions": 8,
+            },
+            "facility": {"pue": 1.2},
+            "grid": {"annual": 400, "unit": "gCO2e/kWh", "source": "test factor"},
+        },
+    }
+    config = tmp_path / "fleet.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "registry": "registry",
+                "work_dir": "work",
+                "deployments": [{"deployment": "d", "source": source}],
+            }
+        )
+    )
+    cfg = load_config(config)
+    result = pull_deployment(cfg, cfg.deployment("d"), start, start + dt.timedelta(hours=1), server)
+    if not exported:
+        assert "requests" not in result.manifest and "requests.parquet" not in result.tables
+        return
+    assert result.manifest["requests"] == {"file": "requests.parquet", "metric": "vllm:request_success_total"}
+    table = result.tables["requests.parquet"]
+    assert sorted(set(table["instance"])) == sorted(
+        [
+            "cluster=main,finished_reason=length,instance=vllm-0,model_name=m",
+            "cluster=main,finished_reason=stop,instance=vllm-0,model_name=m",
+        ]
+    )
+    from greencert.bundle.writer import write_bundle
+
+    path = write_bundle(tmp_path / "bundle", result.manifest, result.tables)
+    f = _figures(path)
+    assert f["metrics"]["requests"]["value"] == pytest.approx(2000.0, rel=1e-9)

@@ -186,6 +186,10 @@ class Plan:
             names += [ROLE_FACILITY, ROLE_IT]
         return names
 
+    def optional_roles(self) -> list[str]:
+        """Roles pulled when the server has them (the request counter), also open to series_labels."""
+        return [ROLE_REQUESTS] if self.requests is not None else []
+
 
 def _pydantic_message(exc: ValidationError) -> str:
     return "; ".join(

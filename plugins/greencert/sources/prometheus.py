@@ -626,11 +626,11 @@ def pull_deployment(
     where = f"fleet config: deployment {dep.deployment}"
     names = [src.profile] if isinstance(src.profile, str) else list(src.profile)
     plan = resolve_plan(names, cfg.source_profiles, where)
-    unknown_roles = sorted(set(src.series_labels) - set(plan.roles()))
+    unknown_roles = sorted(set(src.series_labels) - set(plan.roles()) - set(plan.optional_roles()))
     if unknown_roles:
         raise ConfigError(
             f"series_labels for {', '.join(unknown_roles)}, which the profiles do not pull; "
-            f"roles: {', '.join(plan.roles())}",
+            f"roles: {', '.join(plan.roles() + plan.optional_roles())}",
             where,
         )
     static = dict(src.manifest)
