@@ -2,7 +2,11 @@
 
 One mapped task group per deployment of the fleet config:
 
-    extract -> validate -> compute -> grade -> publish
+    extract -> segments -> validate -> compute -> grade -> publish
+
+``segments`` splits a bundle whose manifest declares segments (a change of serving engine, model or
+GPUs inside the period) into one bundle per segment; the later tasks certify each, one certificate
+per segment, exactly as ``greencert certify`` does.
 
 Every task body lives in ``greencert.tasks`` (importable, tested on its own);
 this file only wires them. Tasks pass file paths through XCom, never frames.
@@ -116,41 +120,52 @@ def green_certification():
             }
 
         @task(multiple_outputs=False)
-        def validate(paths: dict, params=None) -> dict:
+        def segments(paths: dict, deployment: str, params=None) -> list[dict]:
+            from greencert.tasks import segment_bundles
+
+            return segment_bundles(params["config_path"], deployment, paths["bundle"], paths["work"])
+
+        # From here on each task handles the list of bundles `segments` returned: the bundle itself, or one
+        # per declared segment (one certificate each), with the same stage functions as the CLI.
+        @task(multiple_outputs=False)
+        def validate(items: list[dict], params=None) -> list[dict]:
             from greencert.tasks import validate
 
-            return {**paths, "validation": validate(params["config_path"], paths["bundle"], paths["work"])}
+            config = params["config_path"]
+            return [{**p, "validation": validate(config, p["bundle"], p["work"])} for p in items]
 
         @task(multiple_outputs=False)
-        def compute(paths: dict, params=None) -> dict:
+        def compute(items: list[dict], params=None) -> list[dict]:
             from greencert.tasks import compute
 
-            return {
-                **paths,
-                "figures": compute(
-                    params["config_path"], paths["bundle"], paths["validation"], paths["work"]
-                ),
-            }
+            config = params["config_path"]
+            return [{**p, "figures": compute(config, p["bundle"], p["validation"], p["work"])} for p in items]
 
         @task(multiple_outputs=False)
-        def grade(paths: dict, params=None) -> dict:
+        def grade(items: list[dict], params=None) -> list[dict]:
             from greencert.tasks import grade
 
-            return {**paths, "graded": grade(params["config_path"], paths["figures"], paths["work"])}
+            config = params["config_path"]
+            return [{**p, "graded": grade(config, p["figures"], p["work"])} for p in items]
 
         @task(outlets=[CERTIFICATES], multiple_outputs=False)
-        def publish(paths: dict, params=None, outlet_events=None) -> str:
+        def publish(items: list[dict], params=None, outlet_events=None) -> list[str]:
             from greencert.tasks import certificate_event, publish, registry_for
 
             registry = registry_for(params["config_path"], params["registry"] or None)
-            cert_path = publish(
-                params["config_path"], paths["graded"], paths["bundle"], paths["validation"], registry
+            paths = [
+                publish(params["config_path"], p["graded"], p["bundle"], p["validation"], registry)
+                for p in items
+            ]
+            # The asset event carries the grade and key figures (shown in the UI's asset view); with
+            # segments, the last segment's figures and every certificate id.
+            events = [certificate_event(path, registry) for path in paths]
+            outlet_events[CERTIFICATES].extra.update(
+                {**events[-1], "certificate_ids": [e["certificate_id"] for e in events]}
             )
-            # The asset event carries the grade and key figures (shown in the UI's asset view).
-            outlet_events[CERTIFICATES].extra.update(certificate_event(cert_path, registry))
-            return cert_path
+            return paths
 
-        publish(grade(compute(validate(extract(deployment)))))
+        publish(grade(compute(validate(segments(extract(deployment), deployment)))))
 
     certify_deployment.expand(deployment=deployments())
 

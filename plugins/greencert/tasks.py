@@ -75,6 +75,43 @@ def extract(config_path: str, deployment: str, start: Any, end: Any) -> str:
     return path
 
 
+def segment_bundles(config_path: str, deployment: str, bundle: str, work: str) -> list[dict[str, str]]:
+    """What to certify for one deployment and interval: ``[{bundle, work}]`` for the bundle itself, or one
+    entry per segment when its manifest declares segments (a change of engine, model or GPUs).
+
+    Segment bundles are written under ``<work>/segments`` (replaced whole on a rerun); each segment's work
+    folder is the one of its own interval, as if it had been extracted on its own, so its rejection record
+    and certificate are keyed like any other period's.
+    """
+    from greencert.bundle.manifest import load_manifest
+    from greencert.config import load_config
+    from greencert.errors import GreenCertError
+    from greencert.grading import DEFAULT_SCHEME, load_scheme
+    from greencert.segments import split_bundle
+
+    try:
+        if not load_manifest(Path(bundle)).segments:
+            return [{"bundle": bundle, "work": work}]
+        cfg = load_config(config_path)
+        scheme = load_scheme(cfg.scheme_path or DEFAULT_SCHEME)
+        items = []
+        for seg in split_bundle(bundle, Path(work) / "segments", scheme.max_gap_seconds):
+            period = load_manifest(seg).period
+            items.append(
+                {"bundle": str(seg), "work": work_folder(config_path, deployment, period.start, period.end)}
+            )
+    except GreenCertError as exc:
+        record_rejection(work, "extract", exc)
+        raise
+    log.info(
+        "%s: %d segment(s) to certify: %s",
+        deployment,
+        len(items),
+        ", ".join(Path(i["bundle"]).name for i in items),
+    )
+    return items
+
+
 REJECTION_FILE = "rejection.json"
 
 

@@ -22,7 +22,11 @@ def test_dagbag_has_no_import_errors(tmp_path: Path) -> None:
         "import json; print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()}, 'dags': sorted(bag.dag_ids)}))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=airflow_env(tmp_path / "home"), capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=airflow_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["errors"] == {}
@@ -40,7 +44,11 @@ def test_dag_file_does_not_import_heavy_modules_at_parse_time(tmp_path: Path) ->
         "print('HEAVY=' + ','.join(sorted(m for m in new if m.split('.')[0] in heavy)))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=airflow_env(tmp_path / "home"), capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        env=airflow_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY="
 
@@ -54,7 +62,14 @@ def test_airflow_dags_test_certifies_every_sample_deployment(tmp_path: Path) -> 
     env = airflow_env(tmp_path / "home")
     migrate(env)
     proc = run_airflow(
-        ["dags", "test", "green_certification", "2026-01-02", "-c", json.dumps({"config_path": str(config_path)})],
+        [
+            "dags",
+            "test",
+            "green_certification",
+            "2026-01-02",
+            "-c",
+            json.dumps({"config_path": str(config_path)}),
+        ],
         env,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -74,3 +89,66 @@ def test_airflow_dags_test_certifies_every_sample_deployment(tmp_path: Path) -> 
     again = Path(certify(bundle, tmp_path / "cli"))
     dag_cert = next(p for p in certs if p.parent.name == "chat-8b")
     assert again.read_bytes() == dag_cert.read_bytes()
+
+
+def test_the_dag_certifies_each_segment_of_a_segmented_bundle(tmp_path: Path) -> None:
+    """A bundle whose manifest declares a vLLM upgrade at 13:00: the DAG publishes one certificate per
+    segment, byte-identical to what `greencert certify` (segments.certify_bundle) publishes."""
+    import numpy as np
+
+    from greencert.segments import certify_bundle
+    from integrity_bundles import build
+
+    segments = [
+        {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T13:00:00Z"},
+        {
+            "start": "2026-01-01T13:00:00Z",
+            "end": "2026-01-02T00:00:00Z",
+            "scope": {"engine_version": "0.11.1"},
+            "reason": "vLLM upgrade",
+        },
+    ]
+    bundle = build(
+        tmp_path / "bundles" / "integrity-8b",
+        hours=24,
+        power=lambda t: np.where(t <= 13 * 3600, 500.0, 300.0),
+        power_spec={"meter_class": "pdu"},
+        scope={"serving_engine": "vllm", "engine_version": "0.5.4"},
+        manifest_extra={"segments": segments},
+    )
+    config = {
+        "registry": str(tmp_path / "registry"),
+        "work_dir": str(tmp_path / "work"),
+        "deployments": [
+            {
+                "deployment": "integrity-8b",
+                "source": {"kind": "bundle", "path": str(tmp_path / "bundles" / "{deployment}")},
+            }
+        ],
+    }
+    config_path = tmp_path / "fleet.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = airflow_env(tmp_path / "home")
+    migrate(env)
+    proc = run_airflow(
+        [
+            "dags",
+            "test",
+            "green_certification",
+            "2026-01-02",
+            "-c",
+            json.dumps({"config_path": str(config_path)}),
+        ],
+        env,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    certs = sorted((tmp_path / "registry").glob("*/*/*.*Z.json"))
+    assert [p.name for p in certs] == [
+        "dc-test-1.integrity-8b.20260101T0000Z-20260101T1300Z.json",
+        "dc-test-1.integrity-8b.20260101T1300Z-20260102T0000Z.json",
+    ]
+    engines = [json.loads(p.read_text())["scope"]["engine_version"] for p in certs]
+    assert engines == ["0.5.4", "0.11.1"]
+    # One way to certify: the CLI's segment path gives the same bytes.
+    cli = [Path(p) for p in certify_bundle(bundle, tmp_path / "cli")]
+    assert [p.read_bytes() for p in cli] == [p.read_bytes() for p in certs]

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from integrity_bundles import assess_bundle, build, findings
 
 from greencert.grading import SCHEME_DIR, grade, load_scheme, measurement_class
+from integrity_bundles import assess_bundle, build, findings
 
 S_2026_2 = SCHEME_DIR / "greencert-2026.2.yaml"
 S_2026_3 = SCHEME_DIR / "greencert-2026.3.yaml"
@@ -47,7 +47,10 @@ def test_declaring_the_class_never_raises_the_figure_above_undeclared(tmp_path: 
 
 def _figures(power_class, it_basis, pue_basis="declared"):
     return {
-        "reconciliation": {"layers": [{"meter_class": power_class}], "unmetered_node_parts": {"basis": it_basis}},
+        "reconciliation": {
+            "layers": [{"meter_class": power_class}],
+            "unmetered_node_parts": {"basis": it_basis},
+        },
         "methodology": {"it_energy_basis": it_basis, "pue_basis": pue_basis},
     }
 
@@ -78,8 +81,15 @@ def test_efficiency_and_confirmed_grades_are_separate_statements() -> None:
     value = (edges[0] + edges[1]) / 2
     high = (edges[1] + edges[2]) / 2
     carbon = value * 100  # well inside A for carbon
-    g = grade(value, carbon, 8, scheme, [value * 0.9, high], [carbon * 0.95, carbon * 1.05],
-              measurement={"class": "gpu_only", "label": "GPU sensors only", "detail": "x"})
+    g = grade(
+        value,
+        carbon,
+        8,
+        scheme,
+        [value * 0.9, high],
+        [carbon * 0.95, carbon * 1.05],
+        measurement={"class": "gpu_only", "label": "GPU sensors only", "detail": "x"},
+    )
     assert _band_by_hand(value, edges) == "B" and _band_by_hand(high, edges) == "C"
     assert _band_by_hand(carbon * 1.05, carbon_edges) == "A"
     assert g["overall"] == g["efficiency"]["overall"] == "B"
