@@ -151,14 +151,21 @@ def test_page_lists_the_sample_fleet_after_login(ui, browser) -> None:
         shown[row.get_attribute("data-certificate-id")] = cells
     assert set(shown) == set(certs)
     for cid, cert in certs.items():
-        site, deployment, model, size_class, period, grade, kwh, gco2e, status = shown[cid][:9]
+        site, deployment, model, size_class, period, grade, measurement, kwh, gco2e, status = shown[cid][:10]
         assert (site, deployment, model) == (
             cert["scope"]["site"],
             cert["scope"]["deployment"],
             cert["scope"]["model"],
         )
         assert size_class == cert["grading"]["size_class"]
-        assert grade == cert["grade"]
+        # Scheme 2026.3+: "B (confirmed C)" when the grade confirmed at 95 % is lower, and what was metered.
+        confirmed = cert.get("confirmed_grade")
+        assert grade == (
+            f"{cert['grade']} (confirmed {confirmed})"
+            if confirmed not in (None, cert["grade"])
+            else cert["grade"]
+        )
+        assert measurement == ((cert["grading"].get("measurement") or {}).get("label") or "-")
         assert period == f"{cert['period']['start'][:10]} – {cert['period']['end'][:10]}"
         assert float(kwh) == pytest.approx(cert["metrics"]["energy_per_million_tokens"]["value"], rel=5e-4)
         assert float(gco2e) == pytest.approx(cert["metrics"]["carbon_per_million_tokens"]["value"], rel=5e-4)
@@ -166,7 +173,7 @@ def test_page_lists_the_sample_fleet_after_login(ui, browser) -> None:
         # (shown in the one vocabulary: a development-key certificate is "development key", not "valid")
         assert status.splitlines()[0] in ("valid", "development key", "superseded", "expired")
         # Issued by the dags-test run of FULL_FLEET_DATE.
-        assert shown[cid][10].startswith("green_certification\nmanual__")
+        assert shown[cid][11].startswith("green_certification\nmanual__")
     browser.switch_to.default_content()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
@@ -364,8 +371,9 @@ def test_analyst_view_in_the_airflow_frame(ui, browser) -> None:
     first = browser.find_element(By.CSS_SELECTOR, "#certificates tbody tr")
     cid = first.get_attribute("data-certificate-id")
     first.find_element(By.CSS_SELECTOR, "a.label-link").click()
-    wait.until(ec.presence_of_element_located((By.ID, "grade-grade")))
-    assert browser.find_element(By.ID, "grade-grade").text == certs[cid]["grade"]
+    headline = "grade-efficiency" if "confirmed" in certs[cid]["grading"] else "grade-grade"
+    wait.until(ec.presence_of_element_located((By.ID, headline)))
+    assert browser.find_element(By.ID, headline).text == certs[cid]["grade"]
     browser.switch_to.default_content()
     assert browser.find_element(By.CSS_SELECTOR, "iframe[title='Green certificates']").is_displayed()
     browser.save_screenshot(str(shots / "label-in-airflow.png"))
