@@ -472,7 +472,7 @@ def assess(
                     f"the output-token counters in {bundle.tokens.file} cover {tok.coverage:.2%} of the period "
                     f"({len(tok.uncovered)} uncovered span(s), first {first[0] if first else '-'} to "
                     f"{first[1] if first else '-'}): the certified value counts only the tokens counted, "
-                    f"the interval allows up to {significant(tok.missing_high, 4)} more",
+                    f"the interval allows up to {round(tok.missing_high):,} more",
                     token_coverage=round(tok.coverage, 6),
                     uncovered_seconds=significant(tok.uncovered_seconds, 6),
                     uncovered_spans=len(tok.uncovered),
