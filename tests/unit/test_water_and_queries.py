@@ -9,6 +9,7 @@ by hand from these numbers.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,3 +293,35 @@ def test_prometheus_pull_writes_the_request_counters(tmp_path, exported):
     path = write_bundle(tmp_path / "bundle", result.manifest, result.tables)
     f = _figures(path)
     assert f["metrics"]["requests"]["value"] == pytest.approx(2000.0, rel=1e-9)
+
+
+def test_certificate_carries_the_sections_and_verifies(tmp_path):
+    import json
+
+    import jsonschema
+
+    from conftest import REPO
+    from greencert.certificate.verify import TrustOptions, verify_certificate
+    from greencert.pipeline import certify
+
+    path = _bundle(tmp_path, {"wue": WUE, "offsite_water": OFFSITE}, {"e": _linear(2000)})
+    cert_path = certify(path, tmp_path / "registry", scheme_path=S3)
+    cert = json.loads(open(cert_path).read())
+    schema = json.loads((REPO / "plugins" / "greencert" / "schemas" / "certificate.schema.json").read_text())
+    jsonschema.validate(cert, schema, cls=jsonschema.Draft202012Validator)
+    assert cert["scheme"]["version"] == "2026.3"
+    assert {"boundary", "water", "per_query"} <= set(cert)
+    assert (
+        cert["boundary"]["total_per_million_tokens"]["value"]
+        == cert["metrics"]["energy_per_million_tokens"]["value"]
+    )
+    assert cert["metrics"]["energy_per_million_tokens"]["value"] == pytest.approx(FACILITY, rel=1e-10)
+    assert cert["metrics"]["energy_per_thousand_queries"]["value"] == pytest.approx(FACILITY * 500, rel=1e-10)
+    assert "requests.csv" in {i["file"] for i in cert["inputs"]}
+    # Verification recomputes every figure from the published evidence (requests.csv included).
+    result = verify_certificate(
+        Path(cert_path),
+        at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+        options=TrustOptions(allow_development_key=True, offline=True),
+    )
+    assert result.development_key
