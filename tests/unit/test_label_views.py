@@ -352,8 +352,8 @@ def test_water_per_query_and_token_types() -> None:
     }
     assert [(t["id"], t["value"]) for t in label.token_types(cert)] == [
         ("input", 6e6),
+        ("cached_input", 1.5e6),  # a part of the input, shown under it
         ("output", 2e6),
-        ("cached_input", 1.5e6),
     ]
     html = label.render_label(cert)
     assert 'id="per-query">400 Wh<' in html and 'id="per-query-water">0.140 L<' in html

@@ -628,18 +628,25 @@ def water_view(certificate: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def token_types(certificate: dict[str, Any]) -> list[dict[str, Any]]:
-    """Tokens by type (OpenTelemetry GenAI token types) when the engine exports them, else []."""
+    """Tokens by type when the engine exports them, else [] (OpenTelemetry GenAI usage names:
+    ``gen_ai.usage.input_tokens``, ``output_tokens``, ``cache_read.input_tokens``,
+    ``reasoning.output_tokens``; cached and reasoning tokens are parts of input and output)."""
     by_type = ((certificate.get("load_regime") or {}).get("tokens") or {}).get("by_type")
     if not isinstance(by_type, dict):
         return []
     names = {
         "input": "Input tokens",
         "output": "Output tokens",
-        "cached_input": "Cached input tokens",
-        "reasoning_output": "Reasoning output tokens",
+        # OpenTelemetry GenAI: cache_read.input_tokens and reasoning.output_tokens are parts of
+        # input_tokens and output_tokens, not additional tokens.
+        "cached_input": "of which cached input",
+        "reasoning_output": "of which reasoning output",
     }
     out = []
-    for key, entry in by_type.items():
+    order = ["input", "cached_input", "output", "reasoning_output"]  # each part under its whole
+    keys = sorted(by_type, key=lambda k: order.index(k) if k in order else len(order))
+    for key in keys:
+        entry = by_type[key]
         value = entry.get("value") if isinstance(entry, dict) else entry
         if not isinstance(value, int | float):
             continue  # notes (e.g. the OpenTelemetry names) are not counts
