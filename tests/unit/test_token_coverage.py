@@ -67,6 +67,21 @@ def test_instances_cover_the_period_together_and_rates_add_up(tmp_path: Path) ->
     assert cov.uncovered.shape == (0, 2)
 
 
+def test_a_long_step_of_one_instance_is_uncovered_while_another_instance_counts(tmp_path: Path) -> None:
+    # Two instances over the whole hour (data-parallel); "b" has one 300 s step (20:00-25:00).
+    t = times()
+    keep = ~((t > START + 1200) & (t < START + 1500))
+    a = _tokens(t, RATE, "a")
+    c = _tokens(t[keep], 2 * RATE, "b")
+    tokens = {k: np.concatenate([a[k], c[k]]) for k in a}
+    b = open_bundle(build(tmp_path / "b", extra_tables={"tokens.csv": tokens}))
+    cov = token_coverage(b.tokens, START, START + 3600.0, 120.0)
+    assert cov.coverage == pytest.approx(1 - 300 / 3600)
+    np.testing.assert_allclose(cov.uncovered, [[START + 1200, START + 1500]])
+    # Only "b" may have lost tokens there: 300 s x its own rate, not the two instances' sum.
+    assert cov.missing_high == pytest.approx(300 * 2 * RATE)
+
+
 def test_partial_coverage_is_a_finding_and_an_interval_term_under_2026_3(tmp_path: Path) -> None:
     # 3 % of the hour before the first token sample: the issue's case (97 % coverage).
     first = 108.0 - 108.0 % 15 + 15  # 120 s: the first 15 s sample at or after 108 s

@@ -369,7 +369,8 @@ def _budget_rows(
                 f"output tokens of the {len(tok.uncovered)} span(s) the counters do not cover "
                 f"({significant(tok.uncovered_seconds, 4)} s, coverage {significant(tok.coverage, 4)})",
                 f"uniform between 0 and {significant(tok.missing_high, 4)} tokens, one fraction for all spans",
-                "span duration x the highest observed output-token rate (sum over instances); "
+                "where no instance counted, the time x the highest observed output-token rate summed over "
+                "instances; in one instance's long step, the time x that instance's highest rate; "
                 "the certified value counts none of them; " + _source(defaults, "token_coverage"),
             )
         )
