@@ -91,7 +91,10 @@ def token_coverage(
     # Highest rate per instance over covered steps that touch the period (resets as increase()).
     rate = counter_increments(v)[ok][inside] / dt_step[ok][inside]
     peak = np.zeros(n_inst)
-    np.maximum.at(peak, inst[inside], rate)
+    if rate.size:  # rows are grouped by instance: one reduceat over each instance's run
+        inst_r = inst[inside]
+        firsts = np.flatnonzero(np.concatenate([[True], inst_r[1:] != inst_r[:-1]]))
+        peak[inst_r[firsts]] = np.maximum.reduceat(rate, firsts)
     a, b, inst = a[inside], b[inside], inst[inside]
     # One instance's steps do not overlap (time increases within an instance): its share is a sum.
     own = np.bincount(inst, weights=b - a, minlength=n_inst) / period
