@@ -220,6 +220,13 @@ def figures_document(bundle: Any, scheme: Any, report: dict[str, Any]) -> dict[s
             figures["metrics"][name]["interval95"] = interval
         figures["methodology"].update(integrity.methodology)
         figures.update(integrity.sections)
+    if getattr(scheme, "raw", None) and scheme.raw.get("boundary") and "load_regime" in figures:
+        # Scheme 2026.3: cached-prompt and reasoning tokens, where the engine counts them (docs/boundary.md).
+        from greencert.compute.boundary import token_types
+
+        by_type = token_types(bundle, fig)
+        if by_type is not None:
+            figures["load_regime"]["tokens"]["by_type"] = by_type
     if m.attribution is not None:
         # Shared GPUs: the certificate states this deployment's share of each device and the rule.
         figures["methodology"]["attribution"] = {

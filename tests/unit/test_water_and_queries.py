@@ -325,3 +325,47 @@ def test_certificate_carries_the_sections_and_verifies(tmp_path):
         options=TrustOptions(allow_development_key=True, offline=True),
     )
     assert result.development_key
+
+
+def _typed_bundle(tmp_path, cached, reasoning, name="typed"):
+    path = _bundle(tmp_path, name=name)
+    import pandas as pd
+
+    frame = pd.read_csv(path / "tokens.csv")
+    if cached is not None:
+        frame["cached_input_tokens"] = cached
+    if reasoning is not None:
+        frame["reasoning_output_tokens"] = reasoning
+    frame.to_csv(path / "tokens.csv", index=False)
+    return path
+
+
+def test_token_types_follow_opentelemetry_names(tmp_path):
+    # Of the 3,000,000 input tokens 1,200,000 came from the prefix cache; of the 1,000,000 output
+    # tokens 250,000 were reasoning tokens.
+    f = _figures(_typed_bundle(tmp_path, _linear(1_200_000, 5), _linear(250_000, 9)))
+    by = f["load_regime"]["tokens"]["by_type"]
+    assert by["input"] == {"tokens": pytest.approx(3_000_000), "otel": "gen_ai.usage.input_tokens"}
+    assert by["output"] == {"tokens": pytest.approx(1_000_000), "otel": "gen_ai.usage.output_tokens"}
+    assert by["cached_input"]["otel"] == "gen_ai.usage.cache_read.input_tokens"
+    assert by["cached_input"]["tokens"] == pytest.approx(1_200_000, rel=1e-12)
+    assert by["cached_input"]["share_of_input"] == pytest.approx(0.4, rel=1e-6)
+    assert by["reasoning_output"]["otel"] == "gen_ai.usage.reasoning.output_tokens"
+    assert by["reasoning_output"]["share_of_output"] == pytest.approx(0.25, rel=1e-6)
+    # Reported, never graded: the graded figure is unchanged by the extra columns.
+    plain = _figures(_bundle(tmp_path, name="plain"))
+    assert f["metrics"]["energy_per_million_tokens"] == plain["metrics"]["energy_per_million_tokens"]
+    assert "by_type" not in plain["load_regime"]["tokens"]
+    assert (
+        "by_type"
+        not in _figures(_typed_bundle(tmp_path, _linear(1, 0), None, "old"), S2)["load_regime"]["tokens"]
+    )
+
+
+def test_bad_token_type_value_names_file_line_and_column(tmp_path):
+    from greencert.errors import BundleError
+
+    bad = _linear(1000)
+    bad[4] = -3.0
+    with pytest.raises(BundleError, match=r"tokens\.csv line 6 column cached_input_tokens"):
+        open_bundle(_typed_bundle(tmp_path, bad, None))

@@ -28,6 +28,9 @@ MAX_FILE_BYTES = 8 * 1024**3
 
 POWER_COLUMNS = ("timestamp", "device", "value")
 TOKEN_COLUMNS = ("timestamp", "output_tokens", "input_tokens")
+# Optional token-type counters (OpenTelemetry GenAI: cached input and reasoning output tokens are
+# parts of the input and output tokens); reported in load_regime.tokens.by_type, never graded.
+TOKEN_TYPE_COLUMNS = ("cached_input_tokens", "reasoning_output_tokens")
 GRID_COLUMNS = ("timestamp", "intensity")
 # Provenance columns a grid API client writes (docs/carbon.md); not needed for the figures.
 GRID_OPTIONAL_COLUMNS = ("is_estimated", "estimation_method", "emission_factor_type", "filled")
@@ -176,7 +179,8 @@ def _read_csv(
     _check_last_line(path)
     types = {c: pa.string() for c in columns}
     for c in numeric:
-        types[c] = pa.float64()
+        if c in columns:  # optional numeric columns (token types) may be absent
+            types[c] = pa.float64()
     try:
         return pacsv.read_csv(
             path,
@@ -252,7 +256,7 @@ def _read_parquet(
     except (pa.ArrowInvalid, OSError) as exc:
         raise BundleError(f"not a readable Parquet file ({exc})", str(path)) from None
     _check_columns(list(schema.names), required, optional, str(path))
-    for name in numeric:
+    for name in (n for n in numeric if n in schema.names):
         typ = schema.field(name).type
         if not (pa.types.is_floating(typ) or pa.types.is_integer(typ)):
             raise BundleError(f"column {name!r} has type {typ}, expected a number", f"{path} column {name}")
@@ -411,7 +415,11 @@ def read_series(
         first = int(np.argmax(codes < 0))
         line = f"line {first + 2}" if file_format == "csv" else f"row {first}"
         raise BundleError(f"column {group_by!r} is empty", f"{path} {line} column {group_by}")
-    values = {name: _to_float64(table.column(name), str(path), name, file_format) for name in numeric}
+    values = {
+        name: _to_float64(table.column(name), str(path), name, file_format)
+        for name in numeric
+        if name in table.column_names
+    }
     del table
     row = np.arange(t.size, dtype=np.int64)
     if codes.size > 1 and (codes[1:] < codes[:-1]).any():
@@ -439,11 +447,12 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
     tokens = read_series(
         path_of(m.tokens.file),
         TOKEN_COLUMNS,
-        ("instance",),
-        ("output_tokens", "input_tokens"),
+        ("instance", *TOKEN_TYPE_COLUMNS),
+        ("output_tokens", "input_tokens", *TOKEN_TYPE_COLUMNS),
         "instance",
         "tokens",
     )
+    check_token_types(tokens)
     grid = None
     if m.grid.file:
         grid = read_series(
@@ -489,6 +498,21 @@ def open_bundle(bundle_dir: Path | str) -> Bundle:
         concurrency,
         requests,
     )
+
+
+def check_token_types(series: Series) -> None:
+    """Token-type counters, where present, are finite and non-negative (the GX suite checks the others)."""
+    for column in TOKEN_TYPE_COLUMNS:
+        v = series.values.get(column)
+        if v is None:
+            continue
+        bad = ~np.isfinite(v) | (np.nan_to_num(v) < 0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise BundleError(
+                f"token-type counter {column} is missing, NaN, infinite or negative ({v[i]!r})",
+                f"{series.where_row(i)} column {column}",
+            )
 
 
 # --- the manifest's carbon section -------------------------------------------------------------------

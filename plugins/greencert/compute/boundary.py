@@ -295,3 +295,46 @@ def per_query(bundle: Any, fig: Any, water_l: float | None) -> tuple[dict[str, A
     if "water_per_thousand_queries" in metrics:
         section["water_per_thousand_queries"] = metrics["water_per_thousand_queries"]
     return section, metrics
+
+
+# OpenTelemetry GenAI semantic conventions (gen_ai.usage.*): cached input tokens are part of the
+# input tokens, reasoning tokens part of the output tokens.
+OTEL_TOKEN_NAMES = {
+    "input": "gen_ai.usage.input_tokens",
+    "output": "gen_ai.usage.output_tokens",
+    "cached_input": "gen_ai.usage.cache_read.input_tokens",
+    "reasoning_output": "gen_ai.usage.reasoning.output_tokens",
+}
+_TYPE_COLUMNS = {"cached_input": "cached_input_tokens", "reasoning_output": "reasoning_output_tokens"}
+
+
+def token_types(bundle: Any, fig: Any) -> dict[str, Any] | None:
+    """Tokens by type over the period, named after OpenTelemetry GenAI; None without type counters."""
+    present = {k: c for k, c in _TYPE_COLUMNS.items() if c in bundle.tokens.values}
+    if not present:
+        return None
+    from greencert.compute.integrate import integrate
+
+    m = bundle.manifest
+    start, end = m.period.start.timestamp(), m.period.end.timestamp()
+    total = {
+        "input": float(fig.input_tokens.to("token").magnitude),
+        "output": float(fig.output_tokens.to("token").magnitude),
+    }
+    out: dict[str, Any] = {
+        kind: {"tokens": significant(n), "otel": OTEL_TOKEN_NAMES[kind]} for kind, n in total.items()
+    }
+    for kind, column in present.items():
+        n = float(integrate(bundle.tokens, column, "counter", start, end, np.inf).per_hour.sum())
+        parent = "input" if kind == "cached_input" else "output"
+        out[kind] = {
+            "tokens": significant(n),
+            "otel": OTEL_TOKEN_NAMES[kind],
+            f"share_of_{parent}": significant(n / total[parent], 6) if total[parent] > 0 else None,
+            "column": f"{bundle.tokens.file} {column}",
+        }
+    out["note"] = (
+        "OpenTelemetry GenAI token types: cached input tokens are part of the input tokens and reasoning "
+        "tokens part of the output tokens; the graded figure counts every output token, reasoning included"
+    )
+    return out
