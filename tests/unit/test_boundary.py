@@ -150,6 +150,14 @@ def test_measured_pue_applies_to_it_plus_idle(tmp_path):
     _, c = _components(bundle, scheme, fig)
     assert c["facility_overhead"]["basis"] == "measured"
     assert c["facility_overhead"]["energy"]["value"] == pytest.approx(0.3 * (1 + IDLE), rel=1e-10)
+    # The whole compute stage (interval model included) reproduces the same full-stack figure.
+    from greencert.pipeline import figures_document
+
+    doc = figures_document(bundle, scheme, {"suites": [], "rows": {}})
+    epm = doc["metrics"]["energy_per_million_tokens"]
+    assert epm["value"] == pytest.approx(1.3 * (1 + IDLE), rel=1e-10)
+    assert epm["interval95"][0] <= epm["value"] <= epm["interval95"][1]
+    assert doc["boundary"]["total_per_million_tokens"]["value"] == epm["value"]
 
 
 def test_scheme_2026_2_adds_nothing(tmp_path):
