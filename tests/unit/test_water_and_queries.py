@@ -181,6 +181,8 @@ def test_simulated_bundles_have_request_counters(tmp_path):
     assert f["per_query"]["output_tokens_per_query"] == pytest.approx(
         profile.output_tokens_per_request, rel=0.05
     )
+    # The simulated dc-east-1 declares an illustrative WUE, so the sample certificates show water.
+    assert f["water"]["wue"]["value"] == 0.3 and f["water"]["offsite_included"] is False
     energy_wh = f["metrics"]["facility_energy"]["value"] * 1000
     assert f["metrics"]["energy_per_thousand_queries"]["value"] == pytest.approx(
         energy_wh / (f["metrics"]["requests"]["value"] / 1000), rel=1e-9

@@ -68,7 +68,9 @@ SAMPLE_FLEET: tuple[DeploymentProfile, ...] = (
 )
 
 SITES = {
-    "dc-east-1": {"pue": 1.2, "grid": "hourly", "base": 380.0, "swing": 90.0},
+    # WUE: an illustrative declared value for the simulated site (ISO/IEC 30134-9, L/kWh), so the
+    # sample certificates show the water statement; dc-cn-1 declares none.
+    "dc-east-1": {"pue": 1.2, "grid": "hourly", "base": 380.0, "swing": 90.0, "wue": 0.3},
     "dc-cn-1": {
         "pue": 1.3,
         "grid": "annual",
@@ -76,6 +78,18 @@ SITES = {
         "source": "China national average grid emission factor 2023 (MEE/NBS): 0.5306 kgCO2/kWh",
     },
 }
+
+
+def _water(site: dict) -> dict:
+    if "wue" not in site:
+        return {}
+    return {
+        "wue": {
+            "value": site["wue"],
+            "source": "simulated site: illustrative declared WUE, not a measurement",
+            "period": "simulated",
+        }
+    }
 
 
 def seed_for(*parts: object) -> int:
@@ -150,7 +164,7 @@ def simulate_deployment(
             "meter_class": "gpu_sensor",
         },
         "tokens": {"file": f"tokens.{ext}"},
-        "facility": {"pue": site["pue"], "pue_category": 1},
+        "facility": {"pue": site["pue"], "pue_category": 1, **_water(site)},
         "provenance": {"source": "greencert simulate", "seed": seed, "step_seconds": step_s},
     }
     tables = {
