@@ -140,14 +140,21 @@ def with_issue16_keys(cert: dict[str, Any], *, limited_by_metering: bool = True)
     c["per_query"] = {"requests": REQUESTS, "source": "requests.csv (vllm:request_success_total)"}
     out_tok = int(m["output_tokens"]["value"])
     in_tok = int((m.get("input_tokens") or {}).get("value") or 3 * out_tok)
-    c.setdefault("load_regime", {})["tokens"] = {
-        "by_type": {
-            "input": in_tok,
-            "output": out_tok,
-            "cached_input": in_tok // 4,
-            "reasoning_output": out_tok // 10,
-            "otel_names": "gen_ai.usage.input_tokens, gen_ai.usage.output_tokens",
-        }
+    # The shape of compute/boundary.token_types: {tokens, otel[, share_of_...]} and a note.
+    c.setdefault("load_regime", {}).setdefault("tokens", {})["by_type"] = {
+        "input": {"tokens": in_tok, "otel": "gen_ai.usage.input_tokens"},
+        "output": {"tokens": out_tok, "otel": "gen_ai.usage.output_tokens"},
+        "cached_input": {
+            "tokens": in_tok // 4,
+            "otel": "gen_ai.usage.cache_read.input_tokens",
+            "share_of_input": (in_tok // 4) / in_tok,
+        },
+        "reasoning_output": {
+            "tokens": out_tok // 10,
+            "otel": "gen_ai.usage.reasoning.output_tokens",
+            "share_of_output": (out_tok // 10) / out_tok,
+        },
+        "note": "cached input tokens are part of the input tokens, reasoning tokens part of the output tokens",
     }
     c["data_quality"]["token_coverage"] = 1.0
     return c

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -292,25 +293,59 @@ ISSUE16_ELEMENTS = (
     "limited-by",
     "boundary",
     "boundary-sum",
-    "water-per-mtok",
-    "water-scope",
     "per-query",
-    "per-query-carbon",
-    "per-query-water",
-    "requests",
 )
 
 
-@pytest.fixture(scope="module")
-def issue16(issued: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The CLI-certified certificate with the issue-16 keys added (tests/label16.py), and its label."""
+def issue16_elements(cert: dict) -> tuple[str, ...]:
+    """The ids the label must show for this certificate (water and per-query rows only when stated)."""
+    m = cert["metrics"]
+    extra = []
+    if "water_per_million_tokens" in m:
+        extra += ["water-per-mtok", "water-scope"]
+    if "energy_per_thousand_queries" in m:
+        extra += ["per-query-carbon", "requests"]
+    if "water_per_thousand_queries" in m:
+        extra.append("per-query-water")
+    return (*ISSUE16_ELEMENTS, *extra)
+
+
+@pytest.fixture(scope="module", params=["added-keys", "scheme-2026.3"])
+def issue16(request: pytest.FixtureRequest, issued: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A scheme-2026.3 label two ways: the CLI-certified certificate with every issue-16 key added
+    (tests/label16.py: water and token types too, limited by metering by construction), and the same
+    bundle certified by the CLI under greencert-2026.3.yaml (the real keys, whatever they grade)."""
+    import os
+
     from greencert.certificate.label import render_label
     from label16 import with_issue16_keys
 
-    cert = with_issue16_keys(issued["cert"])
-    page = tmp_path_factory.mktemp("label16") / f"{cert['certificate_id']}.html"
-    page.write_text(render_label(cert), encoding="utf-8")
-    return {"cert": cert, "page": page}
+    if request.param == "added-keys":
+        cert = with_issue16_keys(issued["cert"])
+        page = tmp_path_factory.mktemp("label16") / f"{cert['certificate_id']}.html"
+        page.write_text(render_label(cert), encoding="utf-8")
+        return {"cert": cert, "page": page, "kind": request.param, "pdf": None}
+    root = issued["root"]
+    env = {**os.environ, "GREENCERT_HOME": str(root / "home"), "PYTHONPATH": str(REPO / "plugins"),
+           "GREENCERT_LABEL_PDF": "1"}  # fmt: skip
+    env.pop("GREENCERT_SIGNING_KEY", None)
+    scheme = REPO / "plugins" / "greencert" / "schemes" / "greencert-2026.3.yaml"
+    registry = root / "registry-2026.3"
+    run(str(REPO / ".venv" / "bin" / "greencert"), "certify", str(root / "bundles" / "chat-8b" / DAY),
+        "--out", str(registry), "--scheme", str(scheme), env=env)  # fmt: skip
+    [path] = [
+        p
+        for p in (registry / "dc-east-1" / "chat-8b").glob("*.json")
+        if not p.name.endswith((".validation.json", ".log.json"))
+    ]
+    cert = json.loads(path.read_bytes())
+    assert cert["scheme"]["version"] == "2026.3" and "confirmed" in cert["grading"]
+    return {
+        "cert": cert,
+        "page": path.with_suffix(".html"),
+        "kind": request.param,
+        "pdf": path.with_suffix(".pdf"),
+    }
 
 
 @pytest.mark.parametrize("width", [1280, 390])
@@ -321,7 +356,8 @@ def test_issue16_label_states_efficiency_confirmed_and_measurement_apart(
 
     cert = issue16["cert"]
     g = cert["grading"]
-    assert g["limited_by"] == "measurement"  # the case worth showing: metering holds the letter back
+    if issue16["kind"] == "added-keys":
+        assert g["limited_by"] == "measurement"  # the case worth showing: metering holds the letter back
     browser.set_window_size(width, 1000)
     browser.get(issue16["page"].as_uri())
     viewport = browser.execute_script("return document.documentElement.clientWidth")
@@ -332,7 +368,7 @@ def test_issue16_label_states_efficiency_confirmed_and_measurement_apart(
         ".map(e => e.getBoundingClientRect().right))"
     )
     assert right <= viewport + 0.5, (width, right, viewport)
-    for element_id in ISSUE16_ELEMENTS:
+    for element_id in issue16_elements(cert):
         el = browser.find_element(By.ID, element_id)
         assert el.is_displayed(), element_id
         r = el.rect
@@ -356,9 +392,12 @@ def test_issue16_label_states_efficiency_confirmed_and_measurement_apart(
     assert len({c.text for c in cards}) == 3
     assert browser.find_element(By.ID, "grade-efficiency").text == g["efficiency"]["overall"] == cert["grade"]
     assert browser.find_element(By.ID, "grade-confirmed").text == g["confirmed"]["overall"]
-    assert g["confirmed"]["overall"] != g["efficiency"]["overall"]
     assert "Confirmed at 95 %" in cards[1].text.replace("CONFIRMED AT", "Confirmed at")
-    assert browser.find_element(By.ID, "limited-by").text.startswith("Limited by metering")
+    limited = browser.find_element(By.ID, "limited-by").text
+    if g["confirmed"]["overall"] != g["efficiency"]["overall"]:
+        assert g["limited_by"] == "measurement" and limited.startswith("Limited by metering")
+    else:
+        assert g["limited_by"] == "efficiency" and limited.startswith("Limited by efficiency")
     assert browser.find_element(By.ID, "statement-measurement").text == g["measurement"]["label"]
     conf_idx = "ABCDEFG".index(g["confirmed"]["overall"])
     e_edge = g["energy_band_edges"]["upper_edges"][conf_idx]
@@ -382,38 +421,53 @@ def test_issue16_label_states_efficiency_confirmed_and_measurement_apart(
     assert number(browser.find_element(By.ID, "boundary-sum").text) == pytest.approx(total, rel=5e-3)
     assert number(browser.find_element(By.ID, "energy-per-mtok").text) == pytest.approx(total, rel=5e-3)
 
-    # Water and per-query figures, with their units.
+    # Water and per-query figures, with their units (every one of them in the added-keys certificate).
     m = cert["metrics"]
-    water = browser.find_element(By.ID, "water-per-mtok").text
-    assert number(water) == pytest.approx(m["water_per_million_tokens"]["value"], rel=5e-3)
-    assert water.endswith(" L")
-    assert "not included" in browser.find_element(By.ID, "water-scope").text  # offsite_included: false
+    by_type = (cert.get("load_regime") or {}).get("tokens", {}).get("by_type")
+    if issue16["kind"] == "added-keys":
+        assert "water_per_thousand_queries" in m and by_type
+    if "water_per_million_tokens" in m:
+        water = browser.find_element(By.ID, "water-per-mtok").text
+        assert number(water) == pytest.approx(m["water_per_million_tokens"]["value"], rel=5e-3)
+        assert water.endswith(" L")
+        scope = browser.find_element(By.ID, "water-scope").text
+        assert ("not included" in scope) != bool(cert["water"]["offsite_included"])
     for element_id, key, unit in (
         ("per-query", "energy_per_thousand_queries", "Wh"),
         ("per-query-carbon", "carbon_per_thousand_queries", "g CO2e"),
         ("per-query-water", "water_per_thousand_queries", "L"),
     ):
-        shown = browser.find_element(By.ID, element_id).text
-        assert number(shown) == pytest.approx(m[key]["value"], rel=5e-3) and shown.endswith(unit), shown
-    assert number(browser.find_element(By.ID, "requests").text) == m["requests"]["value"]
-    by_type = cert["load_regime"]["tokens"]["by_type"]
-    for key, value in by_type.items():
-        if isinstance(value, int):
+        if key in m:
+            shown = browser.find_element(By.ID, element_id).text
+            assert number(shown) == pytest.approx(m[key]["value"], rel=5e-3) and shown.endswith(unit), shown
+    if "requests" in m:
+        assert number(browser.find_element(By.ID, "requests").text) == pytest.approx(m["requests"]["value"])
+    for key, entry in (by_type or {}).items():
+        if isinstance(entry, dict):  # {tokens, otel, ...}; the note is text
             cell = browser.find_element(By.CSS_SELECTOR, f'tr[data-token-type="{key}"] td')
-            assert number(cell.text) == value
+            assert number(cell.text) == pytest.approx(entry["tokens"])
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     height = browser.execute_script("return document.documentElement.scrollHeight")
     browser.set_window_size(width, height + 40)
-    shot = SHOTS / f"label16-{width}.png"
+    shot = SHOTS / f"label16-{issue16['kind']}-{width}.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 20_000
 
 
+def sig3(value: float) -> str:
+    """Three significant digits with trailing zeros kept (0.1 -> 0.100), thousands separated."""
+    decimals = max(0, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
 def test_issue16_pdf_is_one_page_with_the_new_statements(issue16: dict, tmp_path: Path) -> None:
-    """Everything issue 16 adds, with a long model name, still prints on one A4 page."""
+    """Everything issue 16 adds, with a long model name, still prints on one A4 page (and the PDF that
+    certify printed for the real 2026.3 certificate is one page too)."""
     from greencert.certificate.label import render_label, render_pdf
 
+    if issue16["pdf"] is not None:
+        assert pdf_text(issue16["pdf"])[0] == 1
     cert = copy.deepcopy(issue16["cert"])
     cert["scope"]["model"] = (
         "organisation-with-a-long-name/Llama-3.1-70B-Instruct-FP8-dynamic-long-context-128k"
@@ -426,10 +480,13 @@ def test_issue16_pdf_is_one_page_with_the_new_statements(issue16: dict, tmp_path
     assert "EFFICIENCY GRADE" in flat.upper() and "CONFIRMED AT 95 %" in flat.upper()
     assert cert["grading"]["measurement"]["label"] in flat
     total = sum(c["per_million_tokens"]["value"] for c in cert["boundary"]["components"])
-    assert f"Sum = graded figure {total:.3g}" in flat
-    assert f"{cert['metrics']['water_per_million_tokens']['value']:.3g} L" in flat
-    assert f"{cert['metrics']['energy_per_thousand_queries']['value']:.3g} Wh" in flat
-    shot = SHOTS / "label16-pdf.png"
+    assert f"Sum = graded figure {sig3(total)}" in flat
+    m = cert["metrics"]
+    if "water_per_million_tokens" in m:
+        assert f"{sig3(m['water_per_million_tokens']['value'])} L" in flat
+    if "energy_per_thousand_queries" in m:
+        assert f"{sig3(m['energy_per_thousand_queries']['value'])} Wh" in flat
+    shot = SHOTS / f"label16-{issue16['kind']}-pdf.png"
     SHOTS.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         ["pdftoppm", "-r", "80", "-png", "-singlefile", str(pdf), str(shot.with_suffix(""))],

@@ -337,7 +337,7 @@ def test_water_per_query_and_token_types() -> None:
     water = label.water_view(cert)
     assert water is not None and water["per_mtok"] == 0.105 and water["unit"] == "L"
     assert water["source"] == "WUE 0.5 L/kWh, declared, ISO/IEC 30134-9, site"
-    assert "off-site water for electricity not included" in water["offsite_text"]
+    assert water["offsite_text"] == "on-site water only, off-site (electricity) not included"
     # 0.6 kWh facility energy over 1,500 queries = 0.4 Wh per query = 400 Wh per 1,000 queries.
     cert["metrics"]["requests"] = {"value": 1500, "unit": "query"}
     cert["metrics"]["energy_per_thousand_queries"] = {"value": 400.0, "unit": "Wh/kquery"}
@@ -347,7 +347,12 @@ def test_water_per_query_and_token_types() -> None:
     assert (pq["energy"]["unit"], pq["carbon"]["unit"], pq["water"]["unit"]) == ("Wh", "g CO2e", "L")
     cert["load_regime"] = {
         "tokens": {
-            "by_type": {"input": 6_000_000, "output": 2_000_000, "cached_input": 1_500_000, "note": "otel"}
+            "by_type": {
+                "input": {"tokens": 6_000_000, "otel": "gen_ai.usage.input_tokens"},
+                "output": {"tokens": 2_000_000, "otel": "gen_ai.usage.output_tokens"},
+                "cached_input": {"tokens": 1_500_000, "share_of_input": 0.25, "otel": "x"},
+                "note": "cached input tokens are part of the input tokens",
+            }
         }
     }
     assert [(t["id"], t["value"]) for t in label.token_types(cert)] == [
@@ -358,6 +363,7 @@ def test_water_per_query_and_token_types() -> None:
     html = label.render_label(cert)
     assert 'id="per-query">400 Wh<' in html and 'id="per-query-water">0.140 L<' in html
     assert 'id="water-per-mtok">0.105 L<' in html and 'data-token-type="cached_input"' in html
+    assert "of which cached (25 %)</th>" in html  # 1.5 M of 6 M input tokens came from the prompt cache
 
 
 # --- the analyst's page -------------------------------------------------------------------------

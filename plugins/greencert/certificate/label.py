@@ -621,7 +621,7 @@ def water_view(certificate: dict[str, Any]) -> dict[str, Any] | None:
         "offsite_included": offsite,
         "offsite_text": "on-site and off-site (electricity generation) water"
         if offsite
-        else "on-site (cooling) water only; off-site water for electricity not included"
+        else "on-site water only, off-site (electricity) not included"
         if offsite is False
         else "on-site water",
     }
@@ -639,19 +639,27 @@ def token_types(certificate: dict[str, Any]) -> list[dict[str, Any]]:
         "output": "Output tokens",
         # OpenTelemetry GenAI: cache_read.input_tokens and reasoning.output_tokens are parts of
         # input_tokens and output_tokens, not additional tokens.
-        "cached_input": "of which cached input",
-        "reasoning_output": "of which reasoning output",
+        "cached_input": "of which cached",
+        "reasoning_output": "of which reasoning",
     }
     out = []
     order = ["input", "cached_input", "output", "reasoning_output"]  # each part under its whole
     keys = sorted(by_type, key=lambda k: order.index(k) if k in order else len(order))
     for key in keys:
         entry = by_type[key]
-        value = entry.get("value") if isinstance(entry, dict) else entry
-        if not isinstance(value, int | float):
-            continue  # notes (e.g. the OpenTelemetry names) are not counts
+        # {tokens, otel[, share_of_input|share_of_output, column]} (compute/boundary.token_types)
+        value = entry.get("tokens", entry.get("value")) if isinstance(entry, dict) else entry
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue  # the note is not a count
+        share = entry.get("share_of_input", entry.get("share_of_output")) if isinstance(entry, dict) else None
         out.append(
-            {"id": key, "name": names.get(key, key.replace("_", " ") + " tokens"), "value": float(value)}
+            {
+                "id": key,
+                "name": names.get(key, key.replace("_", " ") + " tokens"),
+                "value": float(value),
+                "share": float(share) if isinstance(share, int | float) else None,
+                "otel": str(entry.get("otel") or "") if isinstance(entry, dict) else "",
+            }
         )
     return out
 
