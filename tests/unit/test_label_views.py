@@ -247,6 +247,9 @@ def test_headline_states_efficiency_confirmed_and_measurement_apart() -> None:
         "and caused at most 150 g CO2e per million output tokens (bands for models of up to 20 B active "
         "parameters)."
     )
+    bare = split_certificate()
+    del bare["grading"]["measurement"]  # only the top-level class: its words, no detail
+    assert label.measurement_class(bare) == {"name": "GPU sensors only", "detail": "", "class": "gpu_only"}
     same = split_certificate(limited_by_metering=False)
     assert label.headline(same)[1]["limited"] == "Limited by efficiency: the measurement confirms E."
     # Three statements, three different texts.

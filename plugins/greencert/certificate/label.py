@@ -465,6 +465,11 @@ def measurement_class(certificate: dict[str, Any]) -> dict[str, str]:
             "detail": str(stated.get("detail") or ""),
             "class": str(stated["class"]),
         }
+    top = certificate.get("measurement_class")
+    if isinstance(top, str) and top:
+        from greencert.certificate.status import MEASUREMENT_CLASSES
+
+        return {"name": MEASUREMENT_CLASSES.get(top, top), "detail": "", "class": top}
     declared = (certificate.get("grading") or {}).get("measurement_class")
     if isinstance(declared, dict):
         return {
