@@ -174,6 +174,12 @@ def test_page_lists_the_sample_fleet_after_login(ui, browser) -> None:
         assert status.splitlines()[0] in ("valid", "development key", "superseded", "expired")
         # Issued by the dags-test run of FULL_FLEET_DATE.
         assert shown[cid][11].startswith("green_certification\nmanual__")
+    # The measurement filter offers exactly the classes the certificates state (none before 2026.3).
+    classes = {c["measurement_class"] for c in certs.values() if c.get("measurement_class")}
+    options = [
+        o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#measurement option")
+    ]
+    assert set(options) == (classes | {""} if classes else set())
     browser.switch_to.default_content()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
