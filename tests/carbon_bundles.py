@@ -51,9 +51,12 @@ def carbon_bundle(
             **(scope or {}),
         },
         "period": {"start": iso(start), "end": iso(end)},
-        "power": {"file": "power.csv", "kind": "gauge", "unit": "W"},
+        # Whole nodes metered, every provisioned device in the evidence: energy is metered x PUE under every
+        # scheme, so the carbon expectations stay analytic.
+        "power": {"file": "power.csv", "kind": "gauge", "unit": "W", "meter_class": "node_meter"},
         "tokens": {"file": "tokens.csv"},
         "facility": {"pue": pue},
+        "idle_capacity": {"basis": "metered"},
     }
     files: dict[str, dict[str, Any]] = {
         "power.csv": {"timestamp": t, "device": np.full(t.size, "gpu0"), "value": np.full(t.size, power_w)},

@@ -90,7 +90,12 @@ def write_golden_bundle(
         after = t > restart
         out = np.where(after, 1_000_000.0 * (t - restart) / 3600.0, out)
         inp = np.where(after, 3_000_000.0 * (t - restart) / 3600.0, inp)
-    manifest = make_manifest(power={"file": f"power.{ext}", "kind": kind, "unit": power_unit}, ext=ext)
+    # Whole nodes metered and every provisioned device in the evidence: the golden figures are the metered
+    # energy x PUE under every scheme (2026.3 would otherwise add node parts and idle capacity).
+    manifest = make_manifest(
+        power={"file": f"power.{ext}", "kind": kind, "unit": power_unit, "meter_class": "node_meter"}, ext=ext
+    )
+    manifest["idle_capacity"] = {"basis": "metered"}
     tables = {
         f"power.{ext}": {"timestamp": t, "device": np.full(t.size, "gpu0"), "value": value},
         f"tokens.{ext}": {"timestamp": t, "output_tokens": out, "input_tokens": inp},

@@ -775,7 +775,7 @@ SIGNING_KEY_HELP = (
     "issuer private key PEM that signs (default: $GREENCERT_SIGNING_KEY, the Airflow connection "
     "greencert_signing_key, or this installation's development key)"
 )
-SCHEME_HELP = "grading scheme YAML (default: the packaged scheme, greencert-2026.2)"
+SCHEME_HELP = "grading scheme YAML (default: the packaged scheme, greencert-2026.3)"
 
 
 def _registry_option(p: argparse.ArgumentParser, help_text: str, required: bool) -> None:

@@ -12,8 +12,9 @@ from greencert.units import Q_
 from greencert.yamlio import load_yaml_file
 
 SCHEME_DIR = Path(__file__).parent / "schemes"
-# 2026.2: grades at 95 % confidence (docs/uncertainty.md); 2026.1 stays loadable for verification.
-DEFAULT_SCHEME = SCHEME_DIR / "greencert-2026.2.yaml"
+# 2026.3: efficiency grade, confirmed grade and measurement class (docs/methodology.md); 2026.1 and
+# 2026.2 stay loadable for verification.
+DEFAULT_SCHEME = SCHEME_DIR / "greencert-2026.3.yaml"
 # Code defaults of data-quality keys added after a scheme was published (a scheme YAML without the
 # key gets this value). Plausible output-token rate per GPU: ML.ENERGY leaderboard v3 measured
 # Llama-3.1-8B on one H100 at 9,806 output tokens/s (vLLM, max_num_seqs 512); ten times that leaves

@@ -56,14 +56,15 @@ def test_without_intervals_or_with_the_old_scheme_the_point_is_graded() -> None:
     assert "confidence" not in old and "reasons" not in old
 
 
-def test_default_scheme_is_2026_2() -> None:
-    assert load_scheme().version == "2026.2"
+def test_default_scheme_is_2026_3() -> None:
+    assert load_scheme().version == "2026.3"
     assert load_scheme().integrity is not None and OLD.integrity is None
     assert NEW.integrity.top_grade_max_relative_halfwidth == pytest.approx(0.10)
 
 
-def test_certificates_of_both_schemes_verify(tmp_path) -> None:
-    """A certificate issued under 2026.1 still verifies (recomputed with 2026.1); 2026.2 ones too."""
+def test_certificates_of_every_scheme_verify(tmp_path) -> None:
+    """Certificates issued under 2026.1 and 2026.2 still verify (recomputed with their own scheme), and
+    2026.3 ones (the default) too."""
     import datetime as dt
     import json
     from pathlib import Path
@@ -74,14 +75,22 @@ def test_certificates_of_both_schemes_verify(tmp_path) -> None:
 
     bundle = build(tmp_path / "b", power_spec={"meter_class": "gpu_sensor"})
     old_path = Path(certify(bundle, tmp_path / "old", SCHEME_DIR / "greencert-2026.1.yaml", pdf=False))
+    mid_path = Path(certify(bundle, tmp_path / "mid", SCHEME_DIR / "greencert-2026.2.yaml", pdf=False))
     new_path = Path(certify(bundle, tmp_path / "new", pdf=False))
-    old, new = json.loads(old_path.read_text()), json.loads(new_path.read_text())
-    assert old["scheme"]["version"] == "2026.1" and new["scheme"]["version"] == "2026.2"
+    old, mid, new = (json.loads(p.read_text()) for p in (old_path, mid_path, new_path))
+    assert [c["scheme"]["version"] for c in (old, mid, new)] == ["2026.1", "2026.2", "2026.3"]
     assert "interval95" not in old["metrics"]["energy_per_million_tokens"]
     assert old["metrics"]["it_energy"]["value"] == pytest.approx(0.5)  # GPU only under 2026.1
+    assert mid["metrics"]["it_energy"]["value"] == pytest.approx(0.5 * 1.45)
+    assert mid["grading"]["confidence"]["level"] == 0.95 and "confirmed_grade" not in mid
+    # 2026.3: the same node parts, plus the estimated idle provisioned capacity (10/83 of IT, Google 2025)
+    # in the facility energy (PUE 1.2 in these bundles).
     assert new["metrics"]["it_energy"]["value"] == pytest.approx(0.5 * 1.45)
-    assert new["grading"]["confidence"]["level"] == 0.95
-    for path in (old_path, new_path):
+    assert new["metrics"]["facility_energy"]["value"] == pytest.approx(0.5 * 1.45 * (1 + 10 / 83) * 1.2)
+    assert new["grade"] == new["grading"]["efficiency"]["overall"]
+    assert new["confirmed_grade"] == new["grading"]["confirmed"]["overall"]
+    assert new["measurement_class"] == "gpu_only"
+    for path in (old_path, mid_path, new_path):
         checked = verify_certificate(
             path, at=dt.datetime(2026, 2, 1, tzinfo=dt.UTC), options=TrustOptions(allow_development_key=True)
         )

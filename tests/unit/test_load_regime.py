@@ -23,6 +23,9 @@ def test_idle_share_and_idle_energy(tmp_path: Path) -> None:
         tokens=lambda t: np.maximum(t - 900.0, 0.0) / 2700.0 * 1e6,
         power_spec={"meter_class": "node_meter"},
         scope={"serving_engine": "vllm", "engine_version": "0.11.1", "precision": "bf16", "gpu_type": "H100"},
+        # Every provisioned device is metered: facility energy is the metered energy x PUE (no idle
+        # provisioned capacity estimate), so idle time is the only idle here.
+        manifest_extra={"idle_capacity": {"basis": "metered"}},
     )
     fig, a = assess_bundle(bundle, with_budget=False)
     regime = a.sections["load_regime"]

@@ -76,7 +76,11 @@ def test_counter_and_power_8_percent_apart_give_a_finding_and_a_wider_interval(t
     row = next(r for r in cert["uncertainty"]["budget"] if r["source"] == "cross_check")
     assert row["energy_relative95"] == pytest.approx([0.025 * 0.08, 0.975 * 0.08], abs=0.002)
     # The label gets the interval from the certificate.
-    assert cert["metrics"]["energy_per_million_tokens"]["value"] == pytest.approx(0.5 * 1.45 * 1.2)
+    # Scheme 2026.3 (the default): GPU energy x 1.45 node parts x (1 + 10/83) estimated idle provisioned
+    # capacity x PUE 1.2, per 1 Mtok.
+    assert cert["metrics"]["energy_per_million_tokens"]["value"] == pytest.approx(
+        0.5 * 1.45 * (1 + 10 / 83) * 1.2
+    )
 
 
 def test_a_same_layer_meter_that_agrees_is_reported(tmp_path: Path) -> None:

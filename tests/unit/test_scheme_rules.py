@@ -182,14 +182,15 @@ def test_one_absurd_token_sample_would_lift_the_grade_and_is_refused(tmp_path: P
         return grade(energy, fig["carbon_per_million_tokens"]["value"], 8, SCHEME)["overall"], energy
 
     # The corpus's good bundle: 2 GPUs averaging exactly 450 W over the day (a sine over one full
-    # period) = 21.6 kWh IT, x PUE 1.2 = 25.92 kWh; 400 tokens/s x 86,400 s = 34.56 Mtok ->
-    # 0.75 kWh/Mtok, band F of the <=20B class (0.5 < x <= 1.0).
+    # period) = 21.6 kWh metered. Its power series declares no meter class, so scheme 2026.3 reads it
+    # as GPU-only: x 1.45 node parts, x (1 + 10/83) estimated idle provisioned capacity, x PUE 1.2;
+    # 400 tokens/s x 86,400 s = 34.56 Mtok -> 1.2185 kWh/Mtok, band F of the <=20B class (0.96 < x <= 1.92).
     write_good_bundle(tmp_path / "good")
     overall, energy = point_grade(tmp_path / "good")
-    assert energy == pytest.approx(25.92 / 34.56, rel=1e-3)
+    assert energy == pytest.approx(21.6 * 1.45 * (1 + 10 / 83) * 1.2 / 34.56, rel=1e-3)
     assert overall == "F"
     # One sample 10**12 higher: computed without the check, the day would count over 10**12 tokens,
-    # 25.92 kWh / 10**6 Mtok = 2.6e-5 kWh/Mtok, band A.
+    # about 42 kWh / 10**6 Mtok = 4.2e-5 kWh/Mtok, band A.
     CASES["token_counter_absurd_jump"].write(tmp_path / "absurd")
     overall, energy = point_grade(tmp_path / "absurd")
     assert overall == "A" and energy < 0.03

@@ -13,6 +13,8 @@ from greencert.compute.uncertainty import _round_out, gap_bounds, sampling_varia
 from greencert.grading import SCHEME_DIR
 from integrity_bundles import START, assess_bundle, budget_row, build, findings
 
+S_2026_2 = SCHEME_DIR / "greencert-2026.2.yaml"  # tests of the 2026.2 uncertainty model, which still verifies
+
 J_PER_KWH = 3.6e6
 
 
@@ -101,7 +103,9 @@ def _reference_quantiles(halfwidths: list[tuple[str, float]], n: int) -> tuple[f
 def test_interval_of_systematic_factors_matches_a_reference_integration(tmp_path: Path) -> None:
     # 500 W for 1 h on a +-1 % PDU, PUE 1.2 of category 3 (+-3 %), annual grid factor (+-20 %).
     bundle = build(tmp_path / "b", power_spec={"meter_class": "pdu", "accuracy": 0.01})
-    _, a = assess_bundle(bundle)
+    # Scheme 2026.2's model (uniform +-a per class); 2026.3 reads classes as bounds and adds the idle
+    # capacity term (tests/unit/test_idle_capacity_term.py, test_interval_calibration.py).
+    _, a = assess_bundle(bundle, S_2026_2)
     e_lo, e_hi = _reference_quantiles([("reading", 0.01), ("scale", 0.03)], 2000)
     c_lo, c_hi = _reference_quantiles([("reading", 0.01), ("scale", 0.03), ("scale", 0.20)], 200)
     energy, carbon = a.intervals["energy_per_million_tokens"], a.intervals["carbon_per_million_tokens"]
@@ -115,7 +119,7 @@ def test_interval_of_systematic_factors_matches_a_reference_integration(tmp_path
 
 def test_budget_rows_are_the_quantiles_of_each_distribution(tmp_path: Path) -> None:
     # GPU sensor (default +-10 %), no node meter (node/GPU ratio 1.10-1.80, centre 1.45).
-    _, a = assess_bundle(build(tmp_path / "b", power_spec={"meter_class": "gpu_sensor"}))
+    _, a = assess_bundle(build(tmp_path / "b", power_spec={"meter_class": "gpu_sensor"}), S_2026_2)
     tol = 0.003
     meter = budget_row(a, "meter")["energy_relative95"]
     assert meter == pytest.approx([1 / (1 + 0.095) - 1, 1 / (1 - 0.095) - 1], abs=tol)

@@ -27,7 +27,7 @@ from greencert.bundle.manifest import parse_manifest
 from greencert.bundle.reader import GRID_COLUMNS, GRID_OPTIONAL_COLUMNS, Bundle, Series, read_series
 from greencert.compute.integrity import assess
 from greencert.compute.metrics import compute_figures
-from greencert.grading import load_scheme
+from greencert.grading import SCHEME_DIR, load_scheme
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 HOURS = 3
@@ -222,7 +222,9 @@ def trial(rng: np.random.Generator, tmp: Path, scheme) -> tuple[float, float, li
 
 @pytest.mark.slow
 def test_95_percent_intervals_contain_the_truth_93_to_97_percent_of_the_time(tmp_path: Path) -> None:
-    scheme = load_scheme()
+    # The 2026.2 model, whose truths this test draws from the ranges it assumes; 2026.3 is calibrated
+    # against truths it does not assume in test_interval_calibration.py.
+    scheme = load_scheme(SCHEME_DIR / "greencert-2026.2.yaml")
     rng = np.random.default_rng(20260209)  # fixed: the test is deterministic; first seed tried
     hits_e = hits_c = 0
     widths = []
