@@ -114,6 +114,8 @@ def _windows(m: Manifest, start: float, end: float, default_gap: float) -> dict[
             around(spec.file, _gap(spec, default_gap))
     if m.concurrency is not None:
         around(m.concurrency.file, _gap(m.power, default_gap))
+    if m.requests is not None:
+        around(m.requests.file, default_gap)  # a counter, like the tokens
     hours = (math.floor(start / 3600.0) * 3600.0, math.ceil(end / 3600.0) * 3600.0 - 3600.0)
     if m.grid.file:
         win[m.grid.file] = hours

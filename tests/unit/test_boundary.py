@@ -174,3 +174,18 @@ def test_idle_capacity_declared_without_source_is_rejected(tmp_path):
         build(tmp_path / "b", manifest_extra={"idle_capacity": {"basis": "declared", "share": 0.1}})
     with pytest.raises(BundleError, match="idle_capacity"):
         build(tmp_path / "c", manifest_extra={"idle_capacity": {"basis": "metered", "share": 0.1}})
+
+
+def test_sci_energy_coefficient_names_the_idle_capacity(tmp_path):
+    # 1,000 W of whole nodes for one hour (1 kWh IT), idle capacity estimated at 10/83, PUE 1.2.
+    from greencert.carbon.report import carbon_report
+
+    bundle_path = build(tmp_path / "b", power=1000.0, power_spec={"meter_class": "node_meter"})
+    scheme = load_scheme(S3)
+    bundle = open_bundle(bundle_path)
+    fig = compute_figures(bundle, scheme)
+    coefficients = {c["symbol"]: c for c in carbon_report(bundle, fig).section["sci"]["coefficients"]}
+    assert coefficients["IT"]["value"] == pytest.approx(1.0)
+    assert coefficients["IDLE"]["value"] == pytest.approx(10 / 83)
+    assert coefficients["E"]["value"] == pytest.approx((1.0 + 10 / 83) * 1.2)
+    assert "idle provisioned capacity" in coefficients["E"]["name"]

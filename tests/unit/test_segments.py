@@ -14,7 +14,7 @@ from greencert.errors import BundleError, ValidationFailed
 from greencert.grading import load_scheme
 from greencert.pipeline import figures_document
 from greencert.segments import certify_bundle, split_bundle
-from integrity_bundles import START, build
+from integrity_bundles import START, build, times
 
 SEGMENTS = [
     {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"},
@@ -92,3 +92,20 @@ def test_segments_must_tile_the_period(tmp_path: Path, segments, message: str) -
     with pytest.raises(BundleError) as err:
         _bundle(tmp_path, segments)
     assert message in err.value.problem
+
+
+def test_a_request_counter_is_cut_with_its_segment(tmp_path: Path) -> None:
+    # 2 hours, 1,000 requests per hour counted steadily: each segment certifies 1,000 requests.
+    t = times(hours=2)
+    bundle = build(
+        tmp_path / "b",
+        hours=2,
+        power=lambda t: np.where(t <= 3600, 500.0, 300.0),
+        power_spec={"meter_class": "pdu"},
+        scope={"serving_engine": "vllm", "engine_version": "0.5.4"},
+        manifest_extra={"segments": SEGMENTS, "requests": {"file": "requests.csv"}},
+        extra_tables={"requests.csv": {"timestamp": t, "requests": (t - t[0]) / 3600.0 * 1000.0}},
+    )
+    paths = certify_bundle(bundle, tmp_path / "out", pdf=False)
+    certs = [json.loads(Path(p).read_text()) for p in paths]
+    assert [c["metrics"]["requests"]["value"] for c in certs] == [pytest.approx(1000.0), pytest.approx(1000.0)]

@@ -206,13 +206,23 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
     pue_tag = "measured" if fig.pue_basis == "measured" else "sourced"
     grid_tag = "sourced"
     grid_source = m.grid.source or ("hourly grid file" if m.grid.file else "annual factor")
+    idle = getattr(fig, "idle_capacity", None)
+    if idle is not None and not float(fig.idle_capacity_energy.to("kWh").magnitude) > 0:
+        idle = None  # every provisioned device metered: E is IT energy x PUE
     coefficients = [
         {
             "symbol": "E",
-            "name": "facility energy (IT energy x PUE)",
+            # 2026.3+: idle provisioned capacity is IT equipment too (docs/boundary.md); older schemes keep
+            # their wording so their certificates recompute byte for byte.
+            "name": "facility energy ((IT energy + idle provisioned capacity) x PUE)"
+            if idle is not None
+            else "facility energy (IT energy x PUE)",
             "value": significant(energy),
             "unit": "kWh",
-            "source": f"metered IT power ({m.power.file}, {m.power.kind}) x PUE ({fig.pue_basis})",
+            "source": f"metered IT power ({m.power.file}, {m.power.kind}) x PUE ({fig.pue_basis})"
+            if idle is None
+            else f"metered IT power ({m.power.file}, {m.power.kind}) + idle provisioned capacity "
+            f"({idle.basis}) x PUE ({fig.pue_basis})",
             "tag": "measured" if fig.pue_basis == "measured" else "modelled",
         },
         {
@@ -223,6 +233,20 @@ def carbon_report(bundle: Bundle, fig: Any) -> CarbonReport:
             "source": f"{m.power.file}",
             "tag": "measured",
         },
+        *(
+            [
+                {
+                    "symbol": "IDLE",
+                    "name": "idle provisioned capacity",
+                    "value": significant(float(fig.idle_capacity_energy.to("kWh").magnitude)),
+                    "unit": "kWh",
+                    "source": idle.source,
+                    "tag": "modelled" if idle.basis == "estimated" else "sourced",
+                }
+            ]
+            if idle is not None
+            else []
+        ),
         {
             "symbol": "PUE",
             "name": "power usage effectiveness",
