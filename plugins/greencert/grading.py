@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from greencert.certificate.status import MEASUREMENT_CLASSES
 from greencert.errors import BundleError, ConfigError
 from greencert.units import Q_
 from greencert.yamlio import load_yaml_file
@@ -247,13 +248,6 @@ def gpu_count(manifest: Any, power_devices: int) -> int:
 
 # ---------------------------------------------------------------- measurement class (2026.3)
 
-MEASUREMENT_CLASSES = {
-    "facility": "facility and PDU meters",
-    "pdu": "PDU or revenue meters",
-    "node": "node meters",
-    "gpu_only": "GPU sensors only",
-    "estimated": "meter class not declared",
-}
 _PDU_CLASSES = ("pdu", "revenue_meter")
 
 

@@ -375,9 +375,12 @@ def issuing_runs(certificate_ids: set[str]) -> dict[str, dict[str, Any]]:
             .order_by(AssetEvent.timestamp)
         )
         for extra, dag_id, run_id, timestamp in events:
-            cid = (extra or {}).get("certificate_id")
-            if cid in certificate_ids:  # later events overwrite: the latest publication wins
-                found[cid] = {"dag_id": dag_id, "run_id": run_id, "published_at": timestamp.isoformat()}
+            extra = extra or {}
+            # A segmented bundle's publish emits one event naming every segment's certificate.
+            ids = extra.get("certificate_ids") or [extra.get("certificate_id")]
+            for cid in ids:
+                if cid in certificate_ids:  # later events overwrite: the latest publication wins
+                    found[cid] = {"dag_id": dag_id, "run_id": run_id, "published_at": timestamp.isoformat()}
     return found
 
 
