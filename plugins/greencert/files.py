@@ -25,7 +25,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from greencert.certificate.publish import atomic_write_bytes
+from greencert.atomic import atomic_write_bytes
 
 WORK_PREFIX = "greencert-"
 _OWNER = ".owner.lock"

@@ -33,7 +33,7 @@ def _scheme(scheme_path: str | Path | None):
 
 
 def _write_json(path: Path, data: Any, durable: bool = True) -> Path:
-    from greencert.certificate.publish import atomic_write_bytes
+    from greencert.atomic import atomic_write_bytes
 
     # Compact: json's C encoder is only used without indent; indenting the 50 KB validation
     # reports in pure Python was a tenth of a fleet-day's CPU. `jq .` reads them nicely.

@@ -34,9 +34,9 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
+from greencert.atomic import swap_directory
 from greencert.bundle.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
 from greencert.bundle.reader import _times_to_seconds
-from greencert.certificate.publish import swap_directory
 from greencert.errors import BundleError
 from greencert.times import compact, stamp
 from greencert.units import Q_

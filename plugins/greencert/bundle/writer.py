@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
+from greencert.atomic import build_directory_atomically
 from greencert.bundle.manifest import MANIFEST_NAME, parse_manifest
-from greencert.certificate.publish import build_directory_atomically
 from greencert.times import STAMP_FORMAT
 
 

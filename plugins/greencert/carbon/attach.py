@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from greencert.certificate.publish import build_directory_atomically
+from greencert.atomic import build_directory_atomically
 from greencert.errors import ConfigError
 
 GRID_FILE = "grid.csv"

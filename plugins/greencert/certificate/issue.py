@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from greencert.certificate.publish import swap_directory
+from greencert.atomic import swap_directory
 from greencert.certificate.registry import (
     ISSUER_PEM,
     KEYS_DIR,

@@ -344,7 +344,7 @@ def build_reports(cert: dict[str, Any]) -> dict[str, bytes]:
 
 def write_reports(cert: dict[str, Any], folder: Path) -> Path:
     """Write the reports into ``folder`` (created); each file atomically."""
-    from greencert.certificate.publish import atomic_write_bytes
+    from greencert.atomic import atomic_write_bytes
 
     folder = Path(folder)
     for name, data in build_reports(cert).items():

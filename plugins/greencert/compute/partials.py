@@ -284,7 +284,7 @@ def save_partial(partial: DayPartial, folder: Path, data: bytes | None = None) -
 
     ``data``: ``partial.to_json()`` computed beforehand (a fleet run serialises while it waits).
     """
-    from greencert.certificate.publish import atomic_write_bytes
+    from greencert.atomic import atomic_write_bytes
 
     path = Path(folder) / partial.scope["deployment"] / f"{partial.start[:10]}.json"
     atomic_write_bytes(path, partial.to_json() if data is None else data)

@@ -417,7 +417,7 @@ def write_fleet_day(spec: FleetSpec, day: dt.datetime, out: Path) -> Path:
         "gpu_samples": int(t.size) * spec.nodes * GPUS_PER_NODE,
         "deployments": entries,
     }
-    from greencert.certificate.publish import atomic_write_text
+    from greencert.atomic import atomic_write_text
 
     atomic_write_text(folder / INDEX_NAME, json.dumps(index, indent=1) + "\n")
     return folder

@@ -69,7 +69,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 
 def _write(path: Path, entries: list[dict[str, Any]]) -> None:
-    from greencert.certificate.publish import atomic_write_bytes
+    from greencert.atomic import atomic_write_bytes
 
     document = {"format": STORE_FORMAT, "issuers": sorted(entries, key=lambda e: e["key_id"])}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -320,7 +320,7 @@ def validate_bundle(bundle: Bundle, scheme: Scheme, report_path: Path | None = N
 
 
 def write_report(report: ValidationReport, path: Path) -> None:
-    from greencert.certificate.publish import atomic_write_bytes
+    from greencert.atomic import atomic_write_bytes
 
     payload = json.dumps(
         report.to_dict(), sort_keys=True, separators=(",", ":"), default=_json_default
