@@ -248,7 +248,8 @@ def test_distributed_backfill_reproduces_the_sqlite_certificates(deployment) -> 
     # Mapped tasks ran on both Celery workers; extract never exceeded its bound of 1 at a time.
     tis = task_instances(cluster, "green_certification")
     mapped = [t for t in tis if t["map_index"] >= 0 and t["state"] == "success"]
-    assert len(mapped) == 4 * len(SUBSET) * 5
+    # 4 periods x deployments x 6 tasks (extract, segments, validate, compute, grade, publish).
+    assert len(mapped) == 4 * len(SUBSET) * 6
     assert {t["hostname"] for t in mapped} == set(WORKERS)
     extracts = [
         (parse(t["start_date"]), parse(t["end_date"])) for t in mapped if t["task_id"].endswith(".extract")

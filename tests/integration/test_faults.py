@@ -49,7 +49,14 @@ def hour_bundle(target: Path, hour: int = 0, watts: float = 500.0) -> Path:
         "power.csv": {"timestamp": t, "device": np.full(t.size, "gpu0"), "value": np.full(t.size, watts)},
         "tokens.csv": {"timestamp": t, "output_tokens": out, "input_tokens": 3 * out},
     }
-    return write_bundle(target, make_manifest(start, start + dt.timedelta(hours=1)), tables)
+    # Whole node metered, every provisioned device in the evidence: the figure is metered energy x PUE.
+    manifest = make_manifest(
+        start,
+        start + dt.timedelta(hours=1),
+        power={"file": "power.csv", "kind": "gauge", "unit": "W", "meter_class": "node_meter"},
+    )
+    manifest["idle_capacity"] = {"basis": "metered"}
+    return write_bundle(target, manifest, tables)
 
 
 def write_signing_key(path: Path) -> Path:

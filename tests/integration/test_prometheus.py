@@ -319,6 +319,7 @@ def test_long_window_two_gpus_and_token_reset(connection, prom_data, tmp_path):
         'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{cluster="main"}',
         'vllm:generation_tokens_total{cluster="main"}',
         'vllm:prompt_tokens_total{cluster="main"}',
+        'vllm:request_success_total{cluster="main"}',  # optional request counter
     }
     assert manifest["meters"][0] | {"file": None} == {
         "name": "gpu_energy_counter",
@@ -408,6 +409,8 @@ def test_token_profiles(connection, tmp_path, engine, out_tokens, in_tokens):
         f'{engine}:prompt_tokens_total{{cluster="alt", job="{engine}"}}'
         if engine == "sglang"
         else 'tgi_request_input_length_sum{cluster="alt", job="tgi"}',
+        # The optional request counter (figures per 1,000 queries) is asked for; absent here.
+        'sglang:num_requests_total{cluster="alt"}' if engine == "sglang" else 'tgi_request_success{cluster="alt"}',
         'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{cluster="alt", job="dcgm"}',
     ]
     cert = certify_bundle(bundle, tmp_path / "registry")
@@ -606,8 +609,9 @@ def test_retries_on_5xx_and_timeouts(connection, tmp_path, monkeypatch):
         bundle = Path(extract_stage(config, "chat-8b", *HOUR))
         for name in ("power.parquet", "tokens.parquet", "gpu_energy_counter.parquet"):
             assert (bundle / name).read_bytes() == (reference / name).read_bytes()
-        # Build info + 4 selectors x (values, sample times) in one chunk, + the 2 retried requests.
-        assert proxy.count == 1 + 4 * 2 + 2
+        # Build info + 5 selectors (power, energy counter, two token counters, the optional request
+        # counter) x (values, sample times) in one chunk, + the 2 retried requests.
+        assert proxy.count == 1 + 5 * 2 + 2
         # Always failing: a clear error after the retries, and no bundle.
         proxy.plan = {n: "503" for n in range(proxy.count + 1, proxy.count + 100)}
         gone = write_config(tmp_path / "gone", {"chat-8b": main_source(conn_id="prom_flaky")})
