@@ -12,7 +12,7 @@ import re
 import stat
 import unicodedata
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -224,46 +224,43 @@ class TokensSpec(_Strict):
         return _check_file_name(v)
 
 
-class ConcurrencySpec(_Strict):
+class _InstanceSeriesSpec(_Strict):
+    """A per-instance series file and the metric it was read from (recorded on the certificate)."""
+
+    key: ClassVar[str] = "series"  # manifest key, named in errors
+
+    file: str
+    metric: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v: str) -> str:
+        return _check_file_name(v)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str | None) -> str | None:
+        return None if v is None else check_label(v, f"{cls.key}.metric")
+
+
+class ConcurrencySpec(_InstanceSeriesSpec):
     """Requests in flight per serving instance (e.g. vLLM ``vllm:num_requests_running``).
 
     Columns ``timestamp, value`` and optionally ``instance``. Used only to disclose
     the load regime on the certificate (docs/uncertainty.md), never in a figure.
     """
 
-    file: str
-    metric: str | None = None  # the gauge it was read from, recorded on the certificate
-
-    @field_validator("file")
-    @classmethod
-    def _file(cls, v: str) -> str:
-        return _check_file_name(v)
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, v: str | None) -> str | None:
-        return None if v is None else check_label(v, "concurrency.metric")
+    key: ClassVar[str] = "concurrency"
 
 
-class RequestsSpec(_Strict):
+class RequestsSpec(_InstanceSeriesSpec):
     """Cumulative count of completed requests per serving instance (e.g. vLLM
     ``vllm:request_success_total``), for the figures per 1,000 queries (docs/boundary.md).
 
     Columns ``timestamp, requests`` and optionally ``instance``; read like the token counters.
     """
 
-    file: str
-    metric: str | None = None  # the counter it was read from, recorded on the certificate
-
-    @field_validator("file")
-    @classmethod
-    def _file(cls, v: str) -> str:
-        return _check_file_name(v)
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, v: str | None) -> str | None:
-        return None if v is None else check_label(v, "requests.metric")
+    key: ClassVar[str] = "requests"
 
 
 class IdleCapacitySpec(_Strict):

@@ -205,6 +205,31 @@ def _union_coverage(series: Series, start: float, end: float) -> float:
     return covered / (end - start)
 
 
+def _counter_coverage(
+    series: Series,
+    column: str,
+    start: float,
+    end: float,
+    frame: dict[str, Any],
+    starts: np.ndarray,
+    increase_key: str,
+) -> Integrated | None:
+    """Coverage and increase per instance of a cumulative counter; the integration, or None if unusable."""
+    if not _usable(frame):
+        frame["coverage"] = np.full(starts.size, -1.0)
+        frame[increase_key] = np.full(starts.size, -1.0)
+        return None
+    integrated = integrate(series, column, "counter", start, end, np.inf)
+    frame["coverage"] = integrated.covered_seconds.sum(axis=1) / (end - start)
+    if starts.size > 1:
+        # Replaced pods and scale-out/in (and vLLM's request count split by finished_reason): the
+        # deployment is covered where ANY of its instances counts (docs/prometheus.md, token chains),
+        # so every instance is judged on the union.
+        frame["coverage"] = np.full(starts.size, _union_coverage(series, start, end))
+    frame[increase_key] = integrated.per_device
+    return integrated
+
+
 def token_profile(series: Series, start: float, end: float) -> Profile:
     frame, starts = _base_columns(series, ("output_tokens", "input_tokens"), "instance")
     n_rows = frame["n_rows"]
@@ -212,18 +237,7 @@ def token_profile(series: Series, start: float, end: float) -> Profile:
         _reset_share(series, "output_tokens", starts, n_rows),
         _reset_share(series, "input_tokens", starts, n_rows),
     )
-    integrated = None
-    if _usable(frame):
-        integrated = integrate(series, "output_tokens", "counter", start, end, np.inf)
-        frame["coverage"] = integrated.covered_seconds.sum(axis=1) / (end - start)
-        if starts.size > 1:
-            # Replaced pods and scale-out/in: the deployment is covered where ANY of its instances
-            # counts (docs/prometheus.md, token chains), so every instance is judged on the union.
-            frame["coverage"] = np.full(starts.size, _union_coverage(series, start, end))
-        frame["output_increase"] = integrated.per_device
-    else:
-        frame["coverage"] = np.full(starts.size, -1.0)
-        frame["output_increase"] = np.full(starts.size, -1.0)
+    integrated = _counter_coverage(series, "output_tokens", start, end, frame, starts, "output_increase")
     return Profile(pd.DataFrame(frame), integrated)
 
 
@@ -231,17 +245,7 @@ def request_profile(series: Series, start: float, end: float) -> Profile:
     """The completed-requests counters (``requests_profile`` suite): checked like the token counters."""
     frame, starts = _base_columns(series, ("requests",), "instance")
     frame["reset_share"] = _reset_share(series, "requests", starts, frame["n_rows"])
-    integrated = None
-    if _usable(frame):
-        integrated = integrate(series, "requests", "counter", start, end, np.inf)
-        frame["coverage"] = integrated.covered_seconds.sum(axis=1) / (end - start)
-        if starts.size > 1:
-            # vLLM splits the count by finished_reason, and pods are replaced: judged on the union.
-            frame["coverage"] = np.full(starts.size, _union_coverage(series, start, end))
-        frame["requests_increase"] = integrated.per_device
-    else:
-        frame["coverage"] = np.full(starts.size, -1.0)
-        frame["requests_increase"] = np.full(starts.size, -1.0)
+    integrated = _counter_coverage(series, "requests", start, end, frame, starts, "requests_increase")
     return Profile(pd.DataFrame(frame), integrated)
 
 
