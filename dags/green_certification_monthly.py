@@ -12,7 +12,7 @@ again, so the month's figures are exactly the sum of its days.
 
 A fleet-day task keeps about one bundle's samples in memory (well under
 2.5 GB for a 1,000-node fleet, docs/performance.md); ``max_active_tis_per_dagrun``
-bounds how many run side by side. Task bodies live in ``greencert.fleet``; this
+bounds how many run side by side. Task bodies live in ``greencert.month``; this
 file only wires them and imports nothing heavy. XCom carries paths only.
 """
 
@@ -55,7 +55,7 @@ DAYS_IN_PARALLEL = int(os.environ.get("GREENCERT_FLEET_DAYS_IN_PARALLEL", "1"))
 def green_certification_monthly():
     @task
     def days(data_interval_start=None, data_interval_end=None) -> list[str]:
-        from greencert.fleet import days_of
+        from greencert.month import days_of
 
         return days_of(data_interval_start, data_interval_end)
 
@@ -66,7 +66,7 @@ def green_certification_monthly():
         retry_delay=dt.timedelta(minutes=1),
     )
     def certify_day(day: str, params=None) -> dict[str, str]:
-        from greencert.fleet import certify_day_task
+        from greencert.month import certify_day_task
 
         return certify_day_task(
             params["fleet_root"],
@@ -80,7 +80,7 @@ def green_certification_monthly():
 
     @task(multiple_outputs=False)
     def certify_month(partials: list, params=None, data_interval_start=None, data_interval_end=None) -> dict:
-        from greencert.fleet import certify_month_task
+        from greencert.month import certify_month_task
 
         # ``partials`` (one dict per day) only orders this task after the days; the files are the input.
         return certify_month_task(

@@ -61,6 +61,9 @@ VERIFY_REASONS: dict[str, str] = {
     "bad-metadata": "the registry's signed metadata does not verify",
     "log-inclusion": "the issuance-log inclusion (or, for `log consistency`, consistency) proof fails",
     "scheme-too-old": "graded under a scheme older than --min-scheme",
+    "day-certificate-missing": "a month's day has no certificate beside it",
+    "day-certificate-invalid": "a month's day certificate does not verify (revoked, tampered, ...)",
+    "day-mismatch": "a month's day partial differs from that day's signed certificate",
 }
 
 

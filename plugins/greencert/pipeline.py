@@ -337,6 +337,49 @@ def publish_stage(
     )
 
 
+def partial_stage(
+    bundle_dir: str | Path,
+    validation_path: str | Path,
+    figures_path: str | Path,
+    partials_dir: str | Path,
+    scheme_path: str | Path | None = None,
+) -> str:
+    """Save the day's partial (hourly sums and the day's figures document) for period certificates."""
+    from greencert.bundle import open_bundle
+    from greencert.compute.partials import day_partial, save_partial
+
+    report = json.loads(Path(validation_path).read_text())
+    figures = json.loads(Path(figures_path).read_text())
+    bundle = open_bundle(bundle_dir)
+    if not report.get("success") or report["inputs"] != bundle.inputs or figures["inputs"] != bundle.inputs:
+        raise ValidationFailed(
+            "refusing a partial: validation does not cover these inputs", str(validation_path)
+        )
+    summary = {
+        "success": True,
+        "expectations_evaluated": figures["data_quality"]["expectations_evaluated"],
+        "rows": report["rows"],
+    }
+    partial = day_partial(bundle, _scheme(scheme_path), summary, figures)
+    return str(save_partial(partial, Path(partials_dir)))
+
+
+def period_stage(
+    partial_paths: list[Path], work_dir: str | Path, scheme_path: str | Path | None = None
+) -> tuple[str, str]:
+    """A period's (a month's) validation.json and figures.json from its contiguous day partials.
+
+    The same figures document a day has, every section combined from the days (compute/period.py);
+    ``grade_stage`` and ``publish_stage`` then issue it like a day. ``verify`` calls this too.
+    """
+    from greencert.compute.partials import month_figures_document
+
+    figures, _inputs, validation = month_figures_document(list(partial_paths), _scheme(scheme_path))
+    work = Path(work_dir)
+    validation_path = _write_json(work / VALIDATION_FILE, validation)
+    return str(validation_path), str(_write_json(work / FIGURES_FILE, figures))
+
+
 def certify(
     bundle_dir: str | Path,
     out_dir: str | Path,
@@ -364,6 +407,8 @@ __all__ = [
     "compute_stage",
     "figures_document",
     "grade_stage",
+    "partial_stage",
+    "period_stage",
     "publish_stage",
     "validate_stage",
 ]

@@ -41,6 +41,9 @@ EXIT_CODES = {
     "bad-metadata": 26,
     "log-inclusion": 27,
     "scheme-too-old": 28,
+    "day-certificate-missing": 29,
+    "day-certificate-invalid": 30,
+    "day-mismatch": 31,
 }
 
 
@@ -105,17 +108,93 @@ def _diff(expected: Any, actual: Any, prefix: str = "") -> list[str]:
 
 
 def recompute(bundle_dir: Path, scheme_id: str, scheme_version: str) -> dict[str, Any]:
-    """Re-run the certification stages on ``bundle_dir`` and return the certificate they build."""
+    """Re-run the certification stages on ``bundle_dir`` and return the certificate they build.
+
+    The evidence of a period certificate (a month) is its day partials: the period's figures are
+    combined again from them (``pipeline.period_stage``, the stage that issued them).
+    """
     from greencert.certificate.build import build_certificate
     from greencert.grading import scheme_by_version
-    from greencert.pipeline import compute_stage, grade_stage, validate_stage
+    from greencert.pipeline import compute_stage, grade_stage, period_stage, validate_stage
 
     scheme = scheme_by_version(scheme_id, scheme_version)
     with tempfile.TemporaryDirectory(prefix="greencert-verify-") as tmp:
-        validation = validate_stage(bundle_dir, tmp, scheme.path)
-        figures = compute_stage(bundle_dir, validation, tmp, scheme.path)
+        if is_period_evidence(bundle_dir):
+            _validation, figures = period_stage(sorted(bundle_dir.glob("*.json")), tmp, scheme.path)
+        else:
+            validation = validate_stage(bundle_dir, tmp, scheme.path)
+            figures = compute_stage(bundle_dir, validation, tmp, scheme.path)
         graded = grade_stage(figures, tmp, scheme.path)
         return build_certificate(json.loads(Path(graded).read_text()))
+
+
+def is_period_evidence(folder: Path) -> bool:
+    """A folder of day partials (a period certificate's evidence), not a bundle."""
+    from greencert.bundle.manifest import MANIFEST_NAME
+
+    return not (folder / MANIFEST_NAME).exists() and any(folder.glob("*.json"))
+
+
+def check_days(
+    cert: dict[str, Any],
+    path: Path,
+    evidence: Path,
+    registry: str | Path | None,
+    options: TrustOptions,
+) -> list[str]:
+    """A period certificate stands on its days: each day's partial must be the figures of that day's
+    certificate, and that certificate must itself verify (signature, status, recomputation from its
+    own bundle). A forged or edited partial, or one of a revoked day, fails here (docs/trust.md)."""
+    from greencert.certificate.build import certificate_id
+    from greencert.compute.partials import DayPartial
+    from greencert.errors import BundleError
+    from greencert.times import to_utc
+
+    issued = to_utc(cert["issued_at"])
+    lines = []
+    for item in cert["inputs"]:
+        part_path = evidence / item["file"]
+        try:
+            partial = DayPartial.from_json(part_path.read_bytes(), str(part_path))
+        except BundleError as exc:
+            raise fail("evidence-invalid", exc.problem, exc.where) from None
+        scope = partial.scope
+        day_id = certificate_id(
+            scope["site"], scope["deployment"], to_utc(partial.start), to_utc(partial.end)
+        )
+        day_path = path.parent / f"{day_id}.json"
+        if not day_path.is_file():
+            raise fail(
+                "day-certificate-missing",
+                f"no certificate {day_id} for the day of {item['file']}",
+                str(day_path),
+            )
+        try:
+            # At the period certificate's issue: a day may have expired since, never been revoked.
+            verify_certificate(day_path, None, None, issued, registry, options)
+        except VerificationFailed as exc:
+            raise fail(
+                "day-certificate-invalid", f"day {day_id}: {exc.reason}: {exc.problem}", str(day_path)
+            ) from None
+        day = json.loads(day_path.read_bytes())
+        for key in ("metrics", "hourly", "inputs"):
+            if partial.figures.get(key) != day.get(key):
+                raise fail(
+                    "day-mismatch",
+                    f"partial {item['file']} differs from the signed day certificate {day_id} in {key!r}",
+                    str(part_path),
+                )
+        hourly = partial.figures["hourly"]
+        if [float(f"{v:.9g}") for v in partial.facility_energy_kwh] != hourly["facility_energy_kwh"] or [
+            float(f"{v:.12g}") for v in partial.output_tokens
+        ] != hourly["output_tokens"]:
+            raise fail(
+                "day-mismatch",
+                f"partial {item['file']}: its hourly sums are not those of its own figures",
+                str(part_path),
+            )
+        lines.append(day_id)
+    return lines
 
 
 def _default_registry(path: Path) -> Path | None:
@@ -406,6 +485,9 @@ def _verify_once(
                 "input-hash-mismatch", f"sha256 of {item['file']} differs from the certificate", str(f)
             )
     result.lines.append(f"input hashes: ok ({len(cert['inputs'])} files)")
+    if is_period_evidence(bundle):
+        days = check_days(cert, path, bundle, registry, options)
+        result.lines.append(f"days: ok ({len(days)} day certificates verified, each matching its partial)")
     try:
         expected = recompute(bundle, cert["scheme"]["id"], cert["scheme"]["version"])
     except GreenCertError as exc:

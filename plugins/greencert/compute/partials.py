@@ -39,7 +39,10 @@ import numpy as np
 
 from greencert.times import stamp, to_utc
 
-FORMAT = "greencert-day-partial/1"
+FORMAT = "greencert-day-partial/2"
+# /1 partials carry no figures document: they still combine into the hourly totals, but a period
+# certificate needs every day's sections, so they are refused there (certify those days again).
+FORMATS = ("greencert-day-partial/1", FORMAT)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class DayPartial:
     inputs: list[dict[str, str]]
     # The day's methodology record (figures.json), carried into the combined certificate.
     methodology: dict[str, Any] = field(default_factory=dict)
+    # The day's whole figures document (figures.json as published): the period's sections are
+    # combined from these (compute/period.py); empty in /1 partials.
+    figures: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         doc = {
@@ -88,6 +94,7 @@ class DayPartial:
             "validation": self.validation,
             "inputs": self.inputs,
             "methodology": self.methodology,
+            "figures": self.figures,
         }
         # json writes floats with repr(): the shortest text that reads back to the same double.
         return json.dumps(doc, sort_keys=True, allow_nan=False).encode()
@@ -100,7 +107,7 @@ class DayPartial:
             doc = json.loads(data)
         except ValueError as exc:
             raise BundleError(f"day partial is not JSON ({exc})", where) from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
             raise BundleError(f"not a {FORMAT} file", where)
         arr = lambda key: np.asarray(doc[key], dtype=np.float64)  # noqa: E731
         return cls(
@@ -125,13 +132,22 @@ class DayPartial:
             validation=doc["validation"],
             inputs=doc["inputs"],
             methodology=doc.get("methodology", {}),
+            figures=doc.get("figures", {}),
         )
 
 
 def day_partial(
-    bundle: Any, scheme: Any, validation: dict[str, Any], methodology: dict[str, Any] | None = None
+    bundle: Any, scheme: Any, validation: dict[str, Any], figures: dict[str, Any] | None = None
 ) -> DayPartial:
-    """The partial of a validated bundle (call while its arrays are loaded; integrals are reused)."""
+    """The partial of a validated bundle (call while its arrays are loaded; integrals are reused).
+
+    ``figures``: the day's figures document (``pipeline.figures_document``), carried whole so the
+    period's certificate can state every section; a bare methodology record is still accepted.
+    """
+    doc = dict(figures or {})
+    methodology = doc.get("methodology", {}) if "metrics" in doc else doc
+    if "metrics" not in doc:
+        doc = {}
     from greencert.compute.integrate import energy_of, integrate
     from greencert.compute.metrics import compute_figures
     from greencert.grading import effective_max_gap
@@ -164,6 +180,7 @@ def day_partial(
         validation=validation,
         inputs=bundle.inputs,
         methodology=dict(methodology or {}),
+        figures=doc,
     )
 
 
@@ -344,14 +361,27 @@ def month_figures_document(
             "combination": f"sum of {comb.days} daily partials, hour by hour (greencert.compute.partials)",
         }
     )
+    period = {"start": to_utc(comb.start).isoformat(), "end": to_utc(comb.end).isoformat()}
+    without = [p.start[:10] for p in partials if not p.figures]
+    if without:
+        from greencert.errors import BundleError
+
+        raise BundleError(
+            f"{len(without)} day partial(s) carry no figures document (format /1, first {without[0]}): "
+            "a period certificate states every section of its days; certify those days again",
+            "partials",
+        )
+    from greencert.compute.period import combine_days
+
+    # Every section of the days (carbon, cross-checks, reconciliation, load regime, boundary, water,
+    # per query, 95 % intervals), combined by compute/period.py's rules; the headline figures come
+    # from the hourly sums above (exact).
+    sections = combine_days([p.figures for p in partials], comb.metrics(), period)
     figures = {
         "scope": comb.scope,
-        "period": {
-            "start": to_utc(comb.start).isoformat(),
-            "end": to_utc(comb.end).isoformat(),
-        },
-        "metrics": comb.metrics(),
+        "period": period,
         "methodology": methodology,
+        **{k: v for k, v in sections.items() if k != "data_quality"},
         "data_quality": {
             "coverage": round(comb.coverage, 9),
             "validation_success": True,
@@ -360,6 +390,7 @@ def month_figures_document(
             "rows": rows,
             "devices": len(comb.device_energy_kwh),
             "days": comb.days,
+            **sections["data_quality"],
         },
         "hourly": {
             "hour_start": [int(h) for h in comb.hour_start],
