@@ -15,7 +15,8 @@ would, and its wall time is measured from process start to exit:
   over ``*/power.parquet`` of the same folder.
 
 Peak memory is each process's ``ru_maxrss``; for GreenCert it is the sum of
-the main process and its validation child (both are alive at the same time).
+the main process and of every pool worker's own peak (each worker reports its
+``ru_maxrss``; they are alive at the same time).
 The per-device energies of both sides are compared (relative 1e-9), and
 GreenCert's time at full and half size gives the linearity ratio.
 
@@ -115,8 +116,11 @@ def phase_generate(scale: float, out: Path) -> dict:
     }
 
 
-def phase_greencert(fleet_day: Path, out: Path, scheme: Path, key: Path) -> dict:
-    from greencert.fleet import certify_fleet_day, deployment_bundles
+def phase_greencert(
+    fleet_day: Path, out: Path, scheme: Path, key: Path, workers: int | None, chunk_size: int | None
+) -> dict:
+    from greencert.fleet import certify_fleet_day
+    from greencert.fleet_day import deployment_bundles
 
     shutil.rmtree(out, ignore_errors=True)
     run = certify_fleet_day(
@@ -127,12 +131,17 @@ def phase_greencert(fleet_day: Path, out: Path, scheme: Path, key: Path) -> dict
         signing_key=key,
         pdf=False,
         partials_dir=out / "partials",
+        workers=workers,
+        chunk_size=chunk_size,
     )
     (out / "energies.json").write_text(json.dumps(run.device_energy_kwh))
     return {
         "phases": run.seconds,
         "peak_mb": _peak_mb(),
-        "child_peak_mb": _peak_mb(resource.RUSAGE_CHILDREN),
+        # The workers' own peaks (RUSAGE_CHILDREN would give the largest one only).
+        "child_peak_mb": sum(run.worker_peak_kb.values()) / 1024.0,
+        "workers": run.workers,
+        "chunks": run.chunks,
         "cpu_s": _cpu_s() + _cpu_s(resource.RUSAGE_CHILDREN),
         "certificates": len(run.certificates),
         "failures": run.failures,
@@ -221,7 +230,9 @@ def _loadavg() -> str:
         return "n/a"
 
 
-def run_size(cache: Path, scale: float, repeat: int, scheme: Path, key: Path, work: Path) -> dict:
+def run_size(
+    cache: Path, scale: float, repeat: int, scheme: Path, key: Path, work: Path, pool: list[str]
+) -> dict:
     day, gen = _workload(cache, scale)
     rows = []
     for r in range(repeat):
@@ -232,7 +243,7 @@ def run_size(cache: Path, scale: float, repeat: int, scheme: Path, key: Path, wo
             out = work / f"{side}-{scale:g}-{r}"
             args = ["--phase", side, "--fleet-day", str(day), "--out", str(out)]
             if side == "greencert":
-                args += ["--scheme", str(scheme), "--key", str(key)]
+                args += ["--scheme", str(scheme), "--key", str(key), *pool]
             # Neither side may inherit the other's pending disk writes (GreenCert writes ~250 MB of
             # certificates and evidence copies): flush them before each timed run.
             os.sync()
@@ -251,7 +262,7 @@ def run_size(cache: Path, scale: float, repeat: int, scheme: Path, key: Path, wo
         print(
             f"  run {r + 1}/{repeat} (load {pair['load_before']} -> {pair['load_after']}): "
             f"GreenCert {g['wall']:.2f} s (CPU {g['cpu_s']:.1f} s), {g['peak_mb'] + g['child_peak_mb']:.0f} MB "
-            f"({g['peak_mb']:.0f} + {g['child_peak_mb']:.0f} validation child), "
+            f"({g['peak_mb']:.0f} + {g['child_peak_mb']:.0f} in {g['workers']} workers, {g['chunks']} chunks), "
             f"{g['certificates']} certificates | DuckDB {pair['duckdb']['wall']:.2f} s "
             f"(CPU {pair['duckdb']['cpu_s']:.1f} s), "
             f"{pair['duckdb']['peak_mb']:.0f} MB | ratio {pair['ratio']:.2f} | "
@@ -274,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=REPO / "build" / "benchmark-cache")
     parser.add_argument("--scheme", type=Path, default=DEFAULT_SCHEME)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--workers", type=int, default=None, help="GreenCert's pool size (default: CPUs)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="bundles per pool task (default: auto)")
     # Internal: one phase in a fresh interpreter.
     parser.add_argument(
         "--phase", choices=("generate", "greencert", "duckdb", "warmup"), help=argparse.SUPPRESS
@@ -287,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.phase == "generate":
             info = phase_generate(args.scale, args.out)
         elif args.phase == "greencert":
-            info = phase_greencert(args.fleet_day, args.out, args.scheme, args.key)
+            info = phase_greencert(
+                args.fleet_day, args.out, args.scheme, args.key, args.workers, args.chunk_size
+            )
         elif args.phase == "duckdb":
             info = phase_duckdb(args.fleet_day, args.out)
         else:
@@ -303,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     wall, _ = _child(["--phase", "warmup"], cache)
     print(f"  bytecode warm-up run: {wall:.1f} s")
     sizes = [scale] if args.no_linearity else [scale / 2, scale]
+    pool = [
+        f"--{name}={value}"
+        for name, value in (("workers", args.workers), ("chunk-size", args.chunk_size))
+        if value
+    ]
     results = {}
     with tempfile.TemporaryDirectory(prefix="greencert-bench-", dir=cache) as tmp:
         for size in sizes:
@@ -312,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(generated in {gen['seconds']:.1f} s, peak {gen['peak_mb']:.0f} MB)",
                 flush=True,
             )
-            results[size] = run_size(cache, size, args.repeat, args.scheme, key, Path(tmp))
+            results[size] = run_size(cache, size, args.repeat, args.scheme, key, Path(tmp), pool)
 
     full = results[scale]["runs"]
     g_wall = statistics.median(r["greencert"]["wall"] for r in full)

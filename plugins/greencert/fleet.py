@@ -1,59 +1,79 @@
-"""Certify a whole fleet-day (one bundle per deployment) in two processes, in bounded memory.
+"""Certify a whole fleet-day (one bundle per deployment) on a pool of worker processes.
 
 The per-bundle stages (``pipeline``) each open the bundle again and run every
 GX suite on their own; that is right for one Airflow task per deployment but
 slow for 50 deployments in one task. This runs the same building blocks in a
-different order, on both cores:
+different order, on a standard process pool
+(``concurrent.futures.ProcessPoolExecutor``, one worker per core by default):
 
-1. a helper process starts at once and imports Great Expectations (seconds
-   of pure-Python work) while this process begins reading. Then both take
-   bundles from one shared queue (a pipe of bundle numbers: whoever is free
-   takes the next) and stream them: read (the next bundle is read by a
-   thread while the current one is profiled), per-device statistics
-   (``profile_bundle``), figures (``pipeline.figures_document``, reusing the
-   integrals of the statistics) and the day's partial; then the samples are
-   dropped. Only small frames and figures are kept, so memory is about two
-   bundles' arrays per process whatever the fleet's size;
-2. the helper runs every GX suite once over the stacked statistics of all
-   bundles (``validation.batch``), always in bundle order, so the reports do
-   not depend on which process read which bundle;
-3. each process publishes the bundles it read and that passed: validation.json
-   and figures.json, then ``pipeline.grade_stage`` and
-   ``pipeline.publish_stage`` (signed certificate), and the partial. A bundle
-   the stacked run did not pass is validated alone by
-   ``pipeline.validate_stage`` (the usual report naming file, row and time) in
-   this process and, if it does pass alone, certified by the usual stages.
-   Nothing is written for a bundle before it has passed.
+1. each worker starts warm: its initializer imports Great Expectations and
+   GreenCert's stages once, then serves chunks of bundles;
+2. the bundles are cut into fixed chunks of consecutive bundle numbers and the
+   pool hands each chunk to whichever worker is free. A worker streams its
+   chunk: read (the next bundle is read by a thread while the current one is
+   profiled), per-device statistics (``profile_bundle``), figures
+   (``pipeline.figures_document``, reusing the integrals of the statistics)
+   and the day's partial; then the samples are dropped. Only small frames and
+   figures are kept, so memory is about two bundles' arrays per worker
+   whatever the fleet's size;
+3. the worker runs every GX suite once over the stacked statistics of its
+   chunk (``validation.batch``: one GX run costs about the same for 1 or 26
+   bundles, so stacking is what makes many bundles cheap);
+4. it publishes the chunk's bundles that passed: validation.json and
+   figures.json, then ``pipeline.grade_stage`` and ``pipeline.publish_stage``
+   (signed certificate), and the partial. A bundle the stacked run did not
+   pass is validated alone by ``pipeline.validate_stage`` (the usual report
+   naming file, row and time) and, if it does pass alone, certified by the
+   usual stages. Nothing is written for a bundle before it has passed;
+5. this process rebuilds the registry index once for the whole fleet-day.
+
+Every published byte is a function of the bundle alone, never of its chunk or
+of the worker count (``validation.batch`` reports each bundle's own counts);
+``tests/integration/test_fleet_day.py`` checks it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import datetime as dt
 import json
 import logging
+import math
+import multiprocessing
 import os
-import struct
-import threading
+import resource
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from greencert.errors import GreenCertError
-from greencert.fleet_day import INDEX_NAME, deployment_bundles
-from greencert.times import interval_key, to_utc
+from greencert.fleet_day import deployment_bundles  # noqa: F401  (re-exported: the CLI imports it here)
 
 log = logging.getLogger("greencert")
 
 PUBLISH_THREADS = 4  # publication mostly waits for fsync; a few threads overlap the waits
+# Chunks per worker: each chunk costs one stacked GX run (~0.6 s CPU whatever its size, see
+# docs/performance.md), so few chunks; more than one lets a free worker take over when the
+# other is slowed down (a shared machine).
+CHUNKS_PER_WORKER = 2
+# "spawn", not "fork": an Airflow task process has threads (a fork copies their locks in
+# whatever state they are). Spawned workers get this process's sys.path (Airflow puts plugins/
+# there itself) and import what they need in the initializer.
+START_METHOD = "spawn"
 
 
 @dataclass
 class FleetRun:
-    """Outcome of a fleet-day: certificates, failures (deployment -> reason), partials, phase times."""
+    """Outcome of a fleet-day: certificates, failures (deployment -> reason), partials, phase times.
+
+    ``seconds``: wall times of this process (``pool_start``, ``workers``, ``index``, ``total``) and
+    per-worker phase times summed over workers and chunks (``worker_start``: the initializer's
+    imports; ``read_profile_compute``, ``validate_gx``, ``publish``, ``certify_alone``). ``worker_peak_kb``: each worker's own peak RSS (pid -> KiB).
+    """
 
     certificates: dict[str, str] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
@@ -62,7 +82,9 @@ class FleetRun:
     rows: int = 0
     gx_runs: int = 0
     device_energy_kwh: dict[str, float] = field(default_factory=dict)
-    read_by_helper: int = 0
+    workers: int = 0
+    chunks: int = 0
+    worker_peak_kb: dict[int, int] = field(default_factory=dict)
 
     def merge(self, other: FleetRun) -> None:
         self.certificates.update(other.certificates)
@@ -70,11 +92,14 @@ class FleetRun:
         self.partials.update(other.partials)
         self.device_energy_kwh.update(other.device_energy_kwh)
         self.rows += other.rows
+        self.gx_runs += other.gx_runs
+        for name, value in other.seconds.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + value
 
 
 @dataclass(frozen=True)
 class FleetJob:
-    """What both processes of a fleet run need (plain paths and flags: it is sent to the helper)."""
+    """What every worker needs (plain paths and flags: the pool sends it to each worker once)."""
 
     bundle_dirs: tuple[str, ...]
     registry: str
@@ -88,7 +113,7 @@ class FleetJob:
 class _Pending:
     """What is kept of one bundle after its samples are dropped."""
 
-    index: int  # position in FleetJob.bundle_dirs: the order of the stacked GX run
+    index: int  # position in FleetJob.bundle_dirs
     deployment: str
     bundle_dir: Path
     inputs: list[dict[str, str]]
@@ -101,14 +126,12 @@ class _Pending:
 
 
 @dataclass
-class _HelperReport:
-    """What the helper sends back once it has published its bundles."""
+class _ChunkResult:
+    """What a worker returns for one chunk (small: paths, texts, energies, times)."""
 
     run: FleetRun
-    recheck: list[_Pending]  # its bundles the stacked run did not pass: certified alone by the parent
-    read_seconds: float
-    publish_seconds: float
-    read_count: int
+    pid: int
+    peak_kb: int  # the worker's ru_maxrss so far (Linux: KiB)
 
 
 def _profile_one(index: int, bundle_dir: Path, bundle: Any, scheme: Any, want_partial: bool) -> _Pending:
@@ -161,9 +184,9 @@ def _keep_freed_memory() -> None:
     Each bundle's arrays (a few MB each, dozens per bundle) are freed before the next
     bundle allocates the same sizes. By default glibc maps big blocks freshly and unmaps
     them on free, so every bundle paid page faults and kernel page zeroing again (about a
-    tenth of a fleet run's CPU, `perf`). With these two settings a fleet process reuses its
+    tenth of a fleet run's CPU, `perf`). With these two settings a worker reuses its
     heap; peak memory is unchanged (the same sizes are reused). Process-wide, hence only
-    in fleet runs; a no-op where mallopt(3) is not glibc's.
+    in fleet workers; a no-op where mallopt(3) is not glibc's.
     """
     import ctypes
 
@@ -176,44 +199,15 @@ def _keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 512 << 20)  # ...and the heap is not shrunk below 512 MB of free top
 
 
-# ----------------------------------------------------------------------------- the shared queue
-
-
-def _claimer(fd: int) -> Callable[[], int | None]:
-    """Take the next bundle number from the shared pipe; None once it is empty and closed.
-
-    Each number is one 4-byte record, written whole; a pipe read takes the records it returns
-    under the pipe's lock, so two processes never take the same number.
-    """
-
-    def claim() -> int | None:
-        data = os.read(fd, 4)
-        if not data:
-            return None
-        if len(data) != 4:  # cannot happen with whole-record writes and reads
-            raise RuntimeError(f"fleet queue: short read ({len(data)} bytes)")
-        return int(struct.unpack("<I", data)[0])
-
-    return claim
-
-
-def _stream(
-    job: FleetJob,
-    scheme: Any,
-    claim: Callable[[], int | None],
-    run: FleetRun,
-    on_pending: Callable[[_Pending], None] | None = None,
-) -> list[_Pending]:
-    """Read and profile the bundles this process claims; keep only their statistics and figures.
-
-    ``on_pending`` sees each record as soon as it is made (the parent streams them to the helper).
-    """
+def _stream(job: FleetJob, scheme: Any, indices: Iterable[int], run: FleetRun) -> list[_Pending]:
+    """Read and profile the bundles ``indices``; keep only their statistics and figures."""
     from greencert.bundle import open_bundle
 
     want_partials = job.partials_dir is not None
+    queue = iter(indices)
 
     def next_bundle() -> tuple[int, Path, Any, GreenCertError | None] | None:
-        index = claim()
+        index = next(queue, None)
         if index is None:
             return None
         path = Path(job.bundle_dirs[index])
@@ -237,13 +231,20 @@ def _stream(
             item = _profile_one(index, path, bundle, scheme, want_partials)
             run.rows += sum(item.rows.values())
             pending.append(item)
-            if on_pending is not None:
-                on_pending(item)
             del bundle
     return pending
 
 
-# ----------------------------------------------------------------------------- parent side
+# ----------------------------------------------------------------------------- this process
+
+
+def fleet_chunks(n_bundles: int, workers: int, chunk_size: int | None = None) -> list[tuple[int, ...]]:
+    """Consecutive bundle numbers in chunks of ``chunk_size`` (default: CHUNKS_PER_WORKER per worker)."""
+    if chunk_size is None:
+        chunk_size = max(1, math.ceil(n_bundles / (workers * CHUNKS_PER_WORKER)))
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+    return [tuple(range(i, min(i + chunk_size, n_bundles))) for i in range(0, n_bundles, chunk_size)]
 
 
 def certify_fleet_day(
@@ -255,16 +256,18 @@ def certify_fleet_day(
     pdf: bool | None = False,
     partials_dir: str | Path | None = None,
     *,
-    max_parent_bundles: int | None = None,
+    workers: int | None = None,
+    chunk_size: int | None = None,
 ) -> FleetRun:
     """Validate, compute, grade, sign and publish every bundle of a fleet-day.
 
-    ``max_parent_bundles`` stops this process taking bundles from the shared queue after
-    that many (the helper reads the rest): for tests of the two-process split, and tuning.
+    ``workers``: processes of the pool (default: one per CPU, at most one per bundle);
+    ``chunk_size``: bundles per task (default: see :func:`fleet_chunks`). Neither changes
+    what is published, only how fast.
     """
     from greencert.certificate.sign import load_signing_key
-    from greencert.pipeline import _scheme
 
+    began = time.perf_counter()
     job = FleetJob(
         tuple(str(p) for p in bundle_dirs),
         str(registry),
@@ -273,52 +276,98 @@ def certify_fleet_day(
         pdf,
         str(partials_dir) if partials_dir is not None else None,
     )
-    _keep_freed_memory()
     run = FleetRun()
-    run.seconds = {"read_profile_compute": 0.0, "validate_gx": 0.0, "gx_in_child": 0.0, "publish": 0.0}
+    # Resolved here, once: a development key is created on first use, and an Airflow
+    # connection can only be read from the task's own process. The workers get the key.
+    key = load_signing_key(signing_key)
+    n_bundles = len(job.bundle_dirs)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    run.workers = min(workers or os.cpu_count() or 1, max(n_bundles, 1))
+    chunks = fleet_chunks(n_bundles, run.workers, chunk_size)
+    run.chunks = len(chunks)
+    results: list[_ChunkResult] = []
+    if chunks:
+        mark = time.perf_counter()
+        try:
+            with concurrent.futures.ProcessPoolExecutor(
+                run.workers,
+                mp_context=multiprocessing.get_context(START_METHOD),
+                initializer=_start_worker,
+                initargs=(job, key.to_raw()),
+            ) as pool:
+                # map hands each chunk to the next free worker and yields results in chunk order.
+                results = list(pool.map(_certify_chunk, chunks))
+        except BrokenProcessPool:
+            raise GreenCertError(
+                "a fleet worker process failed to start or ended abruptly (killed, out of memory? "
+                "its stderr has the reason); nothing was indexed: rerun the fleet-day (it rewrites "
+                "the same files)",
+                str(job.work_dir),
+            ) from None
+        run.seconds["workers"] = time.perf_counter() - mark
+    for result in results:
+        run.merge(result.run)
+        run.worker_peak_kb[result.pid] = max(run.worker_peak_kb.get(result.pid, 0), result.peak_kb)
+    if run.certificates:
+        from greencert.certificate.registry import rebuild_index
+        from greencert.files import registry_root
+
+        mark = time.perf_counter()
+        # Once for the whole fleet-day: log, metadata, index.
+        rebuild_index(registry_root(registry), signing_key=key)
+        run.seconds["index"] = time.perf_counter() - mark
+    run.seconds["total"] = time.perf_counter() - began
+    return run
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(job: FleetJob, raw_key: tuple[bytes, bool, str]) -> None:
+    """Pool initializer: once per worker, before its first chunk."""
+    from greencert.certificate.sign import SigningKey
+    from greencert.pipeline import _scheme
+    from greencert.validation.batch import import_gx_quietly
+
     began = time.perf_counter()
-    with FleetHelper(job) as helper:
-        # Resolved here, once: a development key is created on first use, and an Airflow
-        # connection can only be read from the task's own process. The helper gets the key.
-        key = load_signing_key(signing_key)
-        helper.start(key)
-        scheme = _scheme(scheme_path)
-        claim = helper.claim
-        if max_parent_bundles is not None:
-            taken = 0
+    _keep_freed_memory()
+    # A worker validates pandas frames only: GX treats SQLAlchemy as optional and loads its SQL
+    # support when it is installed (Airflow installs it); hidden, the import is a quarter shorter.
+    if "sqlalchemy" not in sys.modules:
+        sys.modules["sqlalchemy"] = None  # type: ignore[assignment]
+    import_gx_quietly()
+    import greencert.certificate.issue  # noqa: F401
+    import greencert.validation.run  # noqa: F401
 
-            def claim() -> int | None:
-                nonlocal taken
-                if taken >= max_parent_bundles:
-                    return None
-                taken += 1
-                return helper.claim()
+    _WORKER.update(job=job, key=SigningKey.from_raw(*raw_key), scheme=_scheme(job.scheme_path))
+    _WORKER["start_seconds"] = time.perf_counter() - began  # reported with its first chunk
 
-        # Each record goes to the helper as soon as it is made (not all at the end: the pickling
-        # would lengthen the wait): it validates all bundles and publishes its share of them
-        # (see _parent_share), while this process publishes the rest.
-        pending = _stream(job, scheme, claim, run, helper.channel.send)
-        run.seconds["read_profile_compute"] = time.perf_counter() - began
-        mark = time.perf_counter()
-        helper.channel.end_input()  # the helper's GX run starts now
-        read = {p.index for p in pending}
-        candidates = set(_parent_candidates(read, len(job.bundle_dirs)))
-        prepared = _prepare([p for p in pending if p.index in candidates], scheme, key, job.pdf)
-        run.seconds["prepare"] = time.perf_counter() - mark
-        outcome = helper.channel.receive()
-        run.seconds["validate_gx"] = time.perf_counter() - mark
-        run.seconds["gx_in_child"] = outcome.seconds
-        run.gx_runs = outcome.gx_runs
-        mark = time.perf_counter()
-        share = _parent_share(read, outcome, len(job.bundle_dirs))
-        recheck = [p for p in pending if p.index not in outcome.passed]
-        recheck += _publish_all(
-            [p for p in pending if p.index in share], outcome, scheme, job, key, run, prepared
-        )
-        report = helper.report()
-    run.merge(report.run)
-    run.read_by_helper = report.read_count
-    for p in [*recheck, *report.recheck]:
+
+def _certify_chunk(indices: tuple[int, ...]) -> _ChunkResult:
+    """Stream, validate (one stacked GX run) and publish the bundles ``indices``."""
+    from greencert.validation.batch import validate_batch
+
+    job: FleetJob = _WORKER["job"]
+    key, scheme = _WORKER["key"], _WORKER["scheme"]
+    run = FleetRun()
+    run.seconds["worker_start"] = _WORKER.pop("start_seconds", 0.0)
+    mark = time.perf_counter()
+    pending = _stream(job, scheme, indices, run)
+    run.seconds["read_profile_compute"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    outcome = validate_batch({p.index: p.stats for p in pending}) if pending else None
+    run.seconds["validate_gx"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    passed = outcome.passed if outcome is not None else {}
+    run.gx_runs = outcome.gx_runs if outcome is not None else 0
+    recheck = [p for p in pending if p.index not in passed]
+    recheck += _publish_all([p for p in pending if p.index in passed], passed, scheme, job, key, run)
+    run.seconds["publish"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    for p in sorted(recheck, key=lambda p: p.index):
         # Not passed by the stacked run: the usual per-bundle stages, one at a time.
         try:
             work = Path(job.work_dir) / p.deployment
@@ -328,148 +377,8 @@ def certify_fleet_day(
         except GreenCertError as exc:
             run.failures[p.deployment] = str(exc)
             log.warning("fleet: %s not certified: %s", p.deployment, exc)
-    if run.certificates:
-        from greencert.certificate.registry import rebuild_index
-        from greencert.files import registry_root
-
-        # Once for the whole fleet-day: log, metadata, index.
-        rebuild_index(registry_root(registry), signing_key=key)
-    run.seconds["publish"] = time.perf_counter() - mark
-    run.seconds["helper_read"] = report.read_seconds
-    run.seconds["helper_publish"] = report.publish_seconds
-    run.seconds["total"] = time.perf_counter() - began
-    return run
-
-
-class FleetHelper:
-    """The helper process of a fleet run (``python -m greencert.validation.worker fleet FD``).
-
-    It imports Great Expectations first (on the second core, while this process
-    reads), then takes bundles from the shared queue like this process does,
-    validates the statistics of all bundles, and publishes its share. Messages
-    are pickles on its stdin/stdout; the queue is a pipe both processes read.
-    """
-
-    def __init__(self, job: FleetJob) -> None:
-        from greencert.validation.batch import HelperProcess
-
-        self.job = job
-        self.queue_read, queue_write = os.pipe()
-        self.channel = HelperProcess("fleet", str(self.queue_read), pass_fds=(self.queue_read,))
-        self.channel.what = "fleet helper process"
-        records = b"".join(struct.pack("<I", i) for i in range(len(job.bundle_dirs)))
-
-        def fill() -> None:
-            # All numbers, then EOF: a pipe holds 64 KiB, so a very large fleet fills as it drains.
-            try:
-                _write_all(queue_write, records)
-            except BrokenPipeError:
-                pass  # every reader is gone (the run failed and closed the queue): nothing to fill
-            finally:
-                os.close(queue_write)
-
-        self._filler = threading.Thread(target=fill, name="greencert-queue", daemon=True)
-        self._filler.start()
-        self.claim = _claimer(self.queue_read)
-
-    def start(self, key: Any) -> None:
-        self.channel.send((self.job, key.to_raw()))
-
-    def report(self) -> _HelperReport:
-        """Wait for the helper to publish its share."""
-        report = self.channel.receive()
-        self.channel.process.wait()
-        return report
-
-    def close(self) -> None:
-        self.channel.close()
-        os.close(self.queue_read)
-
-    def __enter__(self) -> FleetHelper:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    # Whole 4-byte records only (writes of <= PIPE_BUF bytes are atomic; 4096 is a multiple of 4).
-    for start in range(0, len(data), 4096):
-        os.write(fd, data[start : start + 4096])
-
-
-# ----------------------------------------------------------------------------- helper side
-
-
-def serve_helper(queue_fd: int) -> int:
-    """Helper side of :class:`FleetHelper`."""
-    from greencert.validation.batch import ChildSide, import_gx_quietly
-
-    child = ChildSide()
-    _keep_freed_memory()
-    try:
-        import_gx_quietly()  # first: the parent is reading meanwhile
-        import greencert.certificate.issue  # noqa: F401
-        import greencert.pipeline  # noqa: F401
-        import greencert.validation.run  # noqa: F401
-
-        setup = child.messages.get()
-        if setup is None or isinstance(setup, BaseException):
-            child.close()
-            return 0 if setup is None else 1
-        job, raw_key = setup
-        _help(job, raw_key, _claimer(queue_fd), child.messages, child.send)
-    except Exception as exc:  # sent back and raised in the parent
-        child.send(exc)
-    child.close()
-    return 0
-
-
-def _help(job: FleetJob, raw_key: Any, claim: Callable[[], int | None], messages: Any, send: Any) -> None:
-    from greencert.certificate.sign import SigningKey
-    from greencert.pipeline import _scheme
-    from greencert.validation.batch import validate_batch
-
-    key = SigningKey.from_raw(*raw_key)
-    scheme = _scheme(job.scheme_path)
-    run = FleetRun()
-    began = time.perf_counter()
-    pending = _stream(job, scheme, claim, run)
-    read_seconds = time.perf_counter() - began
-    theirs: dict[int, _Pending] = {}
-    while (message := messages.get()) is not None:  # the parent's records, until its input ends
-        if isinstance(message, BaseException):
-            raise message
-        theirs[message.index] = message
-    everything = {**theirs, **{p.index: p for p in pending}}
-    # Always in bundle order: the stacked reports do not depend on who read what.
-    outcome = validate_batch({i: everything[i].stats for i in sorted(everything)})
-    send(outcome)  # the parent publishes its share meanwhile
-    began = time.perf_counter()
-    share = _parent_share(set(theirs), outcome, len(job.bundle_dirs))
-    recheck = [p for p in pending if p.index not in outcome.passed]
-    mine = [everything[i] for i in sorted(everything) if i in outcome.passed and i not in share]
-    recheck += _publish_all(mine, outcome, scheme, job, key, run)
-    send(_HelperReport(run, recheck, read_seconds, time.perf_counter() - began, len(pending)))
-
-
-# Share of a fleet-day's bundles the parent publishes (if it read them and they pass): it has
-# prepared them during the GX run, so its part of the publication is quicker than the helper's.
-PARENT_PUBLISH_SHARE = 0.6
-
-
-def _parent_candidates(parent_read: set[int], n_bundles: int) -> list[int]:
-    """The bundles the parent prepares before the verdict: the first of those it read."""
-    return sorted(parent_read)[: round(PARENT_PUBLISH_SHARE * n_bundles)]
-
-
-def _parent_share(parent_read: set[int], outcome: Any, n_bundles: int) -> set[int]:
-    """The passed bundles the parent publishes; the helper publishes every other passed bundle.
-
-    Both processes compute the same set (the helper has all pending records, the parent only
-    its own), so publication runs on both cores.
-    """
-    return {i for i in _parent_candidates(parent_read, n_bundles) if i in outcome.passed}
+    run.seconds["certify_alone"] = time.perf_counter() - mark
+    return _ChunkResult(run, os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 # ----------------------------------------------------------------------------- publication
@@ -485,12 +394,11 @@ def _record_energies(p: _Pending, run: FleetRun) -> None:
 
 def _publish_all(
     pending: list[_Pending],
-    outcome: Any,
+    passed: dict[Any, list[Any]],
     scheme: Any,
     job: FleetJob,
     key: Any,
     run: FleetRun,
-    prepared: dict[int, _Prepared] | None = None,
 ) -> list[_Pending]:
     """Publish ``pending`` (passed by the stacked run); return those without figures (certified alone)."""
 
@@ -499,31 +407,22 @@ def _publish_all(
         work.mkdir(parents=True, exist_ok=True)
         if p.error is not None:
             raise p.error
-        ready = (prepared or {}).get(p.index)
-        cert = _publish_passed(p, suites, scheme, work, job.registry, key, job.pdf, ready)
+        cert = _publish_passed(p, suites, scheme, work, job.registry, key, job.pdf)
         if job.partials_dir is not None and p.partial is not None:
             from greencert.compute.partials import save_partial
 
             partial = _validated_partial(p, sum(s.evaluated for s in suites))
-            # The prepared bytes only if made from this very summary (same counts).
-            data = None
-            if (
-                ready is not None
-                and ready.partial is not None
-                and ready.partial.validation == partial.validation
-            ):
-                data = ready.partial_json
-            run.partials[p.deployment] = str(save_partial(partial, Path(job.partials_dir), data))
+            run.partials[p.deployment] = str(save_partial(partial, Path(job.partials_dir)))
         return cert
 
-    passed = [p for p in pending if p.figures is not None]
+    ready = [p for p in pending if p.figures is not None]
     # Each deployment writes its own folders; the shared registry files (public keys,
-    # revocation list) are written atomically with equal content.
+    # revocation list) are written atomically with equal content, by any worker.
     with concurrent.futures.ThreadPoolExecutor(
         PUBLISH_THREADS, thread_name_prefix="greencert-publish"
     ) as pool:
-        futures = {p.index: pool.submit(one, p, outcome.passed[p.index]) for p in passed}
-    for p in passed:
+        futures = {p.index: pool.submit(one, p, passed[p.index]) for p in ready}
+    for p in ready:
         try:
             run.certificates[p.deployment] = futures[p.index].result()
         except GreenCertError as exc:
@@ -535,9 +434,9 @@ def _publish_all(
 
 
 def _validated_partial(p: _Pending, evaluated: int) -> Any:
-    """The day's partial of a passed bundle, with the validation's summary."""
+    """The day's partial of a passed bundle, with the validation's summary and its published figures."""
     summary = {"success": True, "expectations_evaluated": evaluated, "rows": p.rows}
-    return dataclasses.replace(p.partial, validation=summary)
+    return dataclasses.replace(p.partial, validation=summary, figures=_final_figures(p, evaluated))
 
 
 def _final_figures(p: _Pending, evaluated: int) -> dict[str, Any]:
@@ -545,47 +444,6 @@ def _final_figures(p: _Pending, evaluated: int) -> dict[str, Any]:
     figures = dict(p.figures or {})
     figures["data_quality"] = {**figures["data_quality"], "expectations_evaluated": evaluated, "rows": p.rows}
     return figures
-
-
-@dataclass
-class _Prepared:
-    """Documents built for a bundle before its verdict (see _prepare): neither signed nor written."""
-
-    figures: dict[str, Any]
-    graded: dict[str, Any]
-    certificate: Any  # certificate.issue.PreparedCertificate
-    partial: Any = None  # the day's partial as it will be saved, and its bytes
-    partial_json: bytes | None = None
-
-
-def _prepare(pending: list[_Pending], scheme: Any, key: Any, pdf: bool | None) -> dict[int, _Prepared]:
-    """Build (not sign, not write) the certificates of ``pending`` as if they pass validation.
-
-    Run while the helper's GX run decides: after the verdict only the files remain to be
-    written. A bundle that does not pass is simply not published; one whose preparation
-    fails goes the usual way at publication (which raises the same error).
-    """
-    from greencert.certificate.issue import prepare_certificate
-    from greencert.pipeline import graded_document
-
-    prepared: dict[int, _Prepared] = {}
-    for p in pending:
-        if p.figures is None or p.error is not None:
-            continue
-        evaluated = sum(_suite_size(s.suite) for s in p.stats)
-        try:
-            figures = _final_figures(p, evaluated)
-            # As publication will read it back from graded.json (sorted keys): the label lists
-            # mappings in the document's order, so the bytes must come from the same document.
-            graded = json.loads(json.dumps(graded_document(figures, scheme), sort_keys=True))
-            ready = _Prepared(figures, graded, prepare_certificate(graded, key, pdf))
-            if p.partial is not None:
-                ready.partial = _validated_partial(p, evaluated)
-                ready.partial_json = ready.partial.to_json()
-            prepared[p.index] = ready
-        except GreenCertError:
-            continue
-    return prepared
 
 
 def _publish_passed(
@@ -596,7 +454,6 @@ def _publish_passed(
     registry: str | Path,
     key: Any,
     pdf: bool | None,
-    ready: _Prepared | None = None,
 ) -> str:
     from greencert.pipeline import (
         FIGURES_FILE,
@@ -616,16 +473,11 @@ def _publish_passed(
     # Work files of this process only (the registry's copies are written durably): no fsync.
     validation = _write_json(work / VALIDATION_FILE, payload, durable=False)
     evaluated = sum(s["evaluated_expectations"] for s in payload["suites"])
-    if ready is not None and ready.figures["data_quality"]["expectations_evaluated"] == evaluated:
-        figures, graded, prepared = ready.figures, ready.graded, ready.certificate
-    else:
-        figures = _final_figures(p, evaluated)
-        graded, prepared = graded_document(figures, scheme), None
+    figures = _final_figures(p, evaluated)
+    graded = graded_document(figures, scheme)
     _write_json(work / FIGURES_FILE, figures, durable=False)
     graded_path = _write_json(work / GRADED_FILE, graded)
-    return publish_stage(
-        graded_path, p.bundle_dir, validation, registry, key, pdf, index=False, prepared=prepared
-    )
+    return publish_stage(graded_path, p.bundle_dir, validation, registry, key, pdf, index=False)
 
 
 def _certify_alone(p: _Pending, work: Path, job: FleetJob, key: Any) -> str:
@@ -636,128 +488,3 @@ def _certify_alone(p: _Pending, work: Path, job: FleetJob, key: Any) -> str:
     figures = compute_stage(p.bundle_dir, validation, work, job.scheme_path)
     graded = grade_stage(figures, work, job.scheme_path)
     return publish_stage(graded, p.bundle_dir, validation, job.registry, key, job.pdf, index=False)
-
-
-# ----------------------------------------------------------------------------- task bodies (monthly DAG)
-
-
-def days_of(start: Any, end: Any) -> list[str]:
-    """The UTC days of [start, end) as YYYY-MM-DD (28-31 for a month)."""
-    first, last = to_utc(start), to_utc(end)
-    day = first.replace(hour=0, minute=0, second=0, microsecond=0)
-    days = []
-    while day < last:
-        if day >= first:
-            days.append(f"{day:%Y-%m-%d}")
-        day += dt.timedelta(days=1)
-    return days
-
-
-def certify_day_task(
-    fleet_root: str | Path,
-    day: str,
-    registry: str | Path,
-    work_root: str | Path,
-    partials_root: str | Path,
-    scheme_path: str | Path | None = None,
-    simulate_scale: float | None = None,
-) -> dict[str, str]:
-    """One day of a month: certify the fleet-day, save each deployment's partial; return their paths.
-
-    The day's bundles are ``<fleet_root>/<day>/<deployment>/``; with ``simulate_scale`` a missing
-    day is simulated first (``greencert simulate --fleet``). Idempotent: reruns rewrite the same
-    work folder, certificates and partial files.
-    """
-    from greencert.errors import ConfigError
-
-    start = to_utc(day)
-    folder = Path(fleet_root) / f"{start:%Y-%m-%d}"
-    if not (folder / INDEX_NAME).is_file():
-        if simulate_scale is None:
-            raise ConfigError("no fleet-day bundles for this day (fleet.json missing)", str(folder))
-        # Here, not at the top: the simulator's numpy and pyarrow would delay every fleet run's start.
-        from greencert.sources.fleet import FleetSpec, write_fleet_day
-
-        write_fleet_day(FleetSpec(scale=simulate_scale), start, Path(fleet_root))
-    run = certify_fleet_day(
-        deployment_bundles(folder),
-        registry,
-        Path(work_root) / f"{start:%Y-%m-%d}",
-        scheme_path,
-        pdf=False,
-        partials_dir=partials_root,
-    )
-    log.info(
-        "fleet-day %s: %d certificates, %d failures, %s rows, phases %s",
-        f"{start:%Y-%m-%d}",
-        len(run.certificates),
-        len(run.failures),
-        f"{run.rows:,}",
-        {k: round(v, 2) for k, v in run.seconds.items()},
-    )
-    for deployment, reason in run.failures.items():
-        log.warning("fleet-day %s: %s not certified: %s", f"{start:%Y-%m-%d}", deployment, reason)
-    return run.partials
-
-
-def certify_month_task(
-    partials_root: str | Path,
-    start: Any,
-    end: Any,
-    registry: str | Path,
-    work_root: str | Path,
-    scheme_path: str | Path | None = None,
-    signing_key: str | Path | None = None,
-) -> dict[str, str]:
-    """Combine each deployment's daily partials of [start, end) into its certificate for the period.
-
-    A deployment missing a day (not certified that day) gets no certificate: the error names the
-    day. Returns deployment -> certificate path; raises after trying every deployment if any failed.
-    """
-    from greencert.compute.partials import month_figures_document
-    from greencert.pipeline import (
-        FIGURES_FILE,
-        VALIDATION_FILE,
-        _scheme,
-        _write_json,
-        grade_stage,
-        publish_stage,
-    )
-
-    scheme = _scheme(scheme_path)
-    days = days_of(start, end)
-    key = interval_key(to_utc(start), to_utc(end))
-    certificates: dict[str, str] = {}
-    failures: dict[str, str] = {}
-    for folder in sorted(p for p in Path(partials_root).iterdir() if p.is_dir()):
-        paths = [folder / f"{day}.json" for day in days]
-        missing = [p.stem for p in paths if not p.is_file()]
-        if len(missing) == len(paths):
-            continue  # not a deployment of this period
-        if missing:
-            failures[folder.name] = f"no partial for {len(missing)} day(s), first {missing[0]}"
-            continue
-        try:
-            figures, _inputs, validation = month_figures_document(paths, scheme)
-            work = Path(work_root) / "month" / key / folder.name
-            work.mkdir(parents=True, exist_ok=True)
-            validation_path = _write_json(work / VALIDATION_FILE, validation)
-            figures_path = _write_json(work / FIGURES_FILE, figures)
-            graded = grade_stage(figures_path, work, scheme.path)
-            certificates[folder.name] = publish_stage(
-                graded, folder, validation_path, registry, signing_key, pdf=False, index=False
-            )
-        except GreenCertError as exc:
-            failures[folder.name] = str(exc)
-    if certificates:
-        from greencert.certificate.registry import rebuild_index
-        from greencert.files import registry_root
-
-        rebuild_index(registry_root(registry), signing_key=signing_key)
-    if failures:
-        raise GreenCertError(
-            f"{len(failures)} deployment(s) without a certificate for {key}: "
-            + "; ".join(f"{k}: {v}" for k, v in sorted(failures.items())),
-            str(partials_root),
-        )
-    return certificates

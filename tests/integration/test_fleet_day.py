@@ -1,12 +1,14 @@
-"""certify_fleet_day: two processes, one result.
+"""certify_fleet_day: a process pool, one result.
 
-The fleet run reads bundles in two processes (whoever is free takes the next
-bundle), validates all of them in one stacked GX run and publishes from both.
-These tests check what that must not change: every certificate is the one the
-per-bundle pipeline (``pipeline.certify``) issues for the same bundle and key;
-a run where the helper read every bundle writes the same bytes as a run where
-this process read them; a bundle that fails validation or cannot be read is
-reported with its reason and gets nothing in the registry.
+The fleet run cuts the day's bundles into chunks and a standard process pool
+hands each chunk to a free worker, which reads its bundles, validates them in
+one stacked GX run and publishes them. These tests check what that must not
+change: every certificate is the one the per-bundle pipeline
+(``pipeline.certify``) issues for the same bundle and key; every published
+byte is the same whatever the number of workers and the chunks (a bundle's
+report must not depend on which bundles shared its stack); a bundle that
+fails validation or cannot be read is reported with its reason and gets
+nothing in the registry.
 """
 
 from __future__ import annotations
@@ -62,52 +64,77 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_certificates_equal_the_per_bundle_pipeline_whoever_reads(
-    fleet: tuple[Path, Path], tmp_path: Path
-) -> None:
+def _run(bundles: list[Path], out: Path, key: Path, workers: int, chunk_size: int) -> FleetRun:
+    return certify_fleet_day(
+        bundles,
+        out / "registry",
+        out / "work",
+        SCHEME,
+        key,
+        partials_dir=out / "partials",
+        workers=workers,
+        chunk_size=chunk_size,
+    )
+
+
+def _without_signed_state(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The files, the index checked apart: it alone records wall-clock times."""
+    index = json.loads(files.pop("index.json"))
+    # When certificate status was evaluated, and the signed status it was checked against
+    # (TUF timestamp expiry).
+    assert index.pop("status_at")
+    assert index["trust"].pop("status_expires")
+    del files["index.html"]
+    files["index.json"] = json.dumps(index, sort_keys=True).encode()
+    return files
+
+
+def test_published_bytes_do_not_depend_on_workers_or_chunks(fleet: tuple[Path, Path], tmp_path: Path) -> None:
     folder, key = fleet
     bundles = deployment_bundles(folder)
     assert len(bundles) == 5
+    # One worker with every bundle in one stack; two workers with stacks of two (2+2+1) and of one.
+    layouts = {"one-stack": (1, 5), "pairs": (2, 2), "singles": (2, 1)}
+    runs = {tag: _run(bundles, tmp_path / tag, key, w, c) for tag, (w, c) in layouts.items()}
+    assert {tag: (r.workers, r.chunks) for tag, r in runs.items()} == {
+        "one-stack": (1, 1),
+        "pairs": (2, 3),
+        "singles": (2, 5),
+    }
+    for r in runs.values():
+        assert not r.failures
+        assert len(r.certificates) == len(r.partials) == 5
+        assert sum(r.worker_peak_kb.values()) > 0
+    # Same bytes everywhere: certificates, signatures, validation reports, labels, index.
+    registries = {tag: _without_signed_state(_files(tmp_path / tag / "registry")) for tag in runs}
+    reference = registries.pop("one-stack")
+    assert len([name for name in reference if name.endswith(".sig")]) >= 5
+    for tag, files in registries.items():
+        assert files.keys() == reference.keys(), tag
+        assert [name for name in reference if files[name] != reference[name]] == [], tag
+    index = json.loads(reference["index.json"])
+    assert {r["verification"] for r in index["certificates"]} == {"ok"}
+    # The work folders' validation reports and the daily partials too.
+    for tag in registries:
+        for bundle in bundles:
+            report = f"work/{bundle.name}/validation.json"
+            assert (tmp_path / tag / report).read_bytes() == (tmp_path / "one-stack" / report).read_bytes()
+        assert _files(tmp_path / tag / "partials") == _files(tmp_path / "one-stack" / "partials")
+    energies = [r.device_energy_kwh for r in runs.values()]
+    assert len(energies[0]) == 100 * 8 and energies[1:] == [energies[0]] * 2
 
-    def run(tag: str, max_parent_bundles: int) -> FleetRun:
-        out = tmp_path / tag
-        return certify_fleet_day(
-            bundles,
-            out / "registry",
-            out / "work",
-            SCHEME,
-            key,
-            partials_dir=out / "partials",
-            max_parent_bundles=max_parent_bundles,
-        )
 
-    # The helper reads every bundle in one run, this process every bundle in the other.
-    by_helper, by_parent = run("a", 0), run("b", 5)
-    assert by_helper.read_by_helper == 5 and by_parent.read_by_helper == 0
-    assert not by_helper.failures and not by_parent.failures
-    assert len(by_helper.certificates) == len(by_parent.certificates) == 5
-    # Same bytes everywhere: certificates, signatures, stacked validation reports, labels, index.
-    files_a, files_b = _files(tmp_path / "a" / "registry"), _files(tmp_path / "b" / "registry")
-    assert files_a.keys() == files_b.keys()
-    # The index alone records a wall-clock time (when certificate status was evaluated).
-    # So does the signed status it was checked against (TUF timestamp expiry).
-    index_a, index_b = (json.loads(f.pop("index.json")) for f in (files_a, files_b))
-    assert index_a.pop("status_at") and index_b.pop("status_at")
-    assert index_a["trust"].pop("status_expires") and index_b["trust"].pop("status_expires")
-    assert index_a == index_b
-    assert {r["verification"] for r in index_a["certificates"]} == {"ok"}
-    del files_a["index.html"], files_b["index.html"]
-    assert [name for name in files_a if files_a[name] != files_b[name]] == []
-    assert by_helper.device_energy_kwh == by_parent.device_energy_kwh
-    # The daily partials too (the parent's were serialised while the helper validated).
-    partials_a, partials_b = _files(tmp_path / "a" / "partials"), _files(tmp_path / "b" / "partials")
-    assert len(partials_a) == 5 and partials_a == partials_b
-    # And each certificate is the one the per-bundle stages issue for that bundle.
+def test_certificates_equal_the_per_bundle_pipeline(fleet: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, key = fleet
+    bundles = deployment_bundles(folder)
+    run = _run(bundles, tmp_path / "fleet", key, 2, 2)
+    assert not run.failures and len(run.certificates) == 5
+    # Each certificate is the one the per-bundle stages issue for that bundle.
     for bundle in bundles[:2]:
         alone = Path(
             certify(bundle, tmp_path / "alone", SCHEME, tmp_path / "work-alone" / bundle.name, key, False)
         )
-        fleet_cert = Path(by_helper.certificates[bundle.name])
+        fleet_cert = Path(run.certificates[bundle.name])
         assert fleet_cert.read_bytes() == alone.read_bytes()
         assert (
             fleet_cert.with_name(fleet_cert.name + ".sig").read_bytes()
@@ -133,8 +160,8 @@ def test_bad_bundles_are_reported_and_get_nothing(fleet: tuple[Path, Path], tmp_
     _make_one_power_sample_negative(invalid)
     (unreadable / "manifest.yaml").unlink()
     registry = tmp_path / "registry"
-    # Two bundles each: whichever process read a bad bundle, the outcome is the same.
-    run = certify_fleet_day(bundles, registry, tmp_path / "work", SCHEME, key, max_parent_bundles=2)
+    # Stacks of two: each bad bundle shares its stack with a good one (0+1, 2+3), which still passes.
+    run = certify_fleet_day(bundles, registry, tmp_path / "work", SCHEME, key, workers=2, chunk_size=2)
     good = {b.name for b in bundles} - {invalid.name, unreadable.name}
     assert set(run.certificates) == good
     assert set(run.failures) == {invalid.name, unreadable.name}

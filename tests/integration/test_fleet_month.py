@@ -189,4 +189,3 @@ def test_verify_recomputes_a_month_and_checks_each_day(tmp_path: Path) -> None:
     with pytest.raises(VerificationFailed) as failed:
         verify_certificate(Path(month), at=at, options=options)
     assert failed.value.reason == "day-certificate-missing" and "2026-03-01" in failed.value.problem
-

@@ -33,20 +33,12 @@ messages naming file, row and time. The stack only ever says "passed".
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
-import os
-import pickle
-import queue
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -183,30 +175,44 @@ def _stack(
     return stacked, {"suite": stacked_suite, "params": params}, spans
 
 
-def _summary(result: dict[str, Any], members: int, span: tuple[int, int], rows: int) -> dict[str, Any]:
-    """The stacked run's result as recorded in each bundle's report: verdicts and counts, no row lists."""
-    summary = {
-        "success": result.get("success"),
-        "statistics": result.get("statistics", {}),
-        "results": [],
-        "meta": {
-            **result.get("meta", {}),
-            "greencert_stacked": {"bundles": members, "frame_rows": rows, "this_bundle_rows": list(span)},
-        },
-    }
+def _summary(result: dict[str, Any], frame: pd.DataFrame, span: tuple[int, int]) -> dict[str, Any]:
+    """The stacked run's result as recorded in the report of one bundle that passed.
+
+    Only what holds for this bundle alone: every expectation passed, and each one's counts over
+    this bundle's own rows of the stack (its rows, how many are missing, none unexpected). Nothing
+    of the other members (their number, the stack's rows, whether the stack as a whole passed,
+    GX's fingerprint of the stacked frame), so a report does not depend on which bundles were
+    stacked together: a fleet run's chunks and worker count change no published byte.
+    """
+    start, end = span
+    rows = end - start
+    meta = {k: v for k, v in result.get("meta", {}).items() if k != "batch_markers"}
+    results = []
     for r in result.get("results", []):
         cfg = dict(r.get("expectation_config", {}))
-        cfg["kwargs"] = {
-            k: (f"{len(v)} values" if isinstance(v, list) else v) for k, v in cfg.get("kwargs", {}).items()
-        }
-        summary["results"].append(
+        kwargs = cfg.get("kwargs", {})
+        cfg["kwargs"] = {k: (f"{len(v)} values" if isinstance(v, list) else v) for k, v in kwargs.items()}
+        # Every stacked expectation is row-level on one column (see _stack).
+        missing = int(frame[kwargs["column"]].iloc[start:end].isna().sum())
+        results.append(
             {
-                "success": r.get("success"),
+                "success": True,
                 "expectation_config": cfg,
-                "result": {k: v for k, v in r.get("result", {}).items() if not isinstance(v, list | dict)},
+                "result": {"element_count": rows, "missing_count": missing, "unexpected_count": 0},
             }
         )
-    return summary
+    n = len(results)
+    return {
+        "success": True,
+        "statistics": {
+            "evaluated_expectations": n,
+            "successful_expectations": n,
+            "unsuccessful_expectations": 0,
+            "success_percent": 100.0 if n else None,
+        },
+        "results": results,
+        "meta": {**meta, "greencert_stacked": {"this_bundle_rows": rows}},
+    }
 
 
 def validate_batch(bundles: dict[Hashable, list[SuiteStats]]) -> BatchOutcome:
@@ -259,7 +265,7 @@ def validate_batch(bundles: dict[Hashable, list[SuiteStats]]) -> BatchOutcome:
                 True,
                 [],
                 len(result.results),
-                _summary(cleaned, len(members), spans[i], len(frame)),
+                _summary(cleaned, frame, spans[i]),
             )
     for key, items in bundles.items():
         if key in outcome.recheck:
@@ -267,156 +273,6 @@ def validate_batch(bundles: dict[Hashable, list[SuiteStats]]) -> BatchOutcome:
         outcome.passed[key] = [results[key][pos] for pos in range(len(items))]
     outcome.seconds = time.perf_counter() - began
     return outcome
-
-
-class HelperProcess:
-    """A child ``python -m greencert.validation.worker ARGS...`` spoken to by pickles on its stdin/stdout.
-
-    The child imports greencert as this process does (Airflow puts plugins/ on sys.path
-    itself, not on PYTHONPATH). Use as a context manager: the child is killed if still alive.
-    """
-
-    what = "helper process"
-
-    def __init__(self, *args: str, pass_fds: tuple[int, ...] = ()) -> None:
-        import greencert
-
-        env = dict(os.environ)
-        package_root = str(Path(greencert.__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-        env.setdefault("GX_ANALYTICS_ENABLED", "false")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "greencert.validation.worker", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            pass_fds=pass_fds,
-        )
-
-    def send(self, message: Any) -> None:
-        assert self.process.stdin is not None
-        try:
-            pickle.dump(message, self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-            self.process.stdin.flush()
-        except BrokenPipeError:
-            pass  # the child died: receive() reports its exit status
-
-    def end_input(self) -> None:
-        """No more messages: the child's reader thread ends."""
-        assert self.process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self.process.stdin.close()
-
-    def receive(self) -> Any:
-        """The child's next answer; an exception it sent back is raised here."""
-        assert self.process.stdout is not None
-        try:
-            answer = pickle.load(self.process.stdout)
-        except (EOFError, pickle.UnpicklingError):
-            code = self.process.wait()
-            raise RuntimeError(f"{self.what} exited with status {code} (its stderr has the reason)") from None
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class ValidatorProcess(HelperProcess):
-    """:func:`validate_batch` in a child process that imports Great Expectations as soon as it starts.
-
-    Importing ``great_expectations`` is seconds of pure-Python work. In a
-    thread it would hold the GIL against the main thread's array work; in its
-    own process it runs on the second core. Stacked statistics go to the child
-    by pickle (kilobytes per bundle), one chunk per :meth:`submit`; the child
-    validates each chunk as soon as it has it and GX is ready, and
-    :meth:`outcomes` yields the verdicts in submission order.
-    (A fleet run uses :class:`greencert.fleet.FleetHelper`, which also reads
-    and publishes bundles.)
-    """
-
-    what = "validation process"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.submitted = 0
-
-    def submit(self, bundles: dict[Hashable, list[SuiteStats]]) -> None:
-        """Send one chunk of bundles' statistics; the child validates chunks in order."""
-        self.send(bundles)
-        self.submitted += 1
-
-    def outcomes(self) -> Iterator[BatchOutcome]:
-        """End the input and yield one outcome per submitted chunk, as each GX run finishes."""
-        self.end_input()
-        for _ in range(self.submitted):
-            yield self.receive()
-        self.process.wait()
-
-    def validate(self, bundles: dict[Hashable, list[SuiteStats]]) -> BatchOutcome:
-        """One chunk, one outcome."""
-        self.submit(bundles)
-        return next(iter(self.outcomes()))
-
-
-def _read_chunks(source: IO[bytes], chunks: queue.Queue[Any]) -> None:
-    """Child side: drain the parent's messages as they come (the parent never blocks on a full pipe)."""
-    while True:
-        try:
-            chunks.put(pickle.load(source))
-        except EOFError:
-            break
-        except Exception as exc:  # a truncated or foreign stream: reported to the parent
-            chunks.put(RuntimeError(f"helper process could not read its input: {exc}"))
-            break
-    chunks.put(None)
-
-
-class ChildSide:
-    """The child's end: answers on the original stdout, messages from stdin read by a thread.
-
-    Anything a library prints goes to stderr (stdout carries pickles only). The child only
-    validates pandas frames: GX treats SQLAlchemy as optional and loads its SQL support when
-    it is installed (Airflow installs it), so hiding it saves about a quarter of the import.
-    """
-
-    def __init__(self) -> None:
-        self.answer = os.fdopen(os.dup(1), "wb")
-        os.dup2(2, 1)
-        if "sqlalchemy" not in sys.modules:
-            sys.modules["sqlalchemy"] = None  # type: ignore[assignment]
-        self.messages: queue.Queue[Any] = queue.Queue()
-        self.reader = threading.Thread(
-            target=_read_chunks, args=(sys.stdin.buffer, self.messages), daemon=True
-        )
-        self.reader.start()
-
-    def send(self, message: Any) -> None:
-        try:
-            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # an exception that cannot be pickled: send its text
-            data = pickle.dumps(RuntimeError(f"helper process failed: {message!r} ({exc})"))
-        self.answer.write(data)
-        self.answer.flush()
-
-    def close(self) -> None:
-        self.answer.close()
-        # The parent ends our stdin after its last message; a reader thread still blocked in
-        # a read at interpreter exit would abort the process.
-        self.reader.join(timeout=60)
 
 
 def import_gx_quietly() -> None:
@@ -431,21 +287,3 @@ def import_gx_quietly() -> None:
     finally:
         gc.freeze()
         gc.enable()
-
-
-def serve() -> int:
-    """Child side of :class:`ValidatorProcess`: import GX, then validate each chunk as it arrives."""
-    child = ChildSide()
-    import_gx_quietly()  # the slow import happens while the parent is still reading bundles
-    while (chunk := child.messages.get()) is not None:
-        outcome: Any
-        if isinstance(chunk, BaseException):
-            outcome = chunk
-        else:
-            try:
-                outcome = validate_batch(chunk)
-            except Exception as exc:  # sent back and raised in the parent
-                outcome = exc
-        child.send(outcome)
-    child.close()
-    return 0

@@ -1,8 +1,8 @@
 """Great Expectations itself: the ephemeral context, the suites' folder, cleaned results.
 
-Kept apart from the bundle readers and the unit registry so that the validation
-child process (``greencert.validation.worker``) imports only this, pandas and
-GX: it needs none of pint, pyarrow's readers or the manifest models.
+Kept apart from the bundle readers and the unit registry, so that what only
+validates (``validation.batch``, which a fleet worker imports first) loads this,
+pandas and GX, none of pint, pyarrow's readers or the manifest models.
 ``great_expectations`` takes seconds to import, so it is only imported inside
 :func:`_gx`, never at module or DAG-file level.
 """
