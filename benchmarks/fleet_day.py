@@ -81,11 +81,11 @@ def _env(cache: Path) -> dict[str, str]:
     return env
 
 
-def _child(args: list[str], cache: Path) -> tuple[float, dict]:
-    """Run this script in a fresh interpreter; return (wall seconds, the JSON it printed last)."""
+def _child(args: list[str], cache: Path, script: str = __file__) -> tuple[float, dict]:
+    """Run ``script`` (this one) in a fresh interpreter; return (wall seconds, the JSON it printed last)."""
     began = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), *args],
+        [sys.executable, str(Path(script).resolve()), *args],
         env=_env(cache),
         capture_output=True,
         text=True,
@@ -142,7 +142,8 @@ def phase_greencert(
         "child_peak_mb": sum(run.worker_peak_kb.values()) / 1024.0,
         "workers": run.workers,
         "chunks": run.chunks,
-        "cpu_s": _cpu_s() + _cpu_s(resource.RUSAGE_CHILDREN),
+        # The workers' own CPU (a fork server's workers are not this process's children).
+        "cpu_s": _cpu_s() + sum(run.worker_cpu_s.values()),
         "certificates": len(run.certificates),
         "failures": run.failures,
         "rows": run.rows,

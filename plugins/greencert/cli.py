@@ -309,7 +309,7 @@ def cmd_certify_fleet(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     # The helper process publishes too (its stage messages stay there): a spinner and the time.
     with progress(
-        f"certifying {len(bundles)} deployment bundles of {folder.name} in 2 processes", stages=False
+        f"certifying {len(bundles)} deployment bundles of {folder.name} on a process pool", stages=False
     ):
         run = certify_fleet_day(
             bundles,
@@ -319,6 +319,7 @@ def cmd_certify_fleet(args: argparse.Namespace) -> int:
             signing_key=args.signing_key,
             pdf=False,
             partials_dir=args.partials,
+            workers=args.workers,
         )
     seconds = time.perf_counter() - began
     rows, grades = [], []
@@ -781,6 +782,16 @@ SIGNING_KEY_HELP = (
 SCHEME_HELP = "grading scheme YAML (default: the packaged scheme, greencert-2026.3)"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def _registry_option(p: argparse.ArgumentParser, help_text: str, required: bool) -> None:
     """``--registry`` (``--out`` is the older spelling certify and certify-fleet still accept)."""
     p.add_argument(
@@ -833,6 +844,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partials", default=None, help="also save each deployment's daily partial here")
     p.add_argument("--scheme", default=None, help=SCHEME_HELP)
     p.add_argument("--signing-key", default=None, help=SIGNING_KEY_HELP)
+    p.add_argument(
+        "--workers", type=_positive_int, default=None,
+        help="worker processes (default: one per CPU); the certificates are the same whatever the number",
+    )  # fmt: skip
     p.add_argument(
         "--key", dest="signing_key", action=_Deprecated, new="--signing-key",
         help="deprecated spelling of --signing-key (elsewhere --key is a public key you trust)",

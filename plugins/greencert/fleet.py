@@ -6,26 +6,32 @@ slow for 50 deployments in one task. This runs the same building blocks in a
 different order, on a standard process pool
 (``concurrent.futures.ProcessPoolExecutor``, one worker per core by default):
 
-1. each worker starts warm: its initializer imports Great Expectations and
-   GreenCert's stages once, then serves chunks of bundles;
-2. the bundles are cut into fixed chunks of consecutive bundle numbers and the
-   pool hands each chunk to whichever worker is free. A worker streams its
-   chunk: read (the next bundle is read by a thread while the current one is
-   profiled), per-device statistics (``profile_bundle``), figures
-   (``pipeline.figures_document``, reusing the integrals of the statistics)
-   and the day's partial; then the samples are dropped. Only small frames and
-   figures are kept, so memory is about two bundles' arrays per worker
-   whatever the fleet's size;
-3. the worker runs every GX suite once over the stacked statistics of its
-   chunk (``validation.batch``: one GX run costs about the same for 1 or 26
-   bundles, so stacking is what makes many bundles cheap);
-4. it publishes the chunk's bundles that passed: validation.json and
-   figures.json, then ``pipeline.grade_stage`` and ``pipeline.publish_stage``
-   (signed certificate), and the partial. A bundle the stacked run did not
-   pass is validated alone by ``pipeline.validate_stage`` (the usual report
-   naming file, row and time) and, if it does pass alone, certified by the
-   usual stages. Nothing is written for a bundle before it has passed;
-5. this process rebuilds the registry index once for the whole fleet-day.
+1. the workers start (forked from a fork server that imported GreenCert's
+   stages once; not Great Expectations) and the bundles are cut into fixed chunks of
+   consecutive bundle numbers; the pool hands each chunk to whichever worker
+   is free. A worker streams its chunk: read (the next bundle is read by a
+   thread while the current one is profiled), per-device statistics
+   (``profile_bundle``), figures (``pipeline.figures_document``, reusing the
+   integrals of the statistics) and the day's partial; then the samples are
+   dropped. Only small frames and figures go back, so memory is about two
+   bundles' arrays per worker whatever the fleet's size;
+2. meanwhile this process imports Great Expectations (seconds of pure-Python
+   work, once per run rather than once per worker), then runs every GX suite
+   once over the stacked statistics of all bundles (``validation.batch``: one
+   GX run costs about the same for 1 or 50 bundles, so stacking is what makes
+   many bundles cheap);
+3. the pool publishes the bundles that passed, chunk by chunk: validation.json
+   and figures.json, then ``pipeline.grade_stage`` and
+   ``pipeline.publish_stage`` (signed certificate), and the partial. A bundle
+   the stacked run did not pass is validated alone by
+   ``pipeline.validate_stage`` in this process (the usual report naming file,
+   row and time) and, if it does pass alone, certified by the usual stages.
+   Nothing is written for a bundle before it has passed;
+4. this process rebuilds the registry index once for the whole fleet-day.
+
+In a daemonic process (a Celery worker's task), which may not start processes,
+the same tasks run one after the other in this process; Celery's mapped tasks
+and worker concurrency are the parallelism there.
 
 Every published byte is a function of the bundle alone, never of its chunk or
 of the worker count (``validation.batch`` reports each bundle's own counts);
@@ -42,9 +48,8 @@ import math
 import multiprocessing
 import os
 import resource
-import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,23 +61,27 @@ from greencert.fleet_day import deployment_bundles  # noqa: F401  (re-exported: 
 log = logging.getLogger("greencert")
 
 PUBLISH_THREADS = 4  # publication mostly waits for fsync; a few threads overlap the waits
-# Chunks per worker: each chunk costs one stacked GX run (~0.6 s CPU whatever its size, see
-# docs/performance.md), so few chunks; more than one lets a free worker take over when the
-# other is slowed down (a shared machine).
+# Chunks per worker: more than one lets a free worker take over when the other is slowed down
+# (a shared machine); few, because each is a task the parent waits for in order.
 CHUNKS_PER_WORKER = 2
-# "spawn", not "fork": an Airflow task process has threads (a fork copies their locks in
-# whatever state they are). Spawned workers get this process's sys.path (Airflow puts plugins/
-# there itself) and import what they need in the initializer.
-START_METHOD = "spawn"
+# "forkserver", not "fork": an Airflow task process has threads (a fork copies their locks in
+# whatever state they are). The fork server is a fresh single-threaded process with this
+# process's sys.path (Airflow puts plugins/ there itself); it imports the stages once
+# (FORKSERVER_PRELOAD) and each worker is forked from it, so workers start with them imported
+# (spawned workers would import them each, ~2 s of CPU apiece).
+START_METHOD = "forkserver"
+FORKSERVER_PRELOAD = ["greencert.validation.run", "greencert.certificate.issue", "greencert.pipeline"]
 
 
 @dataclass
 class FleetRun:
     """Outcome of a fleet-day: certificates, failures (deployment -> reason), partials, phase times.
 
-    ``seconds``: wall times of this process (``pool_start``, ``workers``, ``index``, ``total``) and
-    per-worker phase times summed over workers and chunks (``worker_start``: the initializer's
-    imports; ``read_profile_compute``, ``validate_gx``, ``publish``, ``certify_alone``). ``worker_peak_kb``: each worker's own peak RSS (pid -> KiB).
+    ``seconds``: wall times of this process (``gx_import``, ``read_profile_compute``: until the
+    last chunk is read; ``validate_gx``: the stacked run; ``publish``; ``index``; ``total``) and
+    the workers' times summed over workers and tasks (``worker_start``: the initializer's
+    imports; ``worker_read``, ``worker_publish``). ``worker_peak_kb``: each worker's own peak RSS
+    (pid -> KiB), ``worker_cpu_s`` its CPU seconds.
     """
 
     certificates: dict[str, str] = field(default_factory=dict)
@@ -85,6 +94,7 @@ class FleetRun:
     workers: int = 0
     chunks: int = 0
     worker_peak_kb: dict[int, int] = field(default_factory=dict)
+    worker_cpu_s: dict[int, float] = field(default_factory=dict)
 
     def merge(self, other: FleetRun) -> None:
         self.certificates.update(other.certificates)
@@ -127,11 +137,14 @@ class _Pending:
 
 @dataclass
 class _ChunkResult:
-    """What a worker returns for one chunk (small: paths, texts, energies, times)."""
+    """What a worker returns for one task: what it read, or what it published."""
 
     run: FleetRun
     pid: int
     peak_kb: int  # the worker's ru_maxrss so far (Linux: KiB)
+    cpu_s: float  # the worker's CPU time so far (user + system)
+    pending: list[_Pending] = field(default_factory=list)  # read: statistics, figures, partials
+    published: list[int] = field(default_factory=list)  # published: bundle numbers certified
 
 
 def _profile_one(index: int, bundle_dir: Path, bundle: Any, scheme: Any, want_partial: bool) -> _Pending:
@@ -248,7 +261,7 @@ def fleet_chunks(n_bundles: int, workers: int, chunk_size: int | None = None) ->
 
 
 def certify_fleet_day(
-    bundle_dirs: list[Path],
+    bundle_dirs: Sequence[str | Path],
     registry: str | Path,
     work_dir: str | Path,
     scheme_path: str | Path | None = None,
@@ -286,18 +299,18 @@ def certify_fleet_day(
     run.workers = min(workers or os.cpu_count() or 1, max(n_bundles, 1))
     chunks = fleet_chunks(n_bundles, run.workers, chunk_size)
     run.chunks = len(chunks)
-    results: list[_ChunkResult] = []
-    if chunks:
-        mark = time.perf_counter()
+    if chunks and _may_have_children():
         try:
+            context = multiprocessing.get_context(START_METHOD)
+            if START_METHOD == "forkserver":
+                context.set_forkserver_preload(FORKSERVER_PRELOAD)  # no effect once it runs
             with concurrent.futures.ProcessPoolExecutor(
                 run.workers,
-                mp_context=multiprocessing.get_context(START_METHOD),
+                mp_context=context,
                 initializer=_start_worker,
                 initargs=(job, key.to_raw()),
             ) as pool:
-                # map hands each chunk to the next free worker and yields results in chunk order.
-                results = list(pool.map(_certify_chunk, chunks))
+                _run_pool(pool, chunks, job, key, run)
         except BrokenProcessPool:
             raise GreenCertError(
                 "a fleet worker process failed to start or ended abruptly (killed, out of memory? "
@@ -305,10 +318,14 @@ def certify_fleet_day(
                 "the same files)",
                 str(job.work_dir),
             ) from None
-        run.seconds["workers"] = time.perf_counter() - mark
-    for result in results:
-        run.merge(result.run)
-        run.worker_peak_kb[result.pid] = max(run.worker_peak_kb.get(result.pid, 0), result.peak_kb)
+    elif chunks:
+        # A daemonic process may not start processes (a Celery worker's task runs in one): the
+        # same tasks, one after the other, here. Parallelism is then Celery's (mapped tasks,
+        # worker concurrency); the published bytes are the same (they never depend on workers).
+        log.info("fleet: in a daemonic process (a Celery task?): no process pool, one process")
+        run.workers = 1
+        _start_worker(job, key.to_raw())
+        _run_pool(_InThisProcess(), chunks, job, key, run)
     if run.certificates:
         from greencert.certificate.registry import rebuild_index
         from greencert.files import registry_root
@@ -321,54 +338,82 @@ def certify_fleet_day(
     return run
 
 
-# ----------------------------------------------------------------------------- worker side
-
-_WORKER: dict[str, Any] = {}
-
-
-def _start_worker(job: FleetJob, raw_key: tuple[bytes, bool, str]) -> None:
-    """Pool initializer: once per worker, before its first chunk."""
-    from greencert.certificate.sign import SigningKey
-    from greencert.pipeline import _scheme
-    from greencert.validation.batch import import_gx_quietly
-
-    began = time.perf_counter()
-    _keep_freed_memory()
-    # A worker validates pandas frames only: GX treats SQLAlchemy as optional and loads its SQL
-    # support when it is installed (Airflow installs it); hidden, the import is a quarter shorter.
-    if "sqlalchemy" not in sys.modules:
-        sys.modules["sqlalchemy"] = None  # type: ignore[assignment]
-    import_gx_quietly()
-    import greencert.certificate.issue  # noqa: F401
-    import greencert.validation.run  # noqa: F401
-
-    _WORKER.update(job=job, key=SigningKey.from_raw(*raw_key), scheme=_scheme(job.scheme_path))
-    _WORKER["start_seconds"] = time.perf_counter() - began  # reported with its first chunk
+def _may_have_children() -> bool:
+    """Whether this process may start worker processes (multiprocessing forbids it in a daemon)."""
+    return not multiprocessing.current_process().daemon
 
 
-def _certify_chunk(indices: tuple[int, ...]) -> _ChunkResult:
-    """Stream, validate (one stacked GX run) and publish the bundles ``indices``."""
-    from greencert.validation.batch import validate_batch
+class _InThisProcess(concurrent.futures.Executor):
+    """An executor that runs each task at once, in this process (the pool's stand-in in a daemon)."""
 
-    job: FleetJob = _WORKER["job"]
-    key, scheme = _WORKER["key"], _WORKER["scheme"]
-    run = FleetRun()
-    run.seconds["worker_start"] = _WORKER.pop("start_seconds", 0.0)
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # raised again by result(), as a pool's future does
+            future.set_exception(exc)
+        return future
+
+
+def _run_pool(
+    pool: concurrent.futures.Executor,
+    chunks: list[tuple[int, ...]],
+    job: FleetJob,
+    key: Any,
+    run: FleetRun,
+) -> None:
+    """Read on the pool, validate here (one stacked GX run), publish on the pool."""
+    from greencert.validation.batch import import_gx_quietly, validate_batch
+
     mark = time.perf_counter()
-    pending = _stream(job, scheme, indices, run)
+    reads = [pool.submit(_read_chunk, chunk) for chunk in chunks]
+    # The run's one Great Expectations import, here, while the workers read (they never
+    # import GX: one import per run, not one per worker).
+    import_gx_quietly(hide_sqlalchemy=True)
+    run.seconds["gx_import"] = time.perf_counter() - mark
+    pending: list[_Pending] = []
+    for future in reads:
+        result = future.result()
+        _absorb(result, run)
+        pending += result.pending
     run.seconds["read_profile_compute"] = time.perf_counter() - mark
+
     mark = time.perf_counter()
-    outcome = validate_batch({p.index: p.stats for p in pending}) if pending else None
+    # All bundles in one stacked run: one GX run costs about the same for 1 or 50 bundles.
+    outcome = validate_batch({p.index: p.stats for p in sorted(pending, key=lambda p: p.index)})
+    run.gx_runs = outcome.gx_runs
     run.seconds["validate_gx"] = time.perf_counter() - mark
+
     mark = time.perf_counter()
-    passed = outcome.passed if outcome is not None else {}
-    run.gx_runs = outcome.gx_runs if outcome is not None else 0
-    recheck = [p for p in pending if p.index not in passed]
-    recheck += _publish_all([p for p in pending if p.index in passed], passed, scheme, job, key, run)
+    by_index = {p.index: p for p in pending}
+    publishable = {p.index for p in pending if p.index in outcome.passed and p.figures is not None}
+    publishes = []
+    for chunk in chunks:
+        # The samples' statistics stay here (the energies are recorded from them below).
+        ready = [dataclasses.replace(by_index[i], stats=[]) for i in chunk if i in publishable]
+        if ready:
+            suites = {p.index: outcome.passed[p.index] for p in ready}
+            publishes.append(pool.submit(_publish_chunk, ready, suites))
+    # Meanwhile, here (GX is loaded): the bundles the stacked run did not pass, one at a time.
+    # (Also a bundle that passed but whose figures failed: the usual stages report why.)
+    _certify_rejected([p for p in pending if p.index not in publishable], job, key, run)
+    for future in publishes:
+        result = future.result()
+        _absorb(result, run)
+        for index in result.published:
+            _record_energies(by_index[index], run)
     run.seconds["publish"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    for p in sorted(recheck, key=lambda p: p.index):
-        # Not passed by the stacked run: the usual per-bundle stages, one at a time.
+
+
+def _absorb(result: _ChunkResult, run: FleetRun) -> None:
+    run.merge(result.run)  # the worker's phase times are added to this run's
+    run.worker_peak_kb[result.pid] = max(run.worker_peak_kb.get(result.pid, 0), result.peak_kb)
+    run.worker_cpu_s[result.pid] = max(run.worker_cpu_s.get(result.pid, 0.0), result.cpu_s)
+
+
+def _certify_rejected(rejected: list[_Pending], job: FleetJob, key: Any, run: FleetRun) -> None:
+    """Not passed by the stacked run: the usual per-bundle stages (canonical report naming the rows)."""
+    for p in sorted(rejected, key=lambda p: p.index):
         try:
             work = Path(job.work_dir) / p.deployment
             work.mkdir(parents=True, exist_ok=True)
@@ -377,8 +422,59 @@ def _certify_chunk(indices: tuple[int, ...]) -> _ChunkResult:
         except GreenCertError as exc:
             run.failures[p.deployment] = str(exc)
             log.warning("fleet: %s not certified: %s", p.deployment, exc)
-    run.seconds["certify_alone"] = time.perf_counter() - mark
-    return _ChunkResult(run, os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(job: FleetJob, raw_key: tuple[bytes, bool, str]) -> None:
+    """Pool initializer: once per worker, before its first task (no Great Expectations here).
+
+    The imports are the fork server's (a no-op then); they stay for a spawned worker.
+    """
+    from greencert.certificate.sign import SigningKey
+    from greencert.pipeline import _scheme
+
+    began = time.perf_counter()
+    _keep_freed_memory()
+    import greencert.certificate.issue  # noqa: F401
+    import greencert.validation.run  # noqa: F401
+
+    _WORKER.update(job=job, key=SigningKey.from_raw(*raw_key), scheme=_scheme(job.scheme_path))
+    _WORKER["start_seconds"] = time.perf_counter() - began  # reported with its first task
+
+
+def _worker_run() -> FleetRun:
+    run = FleetRun()
+    run.seconds["worker_start"] = _WORKER.pop("start_seconds", 0.0)
+    return run
+
+
+def _read_chunk(indices: tuple[int, ...]) -> _ChunkResult:
+    """Read, profile and compute the bundles ``indices``; their statistics, figures and partials."""
+    run = _worker_run()
+    mark = time.perf_counter()
+    pending = _stream(_WORKER["job"], _WORKER["scheme"], indices, run)
+    run.seconds["worker_read"] = time.perf_counter() - mark
+    return _ChunkResult(run, os.getpid(), *_usage(), pending=pending)
+
+
+def _publish_chunk(ready: list[_Pending], suites: dict[int, list[Any]]) -> _ChunkResult:
+    """Publish the bundles ``ready``, passed by the stacked run with the results ``suites``."""
+    run = _worker_run()
+    mark = time.perf_counter()
+    published = _publish_all(ready, suites, _WORKER["scheme"], _WORKER["job"], _WORKER["key"], run)
+    run.seconds["worker_publish"] = time.perf_counter() - mark
+    return _ChunkResult(run, os.getpid(), *_usage(), published=published)
+
+
+def _usage() -> tuple[int, float]:
+    """This worker's peak RSS (Linux: KiB) and CPU seconds so far (a fork server's workers are
+    not this process's children, so RUSAGE_CHILDREN would not count them)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------- publication
@@ -399,8 +495,8 @@ def _publish_all(
     job: FleetJob,
     key: Any,
     run: FleetRun,
-) -> list[_Pending]:
-    """Publish ``pending`` (passed by the stacked run); return those without figures (certified alone)."""
+) -> list[int]:
+    """Publish ``pending`` (passed by the stacked run, with figures); return the numbers published."""
 
     def one(p: _Pending, suites: list[Any]) -> str:
         work = Path(job.work_dir) / p.deployment
@@ -415,22 +511,22 @@ def _publish_all(
             run.partials[p.deployment] = str(save_partial(partial, Path(job.partials_dir)))
         return cert
 
-    ready = [p for p in pending if p.figures is not None]
     # Each deployment writes its own folders; the shared registry files (public keys,
     # revocation list) are written atomically with equal content, by any worker.
     with concurrent.futures.ThreadPoolExecutor(
         PUBLISH_THREADS, thread_name_prefix="greencert-publish"
     ) as pool:
-        futures = {p.index: pool.submit(one, p, passed[p.index]) for p in ready}
-    for p in ready:
+        futures = {p.index: pool.submit(one, p, passed[p.index]) for p in pending}
+    published = []
+    for p in pending:
         try:
             run.certificates[p.deployment] = futures[p.index].result()
         except GreenCertError as exc:
             run.failures[p.deployment] = str(exc)
             log.warning("fleet: %s not certified: %s", p.deployment, exc)
             continue
-        _record_energies(p, run)
-    return [p for p in pending if p.index not in futures]
+        published.append(p.index)
+    return published
 
 
 def _validated_partial(p: _Pending, evaluated: int) -> Any:

@@ -73,11 +73,16 @@ SITES: tuple[tuple[str, float, float], ...] = (
 
 @dataclass(frozen=True)
 class FleetSpec:
-    """Size of the simulated fleet; ``scale`` multiplies nodes and deployments."""
+    """Size of the simulated fleet; ``scale`` multiplies nodes and deployments.
+
+    ``one_deployment``: every node serves a single deployment (one bundle of all the GPUs: the
+    largest single bundle a fleet-day makes, for the single-bundle benchmark).
+    """
 
     scale: float = 1.0
     step_seconds: float = 15.0
     seed: int = 0
+    one_deployment: bool = False
 
     @property
     def nodes(self) -> int:
@@ -85,6 +90,8 @@ class FleetSpec:
 
     @property
     def deployments(self) -> int:
+        if self.one_deployment:
+            return 1
         return max(1, min(self.nodes, round(FULL_DEPLOYMENTS * self.scale)))
 
     def nodes_of(self, deployment: int) -> range:
