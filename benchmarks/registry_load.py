@@ -17,7 +17,7 @@ random moment, and restarts it on what it had not reported done (a rerun).
 The S3 registry is a moto standalone server on 127.0.0.1 (the same as the tests). Reports: wall
 time, publications per second, reader latency percentiles, and the checks the tests assert
 (every certificate listed exactly once, log entries, signed targets, index, reader errors).
-Figures, not assertions; the test tests/integration/test_registry_load.py runs the same code
+Figures, not assertions; the test tests/integration/certificate/test_registry_load.py runs the same code
 with a small count.
 """
 

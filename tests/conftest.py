@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,13 @@ settings.register_profile("greencert", deadline=None, suppress_health_check=[Hea
 settings.load_profile("greencert")
 
 REPO = Path(__file__).resolve().parents[1]
+# Test files sit in tests/{unit,integration}/<subpackage>/ (docs/layout.md) and import the helper
+# modules of tests/ (trust_helpers, carbon_bundles, corpus...) and of tests/integration/
+# (prometheus_server, carbon_api_server) as plain modules; pytest's "prepend" import mode puts only
+# each test file's own folder (and this file's) on sys.path, not its parents, so both go here.
+for _helpers in (REPO / "tests", REPO / "tests" / "integration"):
+    if str(_helpers) not in sys.path:
+        sys.path.insert(0, str(_helpers))
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # Certificates are signed with the per-installation development key unless a key is
 # configured: keep the test session's key out of the user's home. PDF labels cost a

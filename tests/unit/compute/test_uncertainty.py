@@ -104,7 +104,7 @@ def test_interval_of_systematic_factors_matches_a_reference_integration(tmp_path
     # 500 W for 1 h on a +-1 % PDU, PUE 1.2 of category 3 (+-3 %), annual grid factor (+-20 %).
     bundle = build(tmp_path / "b", power_spec={"meter_class": "pdu", "accuracy": 0.01})
     # Scheme 2026.2's model (uniform +-a per class); 2026.3 reads classes as bounds and adds the idle
-    # capacity term (tests/unit/test_idle_capacity_term.py, test_interval_calibration.py).
+    # capacity term (tests/unit/compute/test_idle_capacity_term.py, test_interval_calibration.py).
     _, a = assess_bundle(bundle, S_2026_2)
     e_lo, e_hi = _reference_quantiles([("reading", 0.01), ("scale", 0.03)], 2000)
     c_lo, c_hi = _reference_quantiles([("reading", 0.01), ("scale", 0.03), ("scale", 0.20)], 200)

@@ -31,7 +31,7 @@ from greencert.sources.extract import extract_stage
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DAY = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY_END = DAY + dt.timedelta(days=1)
 T0 = DAY.timestamp()

@@ -24,7 +24,7 @@ from greencert.sources.extract import extract_stage
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 START = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
 MID = START + dt.timedelta(minutes=90)
 END = START + dt.timedelta(hours=3)

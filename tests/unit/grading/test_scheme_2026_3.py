@@ -8,7 +8,7 @@ from pathlib import Path
 
 from greencert.grading import SCHEME_DIR, band, load_scheme
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TABLE = ROOT / "benchmarks" / "published_energy.csv"
 SCHEME = SCHEME_DIR / "greencert-2026.3.yaml"
 

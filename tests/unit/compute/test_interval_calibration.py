@@ -18,7 +18,7 @@ import pytest
 
 from greencert.grading import SCHEME_DIR, load_scheme
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TRIALS = 100
 TARGET = 0.92
 

@@ -26,7 +26,7 @@ from greencert.config import load_config
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "docs" / "examples" / "fleet-prometheus.yaml"
 GUIDE = REPO / "docs" / "connect-telemetry.md"
 START = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
