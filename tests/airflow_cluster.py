@@ -332,3 +332,23 @@ def cluster_env(home: Path, db_url: str, redis_db: int, api_port: int, **extra: 
         **auth_env(home),
         **extra,
     )
+
+
+def start_celery_deployment(cluster: Cluster, workers: tuple[str, ...]) -> None:
+    """Migrate, then start API server, scheduler, dag-processor and one Celery worker per name
+    (concurrency 1, each recording its own name as the task hostname); wait for the API."""
+    migrate(cluster.env)
+    cluster.start("api-server", ["api-server"])
+    cluster.start("scheduler", ["scheduler"])
+    cluster.start("dag-processor", ["dag-processor"])
+    for name in workers:
+        cluster.start(
+            name,
+            ["celery", "worker", "--concurrency", "1", "--celery-hostname", f"{name}@%h"],
+            # The workers share this machine: each records its own name as the task hostname.
+            GREENCERT_WORKER_NAME=name,
+            AIRFLOW__CORE__HOSTNAME_CALLABLE="worker_identity.hostname",
+            PYTHONPATH=f"{REPO / 'plugins'}:{TESTS}",
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+        )
+    cluster.wait_api()

@@ -33,7 +33,6 @@ import requests
 
 from airflow_cluster import (
     FULL_FLEET_DATE,
-    REPO,
     SUBSET,
     Cluster,
     certificate_files,
@@ -45,6 +44,7 @@ from airflow_cluster import (
     free_port,
     reference_run,
     release_redis_db,
+    start_celery_deployment,
     wait_for,
 )
 
@@ -136,23 +136,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory):
     )
     cluster = Cluster(base / "home", env, port)
     try:
-        from airflow_harness import migrate
-
-        migrate(env)
-        cluster.start("api-server", ["api-server"])
-        cluster.start("scheduler", ["scheduler"])
-        cluster.start("dag-processor", ["dag-processor"])
-        for name in WORKERS:
-            cluster.start(
-                name,
-                ["celery", "worker", "--concurrency", "1", "--celery-hostname", f"{name}@%h"],
-                # Both workers share this machine: each records its own name as the task hostname.
-                GREENCERT_WORKER_NAME=name,
-                AIRFLOW__CORE__HOSTNAME_CALLABLE="worker_identity.hostname",
-                PYTHONPATH=f"{REPO / 'plugins'}:{REPO / 'tests'}",
-                AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
-            )
-        cluster.wait_api()
+        start_celery_deployment(cluster, WORKERS)
         yield cluster, ref, base, webhook
     finally:
         cluster.stop()
