@@ -69,7 +69,6 @@ CHUNKS_PER_WORKER = 2
 # process's sys.path (Airflow puts plugins/ there itself); it imports the stages once
 # (FORKSERVER_PRELOAD) and each worker is forked from it, so workers start with them imported
 # (spawned workers would import them each, ~2 s of CPU apiece).
-START_METHOD = "forkserver"
 FORKSERVER_PRELOAD = ["greencert.validation.run", "greencert.certificate.issue", "greencert.pipeline"]
 
 
@@ -301,9 +300,8 @@ def certify_fleet_day(
     run.chunks = len(chunks)
     if chunks and _may_have_children():
         try:
-            context = multiprocessing.get_context(START_METHOD)
-            if START_METHOD == "forkserver":
-                context.set_forkserver_preload(FORKSERVER_PRELOAD)  # no effect once it runs
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(FORKSERVER_PRELOAD)  # no effect once it runs
             with concurrent.futures.ProcessPoolExecutor(
                 run.workers,
                 mp_context=context,
