@@ -43,7 +43,7 @@ if str(ROOT / "plugins") not in sys.path:
     sys.path.insert(0, str(ROOT / "plugins"))
 
 from greencert.bundle.manifest import parse_manifest  # noqa: E402
-from greencert.bundle.reader import Bundle, Series  # noqa: E402
+from greencert.bundle.reader import Bundle, DeviceShards, Series  # noqa: E402
 from greencert.compute.integrity import assess  # noqa: E402
 from greencert.compute.metrics import compute_figures  # noqa: E402
 from greencert.grading import SCHEME_DIR, Scheme, load_scheme  # noqa: E402
@@ -245,7 +245,7 @@ def make_trial(
     bundle = Bundle(
         path=tmp,
         manifest=parse_manifest(manifest, "calibration"),
-        power=power,
+        power=DeviceShards.of_series(power),
         tokens=tokens,
         facility_meter=facility_meter,
         it_meter=it_meter,

@@ -36,7 +36,7 @@ import yaml
 
 from greencert.atomic import swap_directory
 from greencert.bundle.manifest import MANIFEST_NAME, Manifest, load_manifest, parse_manifest
-from greencert.bundle.reader import _times_to_seconds
+from greencert.bundle.series import _times_to_seconds
 from greencert.errors import BundleError
 from greencert.times import compact, stamp
 from greencert.units import Q_

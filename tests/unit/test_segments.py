@@ -66,9 +66,9 @@ def test_segment_files_keep_only_the_rows_validation_accepts(tmp_path: Path) -> 
     first, second = split_bundle(_bundle(tmp_path), tmp_path / "split", 120.0)
     b = open_bundle(first)
     # Readings up to max_gap (120 s) beyond the segment end are kept for the edge interpolation.
-    assert b.power.t.min() == START and b.power.t.max() == START + 3600 + 120
+    assert b.power.whole.t.min() == START and b.power.whole.t.max() == START + 3600 + 120
     assert not load_manifest(first).segments
-    assert open_bundle(second).power.t.min() == START + 3600 - 120
+    assert open_bundle(second).power.whole.t.min() == START + 3600 - 120
 
 
 def test_the_whole_bundle_is_not_certified_across_a_change(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from greencert.bundle.reader import Bundle
-from greencert.compute.integrate import energy_of
+from greencert.compute.fold import power_fold
+from greencert.compute.integrate import energy_of, energy_unit
 from greencert.grading import Scheme, effective_max_gap
 from greencert.units import as_array, significant
 
@@ -53,8 +54,9 @@ def crosscheck_meters(bundle: Bundle, scheme: Scheme) -> CrossChecks:
     if not specs:
         return out
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
-    power_gap = effective_max_gap(m.power, scheme)
-    p_devices, p_kwh = _kwh(bundle.power, m.power, start, end, power_gap, "power")
+    power = power_fold(bundle, scheme).integrated
+    p_devices = power.devices
+    p_kwh = as_array(power.per_device, energy_unit(m.power, "power")).to("kWh").magnitude
     power_by_device = dict(zip(p_devices, p_kwh, strict=True))
     for spec in specs:
         gap = effective_max_gap(spec, scheme)

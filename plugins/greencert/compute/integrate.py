@@ -215,13 +215,23 @@ def integrate(
     cached = series.cache.get(key)
     if cached is not None:
         return cached
+    result = integrate_at(series, column, kind, hour_edges(start, end), max_gap)
+    series.cache[key] = result
+    return result
+
+
+def integrate_at(series: Series, column: str, kind: Kind, edges: np.ndarray, max_gap: float) -> Integrated:
+    """:func:`integrate` between any increasing ``edges`` (hours, or the token counters' steps).
+
+    Each device's figures come from its own rows only (its own binary searches and slices), so a
+    device integrates to the same bits in a file read whole or in a shard of a few devices.
+    """
     t = series.t
     v = series.values[column]
     if t.size == 0:
         raise ValueError("empty series")
     seg, cov, valid, dt = _segments(series, column, kind, max_gap)
     starts, ends = series.device_bounds()
-    edges = hour_edges(start, end)
     n_dev = starts.size
     # Last sample at or before each edge, device by device (a few dozen binary searches each).
     idx = np.empty((n_dev, edges.size), dtype=np.int64)
@@ -258,9 +268,28 @@ def integrate(
         piece = np.zeros_like(tau)
     per_hour = whole + piece[:, 1:] - piece[:, :-1]
     covered = whole_cov + tau[:, 1:] - tau[:, :-1]
-    result = Integrated(series.devices, edges, per_hour, covered)
-    series.cache[key] = result
-    return result
+    return Integrated(series.devices, edges, per_hour, covered)
+
+
+def energy_unit(spec: Any, where: str) -> str:
+    """The pint unit of a gauge's or counter's integral: (W) * second for a power gauge, the energy unit of a counter."""
+    if spec.kind == "gauge":
+        return f"({parse_unit(spec.unit, POWER, f'{where}.unit')}) * second"
+    return str(parse_unit(spec.unit, ENERGY, f"{where}.unit"))
+
+
+def median_step(series: Series) -> float:
+    """The median sampling step within a device (60 s when the series has none)."""
+    same = series.device_codes[1:] == series.device_codes[:-1]
+    steps = (series.t[1:] - series.t[:-1])[same]
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else 60.0
+
+
+def step_edges(start: float, end: float, step: float) -> np.ndarray:
+    """``start``, every ``step`` after it inside the period, and ``end``."""
+    edges = np.arange(start, end, step)
+    return np.concatenate([edges, [end]])
 
 
 def energy_of(
@@ -270,8 +299,5 @@ def energy_of(
 
     ``spec`` is the manifest's entry for the series (``kind``, ``unit``); ``where`` names it in errors.
     """
-    if spec.kind == "gauge":
-        unit = parse_unit(spec.unit, POWER, f"{where}.unit")
-        return integrate(series, "value", "gauge", start, end, max_gap), f"({unit}) * second"
-    unit = parse_unit(spec.unit, ENERGY, f"{where}.unit")
-    return integrate(series, "value", "counter", start, end, max_gap), str(unit)
+    unit = energy_unit(spec, where)
+    return integrate(series, "value", "gauge" if spec.kind == "gauge" else "counter", start, end, max_gap), unit

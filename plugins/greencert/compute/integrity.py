@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from greencert.bundle.reader import Bundle
+from greencert.compute.fold import power_fold
 from greencert.compute.load_regime import load_regime
 from greencert.compute.reconcile import (
     LayerSeries,
@@ -29,15 +30,13 @@ from greencert.compute.uncertainty import (
     GRID_KINDS,
     SOURCES,
     Model,
-    gap_bounds,
     interval95,
     load_defaults,
     meter_accuracy,
     relative_range,
-    sampling_variance,
     simulate,
 )
-from greencert.grading import Scheme, effective_max_device_power, effective_max_gap
+from greencert.grading import Scheme, effective_max_device_power
 from greencert.units import Q_, significant
 
 
@@ -89,32 +88,17 @@ def build_model(
     m = bundle.manifest
     spec = m.power
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
-    max_gap = effective_max_gap(spec, scheme)
-    edges = np.concatenate([fig.hour_starts, [end]])
-    to_kwh = float(
-        Q_(1.0, f"({spec.unit}) * second" if spec.kind == "gauge" else spec.unit).to("kWh").magnitude
-    )
-    gaps = gap_bounds(
-        bundle.power, spec.kind, to_kwh, start, end, max_gap, edges, int(defaults["gap_neighbours"])
-    )
+    # The power series' gaps and sampling noise, folded shard by shard with the validation (compute/fold.py).
+    power_rows = power_fold(bundle, scheme)
+    gaps = power_rows.gap_bounds()
     # The neighbours' bounds stay the best estimate of a gap's energy (reconciliation); under
     # ``gap_bound: device_ceiling`` the interval lets a gap hold up to the device's power ceiling.
     gaps_estimate = gaps
     if scheme.raw.get("measurement_integrity", {}).get("gap_bound") == "device_ceiling" and gaps.count:
         ceiling_w = effective_max_device_power(spec, scheme)
         ceiling = float(Q_(ceiling_w, "W").to(spec.unit).magnitude)
-        gaps = gap_bounds(
-            bundle.power,
-            spec.kind,
-            to_kwh,
-            start,
-            end,
-            max_gap,
-            edges,
-            int(defaults["gap_neighbours"]),
-            ceiling=ceiling,
-        )
-    noise = sampling_variance(bundle.power, spec.kind, to_kwh, start, end, max_gap, edges)
+        gaps = power_rows.gap_bounds(ceiling=ceiling)
+    noise = power_rows.sampling_variance_kwh2()
     parts = fig.node_parts
     if parts is None:  # the scheme does not add node parts: IT energy is the series as metered
         it = np.asarray(fig.it_energy_hourly_kwh, dtype=np.float64)
@@ -511,9 +495,7 @@ def assess(
             else ""
         ),
     }
-    spec = bundle.manifest.power
-    max_gap = effective_max_gap(spec, scheme)
-    regime = load_regime(bundle, fig, max_gap)
+    regime = load_regime(bundle, fig, power_fold(bundle, scheme))
     all_findings = list(figures.get("findings") or []) + findings
     sections = {
         "uncertainty": uncertainty,

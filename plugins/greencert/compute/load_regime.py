@@ -23,21 +23,10 @@ from typing import Any
 import numpy as np
 
 from greencert.bundle.reader import Bundle, Series
-from greencert.compute.integrate import build_running, evaluate
+from greencert.compute.fold import PowerFold
+from greencert.compute.integrate import build_running, evaluate, median_step
 from greencert.errors import BundleError
-from greencert.units import Q_, significant
-
-
-def _median_step(series: Series) -> float:
-    same = series.device_codes[1:] == series.device_codes[:-1]
-    steps = (series.t[1:] - series.t[:-1])[same]
-    steps = steps[steps > 0]
-    return float(np.median(steps)) if steps.size else 60.0
-
-
-def _step_edges(start: float, end: float, step: float) -> np.ndarray:
-    edges = np.arange(start, end, step)
-    return np.concatenate([edges, [end]])
+from greencert.units import significant
 
 
 def check_concurrency(series: Series) -> None:
@@ -67,7 +56,7 @@ def concurrency_stats(series: Series, start: float, end: float, max_gap: float) 
     than ``max_gap`` (coverage says how many did).
     """
     check_concurrency(series)
-    step = _median_step(series)
+    step = median_step(series)
     grid = start + step * (np.arange(max(1, int(np.ceil((end - start) / step)))) + 0.5)
     grid = grid[grid < end]
     starts, ends = series.device_bounds()
@@ -98,20 +87,18 @@ def concurrency_stats(series: Series, start: float, end: float, max_gap: float) 
     }
 
 
-def _power_to_kwh(spec: Any) -> float:
-    unit = f"({spec.unit}) * second" if spec.kind == "gauge" else spec.unit
-    return float(Q_(1.0, unit).to("kWh").magnitude)
+def idle_time(bundle: Bundle, power: PowerFold) -> dict[str, Any]:
+    """Steps (at the token counters' own interval) with no output token, and the power drawn in them.
 
-
-def idle_time(bundle: Bundle, start: float, end: float, max_gap: float) -> dict[str, Any]:
-    """Steps (at the token counters' own interval) with no output token, and the power drawn in them."""
-    step = _median_step(bundle.tokens)
-    edges = _step_edges(start, end, step)
+    The power drawn in each step is the fold's (compute/fold.py): every device's integral over the
+    step, summed over devices in whole millijoules.
+    """
+    edges = power.idle_edges
+    assert edges is not None and power.spec.idle_step is not None
+    step = power.spec.idle_step
     tok_run = build_running(bundle.tokens, "output_tokens", "counter", np.inf)
     tokens = np.diff(evaluate(tok_run, edges)[0].sum(axis=0))
-    spec = bundle.manifest.power
-    pow_run = build_running(bundle.power, "value", spec.kind, max_gap)
-    energy = np.diff(evaluate(pow_run, edges)[0].sum(axis=0)) * _power_to_kwh(spec)
+    energy = power.idle_step_energy_kwh()
     seconds = np.diff(edges)
     # Half a token of slack: counters are integers, interpolation at the edges is not.
     idle = tokens < 0.5
@@ -127,13 +114,13 @@ def idle_time(bundle: Bundle, start: float, end: float, max_gap: float) -> dict[
     }
 
 
-def load_regime(bundle: Bundle, fig: Any, max_gap: float) -> dict[str, Any]:
+def load_regime(bundle: Bundle, fig: Any, power: PowerFold) -> dict[str, Any]:
     m = bundle.manifest
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
     out_tok = float(fig.output_tokens.to("token").magnitude)
     in_tok = float(fig.input_tokens.to("token").magnitude)
     facility_kwh = float(fig.facility_energy.to("kWh").magnitude)
-    idle = idle_time(bundle, start, end, max_gap)
+    idle = idle_time(bundle, power)
     idle_facility = idle["share_of_energy"] * facility_kwh
     busy_tokens_mtok = out_tok / 1e6
     section: dict[str, Any] = {
@@ -180,7 +167,7 @@ def load_regime(bundle: Bundle, fig: Any, max_gap: float) -> dict[str, Any]:
         },
     }
     if bundle.concurrency is not None:
-        stats = concurrency_stats(bundle.concurrency, start, end, max_gap)
+        stats = concurrency_stats(bundle.concurrency, start, end, power.spec.max_gap)
         stats["source"] = bundle.concurrency.file
         if m.concurrency is not None and m.concurrency.metric:
             stats["metric"] = m.concurrency.metric

@@ -17,7 +17,8 @@ import numpy as np
 from greencert.bundle.reader import Bundle
 from greencert.compute.attribution import attributed
 from greencert.compute.boundary import boundary_defaults, idle_capacity
-from greencert.compute.integrate import energy_of, integrate
+from greencert.compute.fold import power_fold
+from greencert.compute.integrate import energy_of, energy_unit, integrate
 from greencert.compute.reconcile import node_parts as unmetered_node_parts
 from greencert.compute.uncertainty import load_defaults
 from greencert.errors import BundleError
@@ -115,7 +116,9 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
     max_gap = effective_max_gap(m.power, scheme)
 
-    power, unit = energy_of(bundle.power, m.power, start, end, max_gap, "power")
+    # The power series as folded shard by shard (compute/fold.py): the same integral as validation's.
+    power = power_fold(bundle, scheme).integrated
+    unit = energy_unit(m.power, "power")
     per_hour = power.per_hour
     if m.attribution is not None:
         # Shared GPUs: only this deployment's share of each device (docs/prometheus.md, Attribution).

@@ -148,16 +148,15 @@ def day_partial(
     methodology = doc.get("methodology", {}) if "metrics" in doc else doc
     if "metrics" not in doc:
         doc = {}
-    from greencert.compute.integrate import energy_of, integrate
+    from greencert.compute.fold import power_fold
+    from greencert.compute.integrate import energy_unit, integrate
     from greencert.compute.metrics import compute_figures
-    from greencert.grading import effective_max_gap
     from greencert.units import as_array
 
     m = bundle.manifest
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
     fig = compute_figures(bundle, scheme)
-    max_gap = effective_max_gap(m.power, scheme)
-    power, unit = energy_of(bundle.power, m.power, start, end, max_gap, "power")
+    power, unit = power_fold(bundle, scheme).integrated, energy_unit(m.power, "power")
     tokens_in = integrate(bundle.tokens, "input_tokens", "counter", start, end, np.inf)
     hours = power.hour_seconds
     return DayPartial(

@@ -116,19 +116,23 @@ class GapBounds:
         return 0.5 * (self.low_kwh + self.high_kwh)
 
 
-def _rolling_extremes(
-    v: np.ndarray, codes: np.ndarray, first: int, last: int
+def _window_extremes(
+    v: np.ndarray, codes: np.ndarray, at: np.ndarray, first: int, last: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Min and max of ``v[i+first .. i+last]`` within the same device (rows grouped by device)."""
+    """Min and max of ``v[i+first .. i+last]`` within the device of row ``i``, for the rows ``at`` only.
+
+    Gaps are rare, so only the readings around them are looked at (not a rolling window over
+    every row): the cost is the gaps', not the series'.
+    """
     n = v.size
-    lo = np.full(n, np.inf)
-    hi = np.full(n, -np.inf)
-    idx = np.arange(n)
+    lo = np.full(at.size, np.inf)
+    hi = np.full(at.size, -np.inf)
+    own = codes[at]
     for shift in range(first, last + 1):
-        j = idx + shift
+        j = at + shift
         ok = (j >= 0) & (j < n)
         jj = np.clip(j, 0, n - 1)
-        ok &= codes[jj] == codes
+        ok &= codes[jj] == own
         lo = np.where(ok, np.minimum(lo, v[jj]), lo)
         hi = np.where(ok, np.maximum(hi, v[jj]), hi)
     return lo, hi
@@ -155,6 +159,99 @@ def _spread_over_hours(a: np.ndarray, b: np.ndarray, rate: np.ndarray, edges: np
     return np.diff(ramp(a) - ramp(b))
 
 
+@dataclass(frozen=True)
+class GapIntervals:
+    """Stretches of a gauge series no reading bridges, before clipping to the period.
+
+    Three groups, each an array of rows ``(device, a, b, low, high)``: gaps inside a device's
+    readings (longer than ``max_gap``), the lead-in before a device's first reading and the tail
+    after its last; ``low``/``high`` are the extremes of the neighbouring readings. Rows are in
+    device order, and in row order within a device, so groups of device shards concatenate into
+    exactly the groups of the whole series (``combine``).
+    """
+
+    inner: np.ndarray
+    lead: np.ndarray
+    trail: np.ndarray
+
+    @staticmethod
+    def empty() -> GapIntervals:
+        return GapIntervals(np.empty((0, 5)), np.empty((0, 5)), np.empty((0, 5)))
+
+    @staticmethod
+    def combine(parts: list[GapIntervals], device_maps: list[np.ndarray]) -> GapIntervals:
+        """The groups of several shards; ``device_maps[k]`` maps shard k's device numbers to the whole's."""
+
+        def group(name: str) -> np.ndarray:
+            rows = []
+            for part, mapping in zip(parts, device_maps, strict=True):
+                g = getattr(part, name).copy()
+                g[:, 0] = mapping[g[:, 0].astype(np.int64)]
+                rows.append(g)
+            out = np.concatenate(rows) if rows else np.empty((0, 5))
+            return out[np.argsort(out[:, 0], kind="stable")]
+
+        return GapIntervals(group("inner"), group("lead"), group("trail"))
+
+
+def gap_intervals(
+    series: Series, kind: str, start: float, end: float, max_gap: float, neighbours: int
+) -> GapIntervals:
+    """The unbridged stretches of ``series`` (a counter bridges its gaps: it measured them, so none)."""
+    if kind != "gauge" or series.t.size == 0:
+        return GapIntervals.empty()
+    t, v, codes = series.t, series.values["value"], series.device_codes
+    starts, ends = series.device_bounds()
+    present = ends > starts
+    devices = np.flatnonzero(present).astype(np.float64)
+    starts, ends = starts[present], ends[present]
+    # Inner gaps: a step within one device longer than max_gap.
+    same = codes[1:] == codes[:-1]
+    step = t[1:] - t[:-1]
+    inner = np.flatnonzero(same & (step > max_gap))
+    lo_before, hi_before = _window_extremes(v, codes, inner, -(neighbours - 1), 0)
+    lo_after, hi_after = _window_extremes(v, codes, inner + 1, 0, neighbours - 1)
+    inner_rows = np.column_stack(
+        [
+            codes[inner].astype(np.float64),
+            t[inner],
+            t[inner + 1],
+            np.minimum(lo_before, lo_after),
+            np.maximum(hi_before, hi_after),
+        ]
+    )
+    # Edges of the period not reached by a device's readings (no extrapolation in integrate).
+    first_t, last_t = t[starts], t[ends - 1]
+    lead = first_t > start
+    trail = last_t < end
+    lo_a, hi_a = _window_extremes(v, codes, starts[lead], 0, neighbours - 1)
+    lo_b, hi_b = _window_extremes(v, codes, ends[trail] - 1, -(neighbours - 1), 0)
+    lead_rows = np.column_stack([devices[lead], np.full(int(lead.sum()), start), first_t[lead], lo_a, hi_a])
+    trail_rows = np.column_stack([devices[trail], last_t[trail], np.full(int(trail.sum()), end), lo_b, hi_b])
+    return GapIntervals(inner_rows.reshape(-1, 5), lead_rows.reshape(-1, 5), trail_rows.reshape(-1, 5))
+
+
+def bounds_of_gaps(
+    gaps: GapIntervals,
+    to_kwh: float,
+    start: float,
+    end: float,
+    edges: np.ndarray,
+    ceiling: float | None = None,
+) -> GapBounds:
+    """Energy the gaps could hold, per hour (see :func:`gap_bounds`)."""
+    rows = np.concatenate([gaps.inner, gaps.lead, gaps.trail])
+    a, b = np.clip(rows[:, 1], start, end), np.clip(rows[:, 2], start, end)
+    p_lo, p_hi = rows[:, 3], rows[:, 4]
+    keep = b > a
+    a, b, p_lo, p_hi = a[keep], b[keep], p_lo[keep], p_hi[keep]
+    if ceiling is not None:
+        p_hi = np.maximum(p_hi, ceiling)
+    low = _spread_over_hours(a, b, p_lo, edges) * to_kwh
+    high = _spread_over_hours(a, b, p_hi, edges) * to_kwh
+    return GapBounds(low, high, int(a.size), float(np.sum(b - a)))
+
+
 def gap_bounds(
     series: Series,
     kind: str,
@@ -174,39 +271,11 @@ def gap_bounds(
     bound is the ceiling for the whole gap: a gap may hide a peak the readings
     next to it do not show.
     """
-    n_hours = edges.size - 1
     if kind != "gauge" or series.t.size == 0:
+        n_hours = edges.size - 1
         return GapBounds(np.zeros(n_hours), np.zeros(n_hours), 0, 0.0)
-    t, v, codes = series.t, series.values["value"], series.device_codes
-    starts, ends = series.device_bounds()
-    present = ends > starts
-    starts, ends = starts[present], ends[present]
-    # Inner gaps: a step within one device longer than max_gap.
-    same = codes[1:] == codes[:-1]
-    step = t[1:] - t[:-1]
-    inner = np.flatnonzero(same & (step > max_gap))
-    lo_before, hi_before = _rolling_extremes(v, codes, -(neighbours - 1), 0)
-    lo_after, hi_after = _rolling_extremes(v, codes, 0, neighbours - 1)
-    a = t[inner]
-    b = t[inner + 1]
-    p_lo = np.minimum(lo_before[inner], lo_after[inner + 1])
-    p_hi = np.maximum(hi_before[inner], hi_after[inner + 1])
-    # Edges of the period not reached by a device's readings (no extrapolation in integrate).
-    first_t, last_t = t[starts], t[ends - 1]
-    lead = first_t > start
-    trail = last_t < end
-    a = np.concatenate([a, np.full(int(lead.sum()), start), last_t[trail]])
-    b = np.concatenate([b, first_t[lead], np.full(int(trail.sum()), end)])
-    p_lo = np.concatenate([p_lo, lo_after[starts[lead]], lo_before[ends[trail] - 1]])
-    p_hi = np.concatenate([p_hi, hi_after[starts[lead]], hi_before[ends[trail] - 1]])
-    a, b = np.clip(a, start, end), np.clip(b, start, end)
-    keep = b > a
-    a, b, p_lo, p_hi = a[keep], b[keep], p_lo[keep], p_hi[keep]
-    if ceiling is not None:
-        p_hi = np.maximum(p_hi, ceiling)
-    low = _spread_over_hours(a, b, p_lo, edges) * to_kwh
-    high = _spread_over_hours(a, b, p_hi, edges) * to_kwh
-    return GapBounds(low, high, int(a.size), float(np.sum(b - a)))
+    gaps = gap_intervals(series, kind, start, end, max_gap, neighbours)
+    return bounds_of_gaps(gaps, to_kwh, start, end, edges, ceiling)
 
 
 def sampling_variance(
@@ -221,9 +290,20 @@ def sampling_variance(
     sum_i s_d^2 w_i^2. Slow, genuine variation inflates the residuals too, so
     the estimate errs on the wide side. Counters integrate everything: zero.
     """
+    return sampling_variance_by_device(series, kind, start, end, max_gap, edges).sum(axis=0) * to_kwh * to_kwh
+
+
+def sampling_variance_by_device(
+    series: Series, kind: str, start: float, end: float, max_gap: float, edges: np.ndarray
+) -> np.ndarray:
+    """:func:`sampling_variance` per device and hour, in (series unit x second)^2, before the sum over devices.
+
+    Each device's row comes from its own readings only, so device shards stack into the whole's.
+    """
     n_hours = edges.size - 1
+    n_dev = len(series.devices)
     if kind != "gauge" or series.t.size < 3:
-        return np.zeros(n_hours)
+        return np.zeros((n_dev, n_hours))
     t, v, codes = series.t, series.values["value"], series.device_codes
     n = t.size
     same = codes[1:] == codes[:-1]
@@ -240,15 +320,15 @@ def sampling_variance(
         span = dt_left[i] + dt_right[i]
         line = (v[i - 1] * dt_right[i] + v[i + 1] * dt_left[i]) / span
         resid[i] = v[i] - line
-    n_dev = len(series.devices)
     count = np.bincount(codes[interior], minlength=n_dev).astype(np.float64)
     ss = np.bincount(codes, weights=resid * resid, minlength=n_dev)
     noise_var = np.where(count > 0, ss / np.maximum(count, 1.0) / 1.5, 0.0)  # per device, unit^2
     weight = 0.5 * (dt_left + dt_right)
     inside = (t >= start) & (t < end)
     hour = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, n_hours - 1)
-    var = np.bincount(hour[inside], weights=(noise_var[codes] * weight * weight)[inside], minlength=n_hours)
-    return var * to_kwh * to_kwh
+    cell = codes[inside].astype(np.int64) * n_hours + hour[inside]
+    var = np.bincount(cell, weights=(noise_var[codes] * weight * weight)[inside], minlength=n_dev * n_hours)
+    return var.reshape(n_dev, n_hours)
 
 
 # --------------------------------------------------------------------------- the model

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from greencert.bundle.reader import Series
+from greencert.bundle.series import Series
+from greencert.bundle.shards import DeviceShards
 from greencert.compute.integrate import Integrated, Kind, counter_increments, integrate
 
 
@@ -264,9 +265,14 @@ def grid_profile(series: Series, start: float, end: float) -> Profile:
 
 
 def locate(
-    series: Series, check: str, device: int, params: dict[str, float], kind: str = "gauge"
+    series: Series | DeviceShards, check: str, device: int, params: dict[str, float], kind: str = "gauge"
 ) -> str | None:
-    """Name the first raw row of ``device`` that breaks ``check`` (file and line or row)."""
+    """Name the first raw row of ``device`` that breaks ``check`` (file and line or row).
+
+    A series read in shards reads the failing device's shard again (only that one).
+    """
+    if isinstance(series, DeviceShards):
+        series, device = series.shard_of(device)
     starts, ends = series.device_bounds()
     s, e = int(starts[device]), int(ends[device])
     t = series.t[s:e]

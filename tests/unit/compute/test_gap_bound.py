@@ -28,7 +28,7 @@ def test_gap_bounds_with_a_ceiling_run_from_the_lowest_neighbour_to_the_ceiling(
     path = build(tmp_path / "b", power=lambda t: np.where(t <= 1200, 400.0, 600.0), drop=GAP)
     b = open_bundle(path)
     edges = hour_edges(START, START + 3600.0)
-    g = gap_bounds(b.power, "gauge", 1 / J_PER_KWH, START, START + 3600.0, 120.0, edges, 3, ceiling=1500.0)
+    g = gap_bounds(b.power.whole, "gauge", 1 / J_PER_KWH, START, START + 3600.0, 120.0, edges, 3, ceiling=1500.0)
     assert g.count == 1
     assert g.low_kwh.sum() == pytest.approx(400 * 600 / J_PER_KWH)
     assert g.high_kwh.sum() == pytest.approx(1500 * 600 / J_PER_KWH)

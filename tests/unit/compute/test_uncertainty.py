@@ -21,7 +21,7 @@ J_PER_KWH = 3.6e6
 def _gaps(bundle_path: Path, hours: int = 1):
     b = open_bundle(bundle_path)
     edges = hour_edges(START, START + hours * 3600.0)
-    return gap_bounds(b.power, "gauge", 1 / J_PER_KWH, START, START + hours * 3600.0, 120.0, edges, 3)
+    return gap_bounds(b.power.whole, "gauge", 1 / J_PER_KWH, START, START + hours * 3600.0, 120.0, edges, 3)
 
 
 def test_gap_energy_lies_between_the_neighbouring_readings(tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_sampling_variance_of_white_noise(tmp_path: Path) -> None:
     bundle = build(tmp_path / "b", power=lambda t: 500.0 + rng.normal(0.0, sigma, t.size), step=step)
     b = open_bundle(bundle)
     edges = hour_edges(START, START + 3600.0)
-    var = sampling_variance(b.power, "gauge", 1 / J_PER_KWH, START, START + 3600.0, 120.0, edges)
+    var = sampling_variance(b.power.whole, "gauge", 1 / J_PER_KWH, START, START + 3600.0, 120.0, edges)
     # Trapezoid weights: step for the 239 inner readings, step/2 for the two at the ends.
     expected = sigma**2 * (239 * step**2 + 2 * (step / 2) ** 2) / J_PER_KWH**2
     assert var.sum() == pytest.approx(expected, rel=0.25)
@@ -78,8 +78,8 @@ def test_sampling_variance_of_white_noise(tmp_path: Path) -> None:
 def test_a_constant_series_and_a_counter_have_no_sampling_variance(tmp_path: Path) -> None:
     b = open_bundle(build(tmp_path / "b"))
     edges = hour_edges(START, START + 3600.0)
-    assert sampling_variance(b.power, "gauge", 1.0, START, START + 3600.0, 120.0, edges).sum() == 0.0
-    assert sampling_variance(b.power, "counter", 1.0, START, START + 3600.0, 120.0, edges).sum() == 0.0
+    assert sampling_variance(b.power.whole, "gauge", 1.0, START, START + 3600.0, 120.0, edges).sum() == 0.0
+    assert sampling_variance(b.power.whole, "counter", 1.0, START, START + 3600.0, 120.0, edges).sum() == 0.0
 
 
 def _reference_quantiles(halfwidths: list[tuple[str, float]], n: int) -> tuple[float, float]:

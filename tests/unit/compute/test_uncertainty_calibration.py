@@ -25,6 +25,7 @@ import pytest
 
 from greencert.bundle.manifest import parse_manifest
 from greencert.bundle.reader import GRID_COLUMNS, GRID_OPTIONAL_COLUMNS, Bundle, Series, read_series
+from greencert.bundle.shards import DeviceShards
 from greencert.compute.integrity import assess
 from greencert.compute.metrics import compute_figures
 from greencert.grading import SCHEME_DIR, load_scheme
@@ -200,7 +201,7 @@ def trial(rng: np.random.Generator, tmp: Path, scheme) -> tuple[float, float, li
     bundle = Bundle(
         path=tmp,
         manifest=parse_manifest(manifest, "calibration"),
-        power=power,
+        power=DeviceShards.of_series(power),
         tokens=tokens,
         grid=grid,
         facility_meter=facility_meter,
