@@ -45,7 +45,6 @@ import dataclasses
 import json
 import logging
 import math
-import multiprocessing
 import os
 import resource
 import time
@@ -57,6 +56,7 @@ from typing import Any
 
 from greencert.errors import GreenCertError
 from greencert.fleet_day import deployment_bundles  # noqa: F401  (re-exported: the CLI imports it here)
+from greencert.pool import InThisProcess, may_start_processes, process_pool
 
 log = logging.getLogger("greencert")
 
@@ -64,11 +64,7 @@ PUBLISH_THREADS = 4  # publication mostly waits for fsync; a few threads overlap
 # Chunks per worker: more than one lets a free worker take over when the other is slowed down
 # (a shared machine); few, because each is a task the parent waits for in order.
 CHUNKS_PER_WORKER = 2
-# "forkserver", not "fork": an Airflow task process has threads (a fork copies their locks in
-# whatever state they are). The fork server is a fresh single-threaded process with this
-# process's sys.path (Airflow puts plugins/ there itself); it imports the stages once
-# (FORKSERVER_PRELOAD) and each worker is forked from it, so workers start with them imported
-# (spawned workers would import them each, ~2 s of CPU apiece).
+# What the fork server imports once, so each worker starts with the stages imported (greencert/pool.py).
 FORKSERVER_PRELOAD = ["greencert.validation.run", "greencert.certificate.issue", "greencert.pipeline"]
 
 
@@ -298,16 +294,9 @@ def certify_fleet_day(
     run.workers = min(workers or os.cpu_count() or 1, max(n_bundles, 1))
     chunks = fleet_chunks(n_bundles, run.workers, chunk_size)
     run.chunks = len(chunks)
-    if chunks and _may_have_children():
+    if chunks and may_start_processes():
         try:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(FORKSERVER_PRELOAD)  # no effect once it runs
-            with concurrent.futures.ProcessPoolExecutor(
-                run.workers,
-                mp_context=context,
-                initializer=_start_worker,
-                initargs=(job, key.to_raw()),
-            ) as pool:
+            with process_pool(run.workers, FORKSERVER_PRELOAD, _start_worker, (job, key.to_raw())) as pool:
                 _run_pool(pool, chunks, job, key, run)
         except BrokenProcessPool:
             raise GreenCertError(
@@ -323,7 +312,7 @@ def certify_fleet_day(
         log.info("fleet: in a daemonic process (a Celery task?): no process pool, one process")
         run.workers = 1
         _start_worker(job, key.to_raw())
-        _run_pool(_InThisProcess(), chunks, job, key, run)
+        _run_pool(InThisProcess(), chunks, job, key, run)
     if run.certificates:
         from greencert.certificate.registry import rebuild_index
         from greencert.files import registry_root
@@ -336,23 +325,6 @@ def certify_fleet_day(
     return run
 
 
-def _may_have_children() -> bool:
-    """Whether this process may start worker processes (multiprocessing forbids it in a daemon)."""
-    return not multiprocessing.current_process().daemon
-
-
-class _InThisProcess(concurrent.futures.Executor):
-    """An executor that runs each task at once, in this process (the pool's stand-in in a daemon)."""
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # raised again by result(), as a pool's future does
-            future.set_exception(exc)
-        return future
-
-
 def _run_pool(
     pool: concurrent.futures.Executor,
     chunks: list[tuple[int, ...]],
@@ -361,7 +333,8 @@ def _run_pool(
     run: FleetRun,
 ) -> None:
     """Read on the pool, validate here (one stacked GX run), publish on the pool."""
-    from greencert.validation.batch import import_gx_quietly, validate_batch
+    from greencert.validation.batch import validate_batch
+    from greencert.validation.gx import import_gx_quietly
 
     mark = time.perf_counter()
     reads = [pool.submit(_read_chunk, chunk) for chunk in chunks]

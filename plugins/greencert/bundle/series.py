@@ -363,13 +363,22 @@ def _codes(table: pa.Table, name: str | None, default: str) -> tuple[np.ndarray,
         # Usual case (every row names a device): no per-row work beyond one count,
         # and none at all when the dictionary is already sorted and fully used.
         raw = col.indices.to_numpy(zero_copy_only=False)
-        if (np.bincount(raw, minlength=len(dictionary)) > 0).all():
+        used = np.bincount(raw, minlength=len(dictionary)) > 0
+        if used.all():
             order = np.argsort(np.array(dictionary, dtype=object), kind="stable")
             if (order == np.arange(order.size)).all():
                 return raw.astype(np.int32, copy=False), dictionary
             remap = np.empty(len(dictionary), dtype=np.int32)
             remap[order] = np.arange(len(dictionary), dtype=np.int32)
             return remap[raw], [dictionary[i] for i in order]
+        # A dictionary listing values no row uses (a device shard's slice of a row group, or a
+        # Parquet writer's): one gather maps the used ones to their sorted positions.
+        keep = np.flatnonzero(used)
+        names = [dictionary[i] for i in keep]
+        order = np.argsort(np.array(names, dtype=object), kind="stable")
+        remap = np.full(len(dictionary), -1, dtype=np.int32)
+        remap[keep[order]] = np.arange(keep.size, dtype=np.int32)
+        return remap[raw], [names[i] for i in order]
     indices = col.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     if col.null_count:
         indices = np.where(col.is_null().to_numpy(zero_copy_only=False), -1, indices)

@@ -127,6 +127,22 @@ class DeviceShards:
         table = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
         return series_of_table(table, self.path, self.file_format, self.numeric, self.group_by, row_offset=lo)
 
+    def reader(self) -> DeviceShards:
+        """This index without cached rows: what a pool worker needs to read its shards (pickled small)."""
+        if self.whole is not None:
+            raise ValueError("a file read whole has no shards to hand out")
+        return DeviceShards(
+            self.path,
+            self.file_format,
+            [],
+            self.n_rows,
+            [],
+            self.numeric,
+            self.group_by,
+            self.required,
+            self.optional,
+        )
+
     def shard_of(self, device: int) -> tuple[Series, int]:
         """The shard holding device number ``device`` (of ``devices``) and its number in that shard.
 

@@ -8,9 +8,10 @@ is one shard's, whatever the number of rows (docs/streaming.md):
 * the energy and covered seconds per device and UTC hour (``compute/integrate``);
 * the unbridged gaps with their neighbours' extremes (``compute/uncertainty.gap_intervals``);
 * the sampling variance per device and hour (``compute/uncertainty``);
-* the energy of every step of the token counters' interval, for idle time (``compute/load_regime``),
-  summed over devices as whole millijoules (exact integers, so the sum does not depend on how the
-  devices were split).
+* the energy drawn in the idle steps of the token counters' interval (no output token), for the
+  load regime (``compute/load_regime``): the idle steps are known from the token counters before
+  the power is read, so only their runs are integrated; summed over devices as whole millijoules
+  (exact integers, so the sum does not depend on how the devices were split).
 
 Every per-device result comes from that device's rows alone, and sums over devices are taken
 after the shards are stacked in device order, so a bundle folds to the same bits in one shard or in
@@ -19,14 +20,25 @@ many: the certificate does not depend on the shard size (``tests/unit/compute/te
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from greencert.bundle.reader import Bundle, Series
-from greencert.compute.integrate import Integrated, Kind, hour_edges, integrate_at, median_step, step_edges
+from greencert.bundle.reader import Bundle, DeviceShards, Series
+from greencert.compute.integrate import (
+    Integrated,
+    Kind,
+    build_running,
+    evaluate,
+    hour_edges,
+    integrate_at,
+    median_step,
+    step_edges,
+)
 from greencert.compute.uncertainty import (
     GapBounds,
     GapIntervals,
@@ -36,6 +48,7 @@ from greencert.compute.uncertainty import (
     sampling_variance_by_device,
 )
 from greencert.grading import effective_max_gap
+from greencert.pool import may_start_processes, process_pool
 from greencert.units import ENERGY, POWER, Q_, parse_unit
 from greencert.validation.profile import Profile, meter_profile
 
@@ -72,8 +85,8 @@ class PowerFold:
     profile: Profile  # validation statistics; ``integrated`` None when the rows are not usable
     gaps: GapIntervals | None
     noise_by_device_hour: np.ndarray | None  # (series unit x s)^2
-    idle_edges: np.ndarray | None
-    idle_step_mj: np.ndarray | None  # int64, energy of each step over every device, in IDLE_QUANTUM_J
+    idle: IdleRuns | None
+    idle_mj: np.ndarray | None  # int64, energy of each idle run over every device, in IDLE_QUANTUM_J
 
     @property
     def integrated(self) -> Integrated:
@@ -90,9 +103,34 @@ class PowerFold:
         assert self.noise_by_device_hour is not None
         return self.noise_by_device_hour.sum(axis=0) * self.spec.to_kwh * self.spec.to_kwh
 
-    def idle_step_energy_kwh(self) -> np.ndarray:
-        assert self.idle_step_mj is not None
-        return self.idle_step_mj.astype(np.float64) * (IDLE_QUANTUM_J / 3.6e6)
+    def idle_energy_kwh(self) -> float:
+        """Energy of the power series in the idle steps, every device (kWh)."""
+        assert self.idle_mj is not None
+        return float(int(self.idle_mj.sum()) * (IDLE_QUANTUM_J / 3.6e6))
+
+
+@dataclass(frozen=True)
+class IdleRuns:
+    """The steps of the token counters' interval with no output token, as runs of consecutive steps."""
+
+    step: float
+    bounds: np.ndarray  # [a0, b0, a1, b1, ...]: run k is [a_k, b_k), strictly increasing
+    seconds: float  # their total length
+
+
+def idle_runs(bundle: Bundle, spec: FoldSpec) -> IdleRuns | None:
+    """Steps (at the token counters' own interval) in which the counters show no output token."""
+    if spec.idle_step is None:
+        return None
+    edges = step_edges(spec.start, spec.end, spec.idle_step)
+    tok_run = build_running(bundle.tokens, "output_tokens", "counter", np.inf)
+    tokens = np.diff(evaluate(tok_run, edges)[0].sum(axis=0))
+    # Half a token of slack: counters are integers, interpolation at the edges is not.
+    idle = tokens < 0.5
+    change = np.diff(np.concatenate([[0], idle.astype(np.int8), [0]]))
+    first, stop = np.flatnonzero(change == 1), np.flatnonzero(change == -1)
+    bounds = np.column_stack([edges[first], edges[stop]]).reshape(-1)
+    return IdleRuns(spec.idle_step, bounds, float(np.diff(edges)[idle].sum()))
 
 
 def fold_spec(bundle: Bundle, scheme: Scheme) -> FoldSpec:
@@ -121,13 +159,39 @@ def fold_spec(bundle: Bundle, scheme: Scheme) -> FoldSpec:
     )
 
 
-def power_fold(bundle: Bundle, scheme: Scheme) -> PowerFold:
-    """The fold of ``bundle``'s power series under ``scheme``, computed once per bundle and spec."""
+# The last folds of this process, keyed by the bundle's file hashes: the validate and compute
+# stages open a bundle each (a stage can be retried alone), and in one process (``certify``, the
+# CLI) the compute stage reuses the validate stage's fold of the same bytes instead of a second pass.
+_RECENT: dict[tuple[Any, ...], PowerFold] = {}
+_RECENT_SIZE = 2
+
+
+def power_fold(bundle: Bundle, scheme: Scheme, meanwhile: Callable[[], object] | None = None) -> PowerFold:
+    """The fold of ``bundle``'s power series under ``scheme``, computed once per bundle bytes and spec.
+
+    ``meanwhile`` runs in this process while pool workers fold the shards (the validate stage
+    imports Great Expectations then); it runs in any case, before the fold returns.
+    """
     spec = fold_spec(bundle, scheme)
     cached = bundle.folds.get(spec)
+    if cached is not None:
+        if meanwhile is not None:
+            meanwhile()
+        return cached
+    # The shard ranges are part of the key so that a fold is never reused across shard sizes (the
+    # tests compare those); the hashes are those of every file the bundle holds.
+    inputs = tuple((i["file"], i["sha256"]) for i in bundle.inputs)
+    key = (spec, tuple(bundle.power.ranges), inputs) if inputs else None
+    cached = _RECENT.get(key) if key is not None else None
     if cached is None:
-        cached = fold(bundle, spec)
-        bundle.folds[spec] = cached
+        cached = fold(bundle, spec, meanwhile)
+        if key is not None:
+            _RECENT[key] = cached
+            while len(_RECENT) > _RECENT_SIZE:
+                _RECENT.pop(next(iter(_RECENT)))
+    elif meanwhile is not None:
+        meanwhile()
+    bundle.folds[spec] = cached
     return cached
 
 
@@ -141,26 +205,68 @@ class _ShardResult:
     idle_mj: np.ndarray | None
 
 
-def _fold_shard(series: Series, spec: FoldSpec, idle_edges: np.ndarray | None) -> _ShardResult:
+def _fold_shard(series: Series, spec: FoldSpec, idle: IdleRuns | None) -> _ShardResult:
     profile = meter_profile(series, spec.kind, spec.to_base, spec.start, spec.end, spec.max_gap)
-    gaps = noise = idle = None
+    gaps = noise = None
+    idle_mj: np.ndarray | None = None
     if profile.integrated is not None and spec.neighbours is not None:
         gaps = gap_intervals(series, spec.kind, spec.start, spec.end, spec.max_gap, spec.neighbours)
         edges = hour_edges(spec.start, spec.end)
         noise = sampling_variance_by_device(series, spec.kind, spec.start, spec.end, spec.max_gap, edges)
-    if profile.integrated is not None and idle_edges is not None:
-        steps = integrate_at(series, "value", spec.kind, idle_edges, spec.max_gap).per_hour
-        to_quanta = spec.to_kwh * 3.6e6 / IDLE_QUANTUM_J
-        idle = np.rint(steps * to_quanta).astype(np.int64).sum(axis=0)
-    return _ShardResult(list(series.devices), profile.frame, profile.integrated, gaps, noise, idle)
+    if profile.integrated is not None and idle is not None:
+        idle_mj = np.zeros(idle.bounds.size // 2, dtype=np.int64)
+        if idle.bounds.size:
+            # Columns 0, 2, 4... are the idle runs; the odd ones are the busy time between them.
+            runs = integrate_at(series, "value", spec.kind, idle.bounds, spec.max_gap).per_hour[:, ::2]
+            to_quanta = spec.to_kwh * 3.6e6 / IDLE_QUANTUM_J
+            idle_mj = np.rint(runs * to_quanta).astype(np.int64).sum(axis=0)
+    return _ShardResult(list(series.devices), profile.frame, profile.integrated, gaps, noise, idle_mj)
 
 
-def fold(bundle: Bundle, spec: FoldSpec) -> PowerFold:
-    """Fold every shard of ``bundle.power`` (see the module docstring)."""
+def fold(
+    bundle: Bundle, spec: FoldSpec, meanwhile: Callable[[], object] | None = None, workers: int | None = None
+) -> PowerFold:
+    """Fold every shard of ``bundle.power`` (see the module docstring).
+
+    Two shards or more go to a process pool (``greencert/pool.py``, one worker per core by
+    default), in runs of consecutive shards (a worker reads its own rows from the file); the
+    results are stacked in device order, so they are the same bits as in one process.
+    """
     shards = bundle.power
-    idle_edges = step_edges(spec.start, spec.end, spec.idle_step) if spec.idle_step is not None else None
-    results = [_fold_shard(series, spec, idle_edges) for series in shards.shards()]
-    return combine(results, shards.devices, shards.n_rows, spec, idle_edges)
+    idle_steps = idle_runs(bundle, spec)
+    n_workers = min(workers or os.cpu_count() or 1, shards.n_shards)
+    if shards.whole is not None or n_workers < 2 or not may_start_processes():
+        if meanwhile is not None:
+            meanwhile()
+        results = [_fold_shard(series, spec, idle_steps) for series in shards.shards()]
+        return combine(results, shards.devices, shards.n_rows, spec, idle_steps)
+    runs = _runs(shards.ranges, n_workers * RUNS_PER_WORKER)
+    with process_pool(n_workers, FOLD_PRELOAD) as pool:
+        futures = [pool.submit(_fold_run, shards.reader(), run, spec, idle_steps) for run in runs]
+        if meanwhile is not None:
+            meanwhile()
+        results = [r for f in futures for r in f.result()]
+    return combine(results, shards.devices, shards.n_rows, spec, idle_steps)
+
+
+# Runs of consecutive shards per worker: more than one lets a free worker take over when the other
+# is slowed down (a shared machine); few, because each costs a task round trip.
+RUNS_PER_WORKER = 3
+FOLD_PRELOAD = ["greencert.compute.fold"]
+
+
+def _runs(ranges: list[tuple[int, int]], n: int) -> list[list[tuple[int, int]]]:
+    """``ranges`` cut into at most ``n`` runs of consecutive shards, about equal in shards."""
+    n = max(1, min(n, len(ranges)))
+    bounds = [round(k * len(ranges) / n) for k in range(n + 1)]
+    return [ranges[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
+def _fold_run(
+    reader: DeviceShards, run: list[tuple[int, int]], spec: FoldSpec, idle_steps: IdleRuns | None
+) -> list[_ShardResult]:
+    """A pool task: fold shards ``run`` of the file ``reader`` indexes, in order."""
+    return [_fold_shard(reader.shard(lo, hi), spec, idle_steps) for lo, hi in run]
 
 
 def combine(
@@ -168,7 +274,7 @@ def combine(
     devices: list[str],
     n_rows: int,
     spec: FoldSpec,
-    idle_edges: np.ndarray | None,
+    idle_steps: IdleRuns | None,
 ) -> PowerFold:
     """Stack the shards' per-device results in device order (``devices``, sorted) and add their sums."""
     if len(results) == 1:
@@ -181,7 +287,7 @@ def combine(
             Profile(r.frame, r.integrated),
             r.gaps,
             r.noise,
-            idle_edges,
+            idle_steps,
             r.idle_mj,
         )
     number = {name: i for i, name in enumerate(devices)}
@@ -208,10 +314,10 @@ def combine(
     if usable and spec.neighbours is not None:
         gaps = GapIntervals.combine([r.gaps for r in results if r.gaps is not None], maps)
         noise = np.concatenate([r.noise for r in results if r.noise is not None])[order]
-    if usable and idle_edges is not None:
+    if usable and idle_steps is not None:
         idle = np.asarray(
             np.sum([r.idle_mj for r in results if r.idle_mj is not None], axis=0), dtype=np.int64
         )
     return PowerFold(
-        spec, devices, n_rows, len(results), Profile(frame, integrated), gaps, noise, idle_edges, idle
+        spec, devices, n_rows, len(results), Profile(frame, integrated), gaps, noise, idle_steps, idle
     )

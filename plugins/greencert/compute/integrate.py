@@ -300,4 +300,6 @@ def energy_of(
     ``spec`` is the manifest's entry for the series (``kind``, ``unit``); ``where`` names it in errors.
     """
     unit = energy_unit(spec, where)
-    return integrate(series, "value", "gauge" if spec.kind == "gauge" else "counter", start, end, max_gap), unit
+    return integrate(
+        series, "value", "gauge" if spec.kind == "gauge" else "counter", start, end, max_gap
+    ), unit

@@ -24,7 +24,7 @@ import numpy as np
 
 from greencert.bundle.reader import Bundle, Series
 from greencert.compute.fold import PowerFold
-from greencert.compute.integrate import build_running, evaluate, median_step
+from greencert.compute.integrate import median_step
 from greencert.errors import BundleError
 from greencert.units import significant
 
@@ -87,30 +87,24 @@ def concurrency_stats(series: Series, start: float, end: float, max_gap: float) 
     }
 
 
-def idle_time(bundle: Bundle, power: PowerFold) -> dict[str, Any]:
+def idle_time(power: PowerFold) -> dict[str, Any]:
     """Steps (at the token counters' own interval) with no output token, and the power drawn in them.
 
-    The power drawn in each step is the fold's (compute/fold.py): every device's integral over the
-    step, summed over devices in whole millijoules.
+    Both come from the fold (compute/fold.py): the idle steps from the token counters, the energy
+    as every device's integral over them, summed over devices in whole millijoules; the share of
+    energy is against the power series' whole integral over the period.
     """
-    edges = power.idle_edges
-    assert edges is not None and power.spec.idle_step is not None
-    step = power.spec.idle_step
-    tok_run = build_running(bundle.tokens, "output_tokens", "counter", np.inf)
-    tokens = np.diff(evaluate(tok_run, edges)[0].sum(axis=0))
-    energy = power.idle_step_energy_kwh()
-    seconds = np.diff(edges)
-    # Half a token of slack: counters are integers, interpolation at the edges is not.
-    idle = tokens < 0.5
-    idle_kwh = float(energy[idle].sum())
-    total_kwh = float(energy.sum())
-    idle_s = float(seconds[idle].sum())
+    idle = power.idle
+    assert idle is not None
+    seconds = power.spec.end - power.spec.start
+    idle_kwh = power.idle_energy_kwh()
+    total_kwh = power.integrated.total * power.spec.to_kwh
     return {
-        "step_seconds": step,
-        "share_of_period": idle_s / float(seconds.sum()),
+        "step_seconds": idle.step,
+        "share_of_period": idle.seconds / seconds,
         "series_energy_kwh": idle_kwh,
         "share_of_energy": idle_kwh / total_kwh if total_kwh > 0 else 0.0,
-        "mean_power_w": idle_kwh * 3.6e6 / idle_s if idle_s > 0 else None,
+        "mean_power_w": idle_kwh * 3.6e6 / idle.seconds if idle.seconds > 0 else None,
     }
 
 
@@ -120,7 +114,7 @@ def load_regime(bundle: Bundle, fig: Any, power: PowerFold) -> dict[str, Any]:
     out_tok = float(fig.output_tokens.to("token").magnitude)
     in_tok = float(fig.input_tokens.to("token").magnitude)
     facility_kwh = float(fig.facility_energy.to("kWh").magnitude)
-    idle = idle_time(bundle, power)
+    idle = idle_time(power)
     idle_facility = idle["share_of_energy"] * facility_kwh
     busy_tokens_mtok = out_tok / 1e6
     section: dict[str, Any] = {

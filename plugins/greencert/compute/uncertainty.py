@@ -304,31 +304,50 @@ def sampling_variance_by_device(
     n_dev = len(series.devices)
     if kind != "gauge" or series.t.size < 3:
         return np.zeros((n_dev, n_hours))
-    t, v, codes = series.t, series.values["value"], series.device_codes
+    t, v = series.t, series.values["value"]
     n = t.size
-    same = codes[1:] == codes[:-1]
-    step = t[1:] - t[:-1]
-    seg_ok = same & (step > 0) & (step <= max_gap)
-    left_ok = np.concatenate([[False], seg_ok])  # segment i-1 -> i bridged
-    right_ok = np.concatenate([seg_ok, [False]])  # segment i -> i+1 bridged
-    dt_left = np.concatenate([[0.0], np.where(seg_ok, step, 0.0)])
-    dt_right = np.concatenate([np.where(seg_ok, step, 0.0), [0.0]])
-    interior = left_ok & right_ok
-    i = np.flatnonzero(interior)
-    resid = np.zeros(n)
-    if i.size:
-        span = dt_left[i] + dt_right[i]
-        line = (v[i - 1] * dt_right[i] + v[i + 1] * dt_left[i]) / span
-        resid[i] = v[i] - line
-    count = np.bincount(codes[interior], minlength=n_dev).astype(np.float64)
-    ss = np.bincount(codes, weights=resid * resid, minlength=n_dev)
+    step = series.cache.get("dt")
+    if step is None:
+        step = t[1:] - t[:-1]
+    starts, _ = series.device_bounds()
+    seg_ok = (step > 0) & (step <= max_gap)
+    seg_ok[starts[1:] - 1] = False  # the step into the next device's rows
+    bridged = np.where(seg_ok, step, 0.0)
+    # Interior readings r = 1 .. n-2 (both neighbouring steps bridged), as slices, not gathers:
+    # nearly every reading is interior. Residual from the line through the two neighbours.
+    dt_left, dt_right = bridged[:-1], bridged[1:]
+    interior = np.zeros(n)
+    interior[1:-1] = seg_ok[:-1] & seg_ok[1:]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        line = (v[:-2] * dt_right + v[2:] * dt_left) / (dt_left + dt_right)
+    squares = np.zeros(n)
+    np.subtract(v[1:-1], line, out=squares[1:-1])
+    np.square(squares, out=squares)
+    squares[interior == 0] = 0.0  # not interior: no residual (and 0/0 where no step is bridged)
+    # Rows are grouped by device: per-device sums over contiguous slices.
+    count = np.add.reduceat(interior, starts)
+    ss = np.add.reduceat(squares, starts)
     noise_var = np.where(count > 0, ss / np.maximum(count, 1.0) / 1.5, 0.0)  # per device, unit^2
-    weight = 0.5 * (dt_left + dt_right)
-    inside = (t >= start) & (t < end)
-    hour = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, n_hours - 1)
-    cell = codes[inside].astype(np.int64) * n_hours + hour[inside]
-    var = np.bincount(cell, weights=(noise_var[codes] * weight * weight)[inside], minlength=n_dev * n_hours)
-    return var.reshape(n_dev, n_hours)
+    # w_i = half the two bridged steps next to reading i; the variance of a device-hour is
+    # noise_var x sum of w_i^2 over its readings.
+    # One entry past the last row (0), so a slice may end at n in reduceat below.
+    weight = np.zeros(n + 1)
+    weight[1:n] = bridged
+    weight[: n - 1] += bridged
+    weight *= 0.5
+    # Each device's readings in each hour [edges[h], edges[h+1]): contiguous rows (time-ordered
+    # within a device, which the fold's validation statistics guarantee before this runs).
+    _, ends = series.device_bounds()
+    bounds = np.empty((n_dev, edges.size), dtype=np.int64)
+    for d, (s_, e_) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        bounds[d] = np.searchsorted(t[s_:e_], edges, side="left") + s_
+    np.square(weight, out=weight)
+    flat = bounds.ravel()
+    sums = np.add.reduceat(weight, flat)
+    # reduceat gives weight[i] (not 0) for an empty slice i:i, and each device's last sum runs on.
+    nonempty = bounds[:, 1:] > bounds[:, :-1]
+    w2 = np.where(nonempty, sums.reshape(bounds.shape)[:, :-1], 0.0)
+    return noise_var[:, None] * w2
 
 
 # --------------------------------------------------------------------------- the model

@@ -33,9 +33,7 @@ messages naming file, row and time. The stack only ever says "passed".
 
 from __future__ import annotations
 
-import gc
 import json
-import sys
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -274,26 +272,3 @@ def validate_batch(bundles: dict[Hashable, list[SuiteStats]]) -> BatchOutcome:
         outcome.passed[key] = [results[key][pos] for pos in range(len(items))]
     outcome.seconds = time.perf_counter() - began
     return outcome
-
-
-def import_gx_quietly(hide_sqlalchemy: bool = False) -> None:
-    """Import GX with the cyclic collector paused, then freeze what was imported.
-
-    Importing GX builds a few million objects, none of them garbage: the collector's passes
-    over them were ~15 % of the import. ``hide_sqlalchemy``: GX treats SQLAlchemy as optional
-    and loads its SQL support when it is installed (Airflow installs it); GreenCert validates
-    pandas frames only, so when SQLAlchemy is not imported yet it is hidden during the import
-    (about a quarter of it) and visible again afterwards. Where it is already imported (an
-    Airflow task) nothing changes.
-    """
-    hidden = hide_sqlalchemy and "sqlalchemy" not in sys.modules
-    if hidden:
-        sys.modules["sqlalchemy"] = None  # type: ignore[assignment]  # import raises ImportError
-    gc.disable()
-    try:
-        _gx()
-    finally:
-        gc.freeze()
-        gc.enable()
-        if hidden and sys.modules.get("sqlalchemy") is None:
-            del sys.modules["sqlalchemy"]

@@ -29,7 +29,7 @@ from greencert.grading import (
     gpu_count,
 )
 from greencert.units import ENERGY, POWER, Q_, parse_unit
-from greencert.validation.gx import SuiteResult, _clean_gx_result, _gx, expectations_dir
+from greencert.validation.gx import SuiteResult, _clean_gx_result, _gx, expectations_dir, import_gx_quietly
 from greencert.validation.profile import (
     Profile,
     grid_profile,
@@ -210,7 +210,10 @@ def profile_bundle(bundle: Bundle, scheme: Scheme) -> tuple[list[SuiteInput], fl
 
     params, _, _ = _meter_params(m.power, scheme, start, end, "power")
     # The power series in one pass, shard by shard: the same statistics as a file read whole.
-    power_profile = power_fold(bundle, scheme).profile
+    # Great Expectations is imported while pool workers fold the shards (it is needed next).
+    power_profile = power_fold(
+        bundle, scheme, meanwhile=lambda: import_gx_quietly(hide_sqlalchemy=True)
+    ).profile
     items.append(SuiteInput("power_profile", power_profile, bundle.power, "device", params, m.power.kind))
     coverage = power_profile.integrated.coverage() if power_profile.integrated is not None else None
 
