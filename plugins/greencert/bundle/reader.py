@@ -53,9 +53,11 @@ class Bundle:
     power: DeviceShards
     tokens: Series
     grid: Series | None = None
-    facility_meter: Series | None = None
-    it_meter: Series | None = None
-    meters: dict[str, Series] = field(default_factory=dict)
+    # Device-keyed meters are indexed and folded in shards like the power series (node meters of a
+    # large deployment are millions of rows).
+    facility_meter: DeviceShards | None = None
+    it_meter: DeviceShards | None = None
+    meters: dict[str, DeviceShards] = field(default_factory=dict)
     inputs: list[dict[str, str]] = field(default_factory=list)
     # Series named by the manifest's carbon section (instrument profiles, marginal rates).
     carbon_series: dict[str, Series] = field(default_factory=dict)
@@ -101,20 +103,17 @@ def open_bundle(bundle_dir: Path | str, rows_per_shard: int = ROWS_PER_SHARD) ->
         grid = read_series(
             path_of(m.grid.file), GRID_COLUMNS, GRID_OPTIONAL_COLUMNS, ("intensity",), None, "grid"
         )
+
+    def meter(name: str, what: str) -> DeviceShards:
+        return read_device_shards(
+            path_of(name), METER_COLUMNS, ("device",), ("value",), "device", what, rows_per_shard
+        )
+
     facility_meter = it_meter = None
     if m.facility.meter is not None and m.facility.it_meter is not None:
-        facility_meter = read_series(
-            path_of(m.facility.meter.file), METER_COLUMNS, ("device",), ("value",), "device", "facility meter"
-        )
-        it_meter = read_series(
-            path_of(m.facility.it_meter.file), METER_COLUMNS, ("device",), ("value",), "device", "IT meter"
-        )
-    meters = {
-        spec.name: read_series(
-            path_of(spec.file), METER_COLUMNS, ("device",), ("value",), "device", f"meter {spec.name}"
-        )
-        for spec in m.meters
-    }
+        facility_meter = meter(m.facility.meter.file, "facility meter")
+        it_meter = meter(m.facility.it_meter.file, "IT meter")
+    meters = {spec.name: meter(spec.file, f"meter {spec.name}") for spec in m.meters}
     carbon_series = read_carbon_series(m, path_of)
     concurrency = None
     if m.concurrency is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +64,8 @@ class DeviceShards:
     required: tuple[str, ...]
     optional: tuple[str, ...]
     whole: Series | None = None
+    # Folds of this series under a spec (compute/fold.py), so every stage of a process shares one.
+    folds: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
     _last_group: tuple[int, pa.Table] | None = field(default=None, repr=False)
 
     @classmethod
@@ -192,7 +195,9 @@ def read_device_shards(
         return whole()
     import pyarrow.parquet as pq
 
-    check_parquet_schema(path, required, optional, numeric)
+    schema = check_parquet_schema(path, required, optional, numeric)
+    if group_by not in schema.names:  # one meter for the whole file (no device column): one device
+        return whole()
     try:
         handle = pq.ParquetFile(path, read_dictionary=[group_by])
     except (pa.ArrowInvalid, OSError) as exc:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from greencert.bundle.reader import Bundle
-from greencert.compute.fold import power_fold
-from greencert.compute.integrate import energy_of, energy_unit
+from greencert.compute.fold import power_fold, series_energy
+from greencert.compute.integrate import energy_unit
 from greencert.grading import Scheme, effective_max_gap
 from greencert.units import as_array, significant
 
@@ -42,7 +42,7 @@ def tolerance_for(spec_tolerance: float | None, scheme: Scheme) -> float:
 
 
 def _kwh(series, spec, start: float, end: float, max_gap: float, where: str) -> tuple[list[str], np.ndarray]:
-    integrated, unit = energy_of(series, spec, start, end, max_gap, where)
+    integrated, unit = series_energy(series, spec, start, end, max_gap, where)
     return integrated.devices, as_array(integrated.per_device, unit).to("kWh").magnitude
 
 

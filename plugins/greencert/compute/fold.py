@@ -33,6 +33,8 @@ from greencert.compute.integrate import (
     Integrated,
     Kind,
     build_running,
+    energy_of,
+    energy_unit,
     evaluate,
     hour_edges,
     integrate_at,
@@ -133,30 +135,64 @@ def idle_runs(bundle: Bundle, spec: FoldSpec) -> IdleRuns | None:
     return IdleRuns(spec.idle_step, bounds, float(np.diff(edges)[idle].sum()))
 
 
-def fold_spec(bundle: Bundle, scheme: Scheme) -> FoldSpec:
-    m = bundle.manifest
-    spec = m.power
+def series_spec(
+    spec: Any,
+    start: float,
+    end: float,
+    max_gap: float,
+    where: str,
+    neighbours: int | None = None,
+    idle_step: float | None = None,
+) -> FoldSpec:
+    """The fold of one series from its manifest entry (``kind``, ``unit``); ``where`` names it in errors."""
     kind: Kind = "gauge" if spec.kind == "gauge" else "counter"
     if kind == "gauge":
-        unit = parse_unit(spec.unit, POWER, "power.unit")
+        unit = parse_unit(spec.unit, POWER, f"{where}.unit")
         to_base = float(Q_(1.0, unit).to("W").magnitude)
         to_kwh = float(Q_(1.0, f"({unit}) * second").to("kWh").magnitude)
     else:
-        unit = parse_unit(spec.unit, ENERGY, "power.unit")
+        unit = parse_unit(spec.unit, ENERGY, f"{where}.unit")
         to_base = float(Q_(1.0, unit).to("J").magnitude)
         to_kwh = float(Q_(1.0, unit).to("kWh").magnitude)
+    return FoldSpec(kind, to_base, to_kwh, start, end, max_gap, neighbours, idle_step)
+
+
+def fold_spec(bundle: Bundle, scheme: Scheme) -> FoldSpec:
+    """The power series' fold: statistics and integrals, and under 2026.2+ gaps, noise and idle time."""
+    m = bundle.manifest
     integrity = getattr(scheme, "integrity", None)
     neighbours = int(load_defaults(integrity.defaults)["gap_neighbours"]) if integrity is not None else None
-    return FoldSpec(
-        kind,
-        to_base,
-        to_kwh,
+    return series_spec(
+        m.power,
         m.period.start.timestamp(),
         m.period.end.timestamp(),
-        effective_max_gap(spec, scheme),
+        effective_max_gap(m.power, scheme),
+        "power",
         neighbours,
         median_step(bundle.tokens) if integrity is not None else None,
     )
+
+
+def meter_fold(
+    shards: DeviceShards, spec: Any, start: float, end: float, max_gap: float, where: str
+) -> PowerFold:
+    """Statistics and integral of a meter series (node meters, PDUs, facility and IT meters), folded
+    like the power series and kept on its index: validation and every layer that integrates it share it."""
+    fold_of = series_spec(spec, start, end, max_gap, where)
+    cached = shards.folds.get(fold_of)
+    if cached is None:
+        cached = fold_series(shards, fold_of, None)
+        shards.folds[fold_of] = cached
+    return cached
+
+
+def series_energy(
+    series: Series | DeviceShards, spec: Any, start: float, end: float, max_gap: float, where: str
+) -> tuple[Integrated, str]:
+    """``integrate.energy_of`` for a series read whole or in shards: the integral and its pint unit."""
+    if isinstance(series, Series):
+        return energy_of(series, spec, start, end, max_gap, where)
+    return meter_fold(series, spec, start, end, max_gap, where).integrated, energy_unit(spec, where)
 
 
 # The last folds of this process, keyed by the bundle's file hashes: the validate and compute
@@ -232,8 +268,17 @@ def fold(
     default), in runs of consecutive shards (a worker reads its own rows from the file); the
     results are stacked in device order, so they are the same bits as in one process.
     """
-    shards = bundle.power
-    idle_steps = idle_runs(bundle, spec)
+    return fold_series(bundle.power, spec, idle_runs(bundle, spec), meanwhile, workers)
+
+
+def fold_series(
+    shards: DeviceShards,
+    spec: FoldSpec,
+    idle_steps: IdleRuns | None,
+    meanwhile: Callable[[], object] | None = None,
+    workers: int | None = None,
+) -> PowerFold:
+    """Fold every shard of one series (``fold`` for the power series, ``meter_fold`` for meters)."""
     n_workers = min(workers or os.cpu_count() or 1, shards.n_shards)
     if shards.whole is not None or n_workers < 2 or not may_start_processes():
         if meanwhile is not None:

@@ -17,8 +17,8 @@ import numpy as np
 from greencert.bundle.reader import Bundle
 from greencert.compute.attribution import attributed
 from greencert.compute.boundary import boundary_defaults, idle_capacity
-from greencert.compute.fold import power_fold
-from greencert.compute.integrate import energy_of, energy_unit, integrate
+from greencert.compute.fold import power_fold, series_energy
+from greencert.compute.integrate import energy_unit, integrate
 from greencert.compute.reconcile import node_parts as unmetered_node_parts
 from greencert.compute.uncertainty import load_defaults
 from greencert.errors import BundleError
@@ -140,10 +140,10 @@ def compute_figures(bundle: Bundle, scheme: Scheme) -> Figures:
     served_hourly = it_hourly if idle is None else it_hourly + it_hourly * idle.share
 
     if m.facility.meter is not None and bundle.facility_meter is not None and bundle.it_meter is not None:
-        fac, fac_unit = energy_of(
+        fac, fac_unit = series_energy(
             bundle.facility_meter, m.facility.meter, start, end, max_gap, "facility.meter"
         )
-        itm, itm_unit = energy_of(
+        itm, itm_unit = series_energy(
             bundle.it_meter, m.facility.it_meter, start, end, max_gap, "facility.it_meter"
         )
         fac_h = as_array(fac.per_hour.sum(axis=0), fac_unit).to("kWh").magnitude

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from greencert.bundle.reader import Bundle, Series
-from greencert.compute.integrate import energy_of
+from greencert.bundle.reader import Bundle, DeviceShards, Series
+from greencert.compute.fold import series_energy
 from greencert.compute.uncertainty import meter_accuracy
 from greencert.units import Q_, as_array, significant
 
@@ -77,7 +77,7 @@ def primary_layer(meter_class: str | None, defaults: dict[str, Any]) -> str | No
 
 
 def integrate_layer(
-    series: Series,
+    series: Series | DeviceShards,
     spec: Any,
     source: str,
     layer: str | None,
@@ -88,7 +88,7 @@ def integrate_layer(
 ) -> LayerSeries:
     # The scheme's gap (``default_gap``), tightened only by the manifest.
     max_gap = min(Q_(spec.max_gap).to("s").magnitude, default_gap) if spec.max_gap else default_gap
-    integ, unit = energy_of(series, spec, start, end, max_gap, source)
+    integ, unit = series_energy(series, spec, start, end, max_gap, source)
     hourly = as_array(integ.per_hour.sum(axis=0), unit).to("kWh").magnitude
     per_device = as_array(integ.per_device, unit).to("kWh").magnitude
     accuracy, basis = meter_accuracy(spec, defaults)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from greencert.bundle.reader import Bundle, DeviceShards, Series
-from greencert.compute.fold import power_fold
+from greencert.compute.fold import meter_fold, power_fold
 from greencert.errors import ValidationFailed
 from greencert.grading import (
     Scheme,
@@ -35,7 +35,6 @@ from greencert.validation.profile import (
     grid_profile,
     implausible_token_rate,
     locate,
-    meter_profile,
     request_profile,
     token_profile,
 )
@@ -263,8 +262,9 @@ def profile_bundle(bundle: Bundle, scheme: Scheme) -> tuple[list[SuiteInput], fl
     ):
         if series is None or spec is None:
             continue
-        p, base, gap = _meter_params(spec, scheme, start, end, name)
-        prof = meter_profile(series, spec.kind, base, start, end, gap)
+        p, _, gap = _meter_params(spec, scheme, start, end, name)
+        # Folded shard by shard like the power series; computation reuses the same fold.
+        prof = meter_fold(series, spec, start, end, gap, name).profile
         items.append(SuiteInput("power_profile", prof, series, "device", p, spec.kind))
     return items, coverage
 

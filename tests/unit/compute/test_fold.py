@@ -59,6 +59,10 @@ def _documents(bundle: Path, scheme_path: Path, rows_per_shard: int) -> tuple[in
         arrays.append(fold.noise_by_device_hour)
     if fold.idle is not None and fold.idle_mj is not None:
         arrays += [fold.idle.bounds, fold.idle_mj]
+    # Meters (node meters, facility and IT meters) fold the same way.
+    for meter in [*b.meters.values(), b.facility_meter, b.it_meter]:
+        for meter_fold in [] if meter is None else meter.folds.values():
+            arrays += [meter_fold.profile.frame.to_numpy(dtype=str), meter_fold.integrated.per_hour]
     for array in arrays:
         digest.update(np.ascontiguousarray(array).tobytes())
     return b.power.n_shards, json.dumps(figures, sort_keys=True).encode(), digest.digest()
@@ -196,6 +200,8 @@ def test_fleet_simulator_deployment_folds_to_the_same_bits(tmp_path: Path) -> No
     )
     (bundle,) = [p for p in folder.iterdir() if p.is_dir()]
     _regroup(bundle, 50_000)
+    # The node meters (5 nodes) are sharded too at the smaller size.
+    assert max(m.n_shards for m in open_bundle(bundle, 5761 * 3).meters.values()) > 1
     _assert_shard_independent(bundle, [5761 * 3, 70_000])
 
 
@@ -230,3 +236,17 @@ def test_interleaved_devices_and_csv_are_read_whole(tmp_path: Path) -> None:
     golden = write_golden_bundle(tmp_path / "csv")
     assert open_bundle(golden, 10).power.n_shards == 1
     assert open_bundle(golden, 10).power.whole is not None
+
+
+def test_shards_fold_the_same_in_this_process_as_on_the_pool(tmp_path: Path, monkeypatch) -> None:
+    """In a daemonic process (a Celery task) or a pool worker the shards fold in-process: same bits."""
+    import greencert.compute.fold as fold_module
+
+    bundle = _gauge_bundle(tmp_path / "b", 11)
+    _regroup(bundle, 997)
+    on_pool = _documents(bundle, DEFAULT_SCHEME, 1500)
+    monkeypatch.setattr(fold_module, "may_start_processes", lambda: False)
+    monkeypatch.setattr(fold_module, "_RECENT", {})
+    in_process = _documents(bundle, DEFAULT_SCHEME, 1500)
+    assert on_pool[0] == in_process[0] > 1
+    assert on_pool == in_process
