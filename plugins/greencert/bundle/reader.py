@@ -126,6 +126,10 @@ def open_bundle(bundle_dir: Path | str, rows_per_shard: int = ROWS_PER_SHARD) ->
             path_of(m.requests.file), REQUEST_COLUMNS, ("instance",), ("requests",), "instance", "requests"
         )
     inputs = [{"file": name, "sha256": sha256_file(p)} for name, p in sorted(files.items())]
+    digests = {i["file"]: i["sha256"] for i in inputs}
+    for shards in (power, facility_meter, it_meter, *meters.values()):
+        if shards is not None:
+            shards.sha256 = digests[shards.file]
     return Bundle(
         bundle_dir,
         manifest,

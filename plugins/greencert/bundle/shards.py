@@ -64,6 +64,7 @@ class DeviceShards:
     required: tuple[str, ...]
     optional: tuple[str, ...]
     whole: Series | None = None
+    sha256: str | None = None  # of the file, set by open_bundle once every file is hashed
     # Folds of this series under a spec (compute/fold.py), so every stage of a process shares one.
     folds: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
     _last_group: tuple[int, pa.Table] | None = field(default=None, repr=False)

@@ -180,9 +180,17 @@ def meter_fold(
     like the power series and kept on its index: validation and every layer that integrates it share it."""
     fold_of = series_spec(spec, start, end, max_gap, where)
     cached = shards.folds.get(fold_of)
+    if cached is not None:
+        return cached
+    # Shared across the stages of one process like the power series' fold (_RECENT), keyed by the
+    # file's bytes: a meter's fold depends on nothing else.
+    key = (fold_of, shards.file, shards.sha256, tuple(shards.ranges)) if shards.sha256 else None
+    cached = _RECENT.get(key) if key is not None else None
     if cached is None:
         cached = fold_series(shards, fold_of, None)
-        shards.folds[fold_of] = cached
+        if key is not None:
+            _remember(key, cached)
+    shards.folds[fold_of] = cached
     return cached
 
 
@@ -199,7 +207,13 @@ def series_energy(
 # stages open a bundle each (a stage can be retried alone), and in one process (``certify``, the
 # CLI) the compute stage reuses the validate stage's fold of the same bytes instead of a second pass.
 _RECENT: dict[tuple[Any, ...], PowerFold] = {}
-_RECENT_SIZE = 2
+_RECENT_SIZE = 8  # a bundle's power series and its meters
+
+
+def _remember(key: tuple[Any, ...], fold_of: PowerFold) -> None:
+    _RECENT[key] = fold_of
+    while len(_RECENT) > _RECENT_SIZE:
+        _RECENT.pop(next(iter(_RECENT)))
 
 
 def power_fold(bundle: Bundle, scheme: Scheme, meanwhile: Callable[[], object] | None = None) -> PowerFold:
@@ -222,9 +236,7 @@ def power_fold(bundle: Bundle, scheme: Scheme, meanwhile: Callable[[], object] |
     if cached is None:
         cached = fold(bundle, spec, meanwhile)
         if key is not None:
-            _RECENT[key] = cached
-            while len(_RECENT) > _RECENT_SIZE:
-                _RECENT.pop(next(iter(_RECENT)))
+            _remember(key, cached)
     elif meanwhile is not None:
         meanwhile()
     bundle.folds[spec] = cached
