@@ -77,8 +77,9 @@ class FoldSpec:
 
 
 @dataclass
-class PowerFold:
-    """The power series as the stages need it: per-device results stacked in device order."""
+class SeriesFold:
+    """A device-keyed series (the power series, a meter) as the stages need it: per-device results
+    stacked in device order. Gaps, noise and idle time are the power series' only (None for meters)."""
 
     spec: FoldSpec
     devices: list[str]
@@ -175,7 +176,7 @@ def fold_spec(bundle: Bundle, scheme: Scheme) -> FoldSpec:
 
 def meter_fold(
     shards: DeviceShards, spec: Any, start: float, end: float, max_gap: float, where: str
-) -> PowerFold:
+) -> SeriesFold:
     """Statistics and integral of a meter series (node meters, PDUs, facility and IT meters), folded
     like the power series and kept on its index: validation and every layer that integrates it share it."""
     fold_of = series_spec(spec, start, end, max_gap, where)
@@ -206,17 +207,17 @@ def series_energy(
 # The last folds of this process, keyed by the bundle's file hashes: the validate and compute
 # stages open a bundle each (a stage can be retried alone), and in one process (``certify``, the
 # CLI) the compute stage reuses the validate stage's fold of the same bytes instead of a second pass.
-_RECENT: dict[tuple[Any, ...], PowerFold] = {}
+_RECENT: dict[tuple[Any, ...], SeriesFold] = {}
 _RECENT_SIZE = 8  # a bundle's power series and its meters
 
 
-def _remember(key: tuple[Any, ...], fold_of: PowerFold) -> None:
+def _remember(key: tuple[Any, ...], fold_of: SeriesFold) -> None:
     _RECENT[key] = fold_of
     while len(_RECENT) > _RECENT_SIZE:
         _RECENT.pop(next(iter(_RECENT)))
 
 
-def power_fold(bundle: Bundle, scheme: Scheme, meanwhile: Callable[[], object] | None = None) -> PowerFold:
+def power_fold(bundle: Bundle, scheme: Scheme, meanwhile: Callable[[], object] | None = None) -> SeriesFold:
     """The fold of ``bundle``'s power series under ``scheme``, computed once per bundle bytes and spec.
 
     ``meanwhile`` runs in this process while pool workers fold the shards (the validate stage
@@ -273,7 +274,7 @@ def _fold_shard(series: Series, spec: FoldSpec, idle: IdleRuns | None) -> _Shard
 
 def fold(
     bundle: Bundle, spec: FoldSpec, meanwhile: Callable[[], object] | None = None, workers: int | None = None
-) -> PowerFold:
+) -> SeriesFold:
     """Fold every shard of ``bundle.power`` (see the module docstring).
 
     Two shards or more go to a process pool (``greencert/pool.py``, one worker per core by
@@ -289,7 +290,7 @@ def fold_series(
     idle_steps: IdleRuns | None,
     meanwhile: Callable[[], object] | None = None,
     workers: int | None = None,
-) -> PowerFold:
+) -> SeriesFold:
     """Fold every shard of one series (``fold`` for the power series, ``meter_fold`` for meters)."""
     n_workers = min(workers or os.cpu_count() or 1, shards.n_shards)
     if shards.whole is not None or n_workers < 2 or not may_start_processes():
@@ -332,11 +333,11 @@ def combine(
     n_rows: int,
     spec: FoldSpec,
     idle_steps: IdleRuns | None,
-) -> PowerFold:
+) -> SeriesFold:
     """Stack the shards' per-device results in device order (``devices``, sorted) and add their sums."""
     if len(results) == 1:
         r = results[0]
-        return PowerFold(
+        return SeriesFold(
             spec,
             devices,
             n_rows,
@@ -375,6 +376,6 @@ def combine(
         idle = np.asarray(
             np.sum([r.idle_mj for r in results if r.idle_mj is not None], axis=0), dtype=np.int64
         )
-    return PowerFold(
+    return SeriesFold(
         spec, devices, n_rows, len(results), Profile(frame, integrated), gaps, noise, idle_steps, idle
     )

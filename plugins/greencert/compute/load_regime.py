@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from greencert.bundle.reader import Bundle, Series
-from greencert.compute.fold import PowerFold
+from greencert.compute.fold import SeriesFold
 from greencert.compute.integrate import median_step
 from greencert.errors import BundleError
 from greencert.units import significant
@@ -87,7 +87,7 @@ def concurrency_stats(series: Series, start: float, end: float, max_gap: float) 
     }
 
 
-def idle_time(power: PowerFold) -> dict[str, Any]:
+def idle_time(power: SeriesFold) -> dict[str, Any]:
     """Steps (at the token counters' own interval) with no output token, and the power drawn in them.
 
     Both come from the fold (compute/fold.py): the idle steps from the token counters, the energy
@@ -108,7 +108,7 @@ def idle_time(power: PowerFold) -> dict[str, Any]:
     }
 
 
-def load_regime(bundle: Bundle, fig: Any, power: PowerFold) -> dict[str, Any]:
+def load_regime(bundle: Bundle, fig: Any, power: SeriesFold) -> dict[str, Any]:
     m = bundle.manifest
     start, end = m.period.start.timestamp(), m.period.end.timestamp()
     out_tok = float(fig.output_tokens.to("token").magnitude)
